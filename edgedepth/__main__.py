@@ -1,0 +1,3 @@
+from edgedepth.cli.main import main
+
+main()

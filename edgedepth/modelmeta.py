@@ -1,0 +1,81 @@
+"""What a model file says about itself: the ONNX `metadata_props` contract between export and runtime.
+
+The runtime reads preprocessing and identity from here, never from constants. Every value is a string
+(ONNX metadata is string->string); structured values are JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from edgedepth.errors import ModelError
+from edgedepth.preprocess import OUTPUT_DOC, Preprocessing
+
+KEY_PREPROCESSING = "edgedepth.preprocessing"  # JSON of Preprocessing.to_dict()
+KEY_MODEL = "edgedepth.model"  # JSON: name, version, size, checkpoint_sha256, training_round
+KEY_OUTPUTS = "edgedepth.outputs"  # JSON: output name -> meaning and units
+KEY_FORMAT = "edgedepth.format"
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class ModelInfo:
+    """Identity and preprocessing of a trained model, as carried by checkpoints and ONNX files."""
+
+    preprocessing: Preprocessing
+    name: str = "edgedepth"
+    version: str = "0"
+    size: str = "small"
+    checkpoint_sha256: str = ""
+    training_round: int = 0
+    extra: Dict[str, str] = field(default_factory=dict)
+
+    def to_metadata_props(self) -> Dict[str, str]:
+        ident = {"name": self.name, "version": self.version, "size": self.size,
+                 "checkpoint_sha256": self.checkpoint_sha256, "training_round": self.training_round}
+        props = {
+            KEY_FORMAT: FORMAT_VERSION,
+            KEY_PREPROCESSING: self.preprocessing.to_json(),
+            KEY_MODEL: json.dumps(ident, sort_keys=True),
+            KEY_OUTPUTS: json.dumps(OUTPUT_DOC, sort_keys=True),
+        }
+        props.update(self.extra)
+        return props
+
+    @classmethod
+    def from_metadata_props(cls, props: Dict[str, str], source: str = "model") -> "ModelInfo":
+        if KEY_PREPROCESSING not in props:
+            raise ModelError(
+                f"{source} carries no '{KEY_PREPROCESSING}' metadata: it was not exported by "
+                "`edgedepth export`; re-export it from its checkpoint"
+            )
+        try:
+            pre = Preprocessing.from_json(props[KEY_PREPROCESSING])
+            ident = json.loads(props.get(KEY_MODEL, "{}"))
+        except (ValueError, TypeError) as exc:
+            raise ModelError(f"{source} has unreadable edgedepth metadata ({exc}); re-export it") from exc
+        known = {KEY_PREPROCESSING, KEY_MODEL, KEY_OUTPUTS, KEY_FORMAT}
+        return cls(
+            preprocessing=pre,
+            name=str(ident.get("name", "edgedepth")),
+            version=str(ident.get("version", "0")),
+            size=str(ident.get("size", "")),
+            checkpoint_sha256=str(ident.get("checkpoint_sha256", "")),
+            training_round=int(ident.get("training_round", 0)),
+            extra={k: v for k, v in props.items() if k not in known},
+        )
+
+
+def read_onnx_info(path: str, session: Optional[object] = None) -> ModelInfo:
+    """ModelInfo of an ONNX file via onnxruntime (no `onnx` package needed on a device)."""
+    if session is None:
+        import onnxruntime as ort
+
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+            raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    return ModelInfo.from_metadata_props(props, source=str(path))

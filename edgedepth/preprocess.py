@@ -1,0 +1,107 @@
+"""The preprocessing contract that travels with the weights (checkpoint -> ONNX metadata -> runtime).
+
+Pure numpy + OpenCV so the device side can use it without torch. Images are RGB uint8 HxWx3
+everywhere inside edgedepth (loaders convert from OpenCV's BGR).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+from edgedepth.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Output names of every edgedepth network / ONNX file / engine.
+OUTPUT_DEPTH = "depth"  # metric z-depth in metres, shape (N, 1, H, W), strictly positive
+OUTPUT_UNCERTAINTY = "uncertainty"  # log of the Laplacian scale b on log-depth, shape (N, 1, H, W)
+INPUT_NAME = "image"  # normalised RGB, float32, shape (N, 3, H, W)
+
+OUTPUT_DOC = {
+    OUTPUT_DEPTH: "metric z-depth along the optical axis, metres, float32 (N,1,H,W), > 0",
+    OUTPUT_UNCERTAINTY: "per-pixel log(b) of a Laplacian on log-depth; higher = less certain, "
+    "expected |log d_true - log d_pred| ~= exp(uncertainty)",
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Input size, normalisation and depth range a model was trained with."""
+
+    height: int
+    width: int
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    min_depth: float = 0.1
+    max_depth: float = 40.0
+    depth_units: str = "metres"
+    channel_order: str = "RGB"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.height <= 0 or self.width <= 0 or self.height % 32 or self.width % 32:
+            raise ConfigError(
+                f"input size {self.height}x{self.width} must be positive multiples of 32 "
+                f"(the encoder downsamples 5 times); try {max(32, round(self.height / 32) * 32)}x"
+                f"{max(32, round(self.width / 32) * 32)}"
+            )
+        if not 0 < self.min_depth < self.max_depth:
+            raise ConfigError(f"depth range must satisfy 0 < min_depth < max_depth, got "
+                              f"{self.min_depth}..{self.max_depth}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError("mean and std need three values each and std must be positive")
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        return self.height, self.width
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocessing":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(v) for v in known[key])
+        return cls(**known)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Preprocessing":
+        return cls.from_dict(json.loads(text))
+
+    def apply(self, rgb: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """RGB uint8 HxWx3 (any size) -> float32 (1, 3, H, W) normalised network input.
+
+        Pass `out` (a preallocated (1,3,H,W) float32 array) to avoid allocations in a hot loop.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ConfigError(f"expected an RGB image HxWx3, got shape {rgb.shape}")
+        if rgb.shape[:2] != (self.height, self.width):
+            interp = cv2.INTER_AREA if rgb.shape[0] > self.height else cv2.INTER_LINEAR
+            rgb = cv2.resize(rgb, (self.width, self.height), interpolation=interp)
+        if out is None:
+            out = np.empty((1, 3, self.height, self.width), dtype=np.float32)
+        scale = np.float32(1.0 / 255.0)
+        for c in range(3):
+            np.multiply(rgb[:, :, c], scale / np.float32(self.std[c]), out=out[0, c], casting="unsafe")
+            out[0, c] -= np.float32(self.mean[c] / self.std[c])
+        return out
+
+
+def resize_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a float depth map (HxW) back to an image's size, keeping metric values."""
+    if depth.shape[:2] == (height, width):
+        return depth
+    return cv2.resize(depth, (width, height), interpolation=cv2.INTER_LINEAR)
