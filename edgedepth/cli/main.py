@@ -61,7 +61,8 @@ class LazyGroup(click.Group):
             if quiet and exc.name == module_name:
                 return None  # command group not built yet in this checkout
             raise
-        return getattr(module, attr)
+        # None ("no such command") while a shared module does not define this command yet.
+        return getattr(module, attr, None)
 
     def invoke(self, ctx: click.Context):
         try:

@@ -1,0 +1,105 @@
+"""`edgedepth keys`, `edgedepth publish`, `edgedepth gate`: sign, version and promote models."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from edgedepth.errors import ConfigError
+
+
+@click.group("keys")
+def keys() -> None:
+    """Manage the Ed25519 key pair that signs published bundles."""
+
+
+@keys.command("gen")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write signing.key (private, mode 0600) and signing.pub (copy to devices).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing key pair (devices must then get the new signing.pub).")
+def keys_gen(out_dir: str, force: bool) -> None:
+    """Generate a new signing key pair."""
+    from edgedepth.registry.keys import generate_keypair, key_id, load_public_key
+
+    key_path, pub_path = generate_keypair(out_dir, force=force)
+    click.echo(f"private key: {key_path} (mode 0600; keep it off devices)")
+    click.echo(f"public key:  {pub_path} (key id {key_id(load_public_key(pub_path))}; install on devices)")
+
+
+@click.command("publish")
+@click.argument("bundle", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--registry", required=True,
+              help="Registry: a directory, file://PATH or s3://BUCKET/PREFIX (HTTP ones are read-only).")
+@click.option("--key", "key_path", type=click.Path(dir_okay=False),
+              help="Private signing key (signing.key from `edgedepth keys gen`); needed to publish.")
+@click.option("--version", "version", default=None,
+              help="Version number (dotted integers); default: one more than the newest published.")
+@click.option("--promote", is_flag=True, help="Promote the new version at once (devices will install it).")
+@click.option("--promote-only", "promote_only", default=None, metavar="V",
+              help="Promote the already published version V instead of publishing a bundle.")
+@click.option("--demote", "demote", default=None, metavar="V",
+              help="Withdraw the promotion of version V (devices stop moving to it).")
+@click.option("--endpoint-url", default=None, help="S3-compatible endpoint URL (MinIO, moto, ...).")
+@click.option("--notes", default="", help="Free-text release notes stored with the version.")
+def publish(bundle: Optional[str], registry: str, key_path: Optional[str], version: Optional[str],
+            promote: bool, promote_only: Optional[str], demote: Optional[str], endpoint_url: Optional[str],
+            notes: str) -> None:
+    """Publish BUNDLE as a new signed, immutable version of a model registry.
+
+    Engines are not published (each device builds its own). With --promote-only V or --demote V,
+    only the promotion flag of an existing version changes.
+    """
+    from edgedepth.registry.publish import publish_bundle, set_promoted
+
+    flag_ops = [o for o in (promote_only, demote) if o is not None]
+    if flag_ops:
+        if bundle is not None or len(flag_ops) > 1 or promote or version:
+            raise ConfigError("--promote-only/--demote take no BUNDLE and no --version/--promote; "
+                              "use one of them alone")
+        target = promote_only if promote_only is not None else demote
+        index = set_promoted(registry, target, promoted=promote_only is not None, endpoint_url=endpoint_url)
+        click.echo(f"version {target} {'promoted' if promote_only else 'withdrawn'}; "
+                   f"latest promoted: {index['latest_promoted']}")
+        return
+    if bundle is None:
+        raise ConfigError("give a BUNDLE directory to publish (or --promote-only V / --demote V)")
+    if key_path is None:
+        raise ConfigError("--key is required to publish: pass the signing.key from `edgedepth keys gen`")
+    entry = publish_bundle(bundle, registry, key_path, version=version, promote=promote, notes=notes,
+                           endpoint_url=endpoint_url)
+    click.echo(f"published {bundle} as version {entry['version']} to {registry} "
+               f"({entry['files']} files, {entry['size_bytes']} bytes, manifest sha256 "
+               f"{entry['manifest_sha256'][:16]}...){' - promoted' if entry['promoted'] else ''}")
+
+
+@click.command("gate")
+@click.argument("candidate", type=click.Path(exists=True, dir_okay=False))
+@click.option("--baseline", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The model the fleet runs now (.pt checkpoint or .onnx).")
+@click.option("--regression-set", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset folder the candidate must not get worse on.")
+@click.option("--target-set", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset folder the candidate must improve on.")
+@click.option("--tolerance", default=0.02, show_default=True, type=float,
+              help="Largest allowed relative worsening of AbsRel and d1 (0.02 = 2%).")
+@click.option("--min-gain", default=0.0, show_default=True, type=float,
+              help="Relative AbsRel improvement the target set must exceed (0.05 = 5%).")
+@click.option("--limit", default=None, type=int, help="Score at most this many frames of each set.")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+              help="Also write the full result (metrics, per-domain figures, checks) as JSON here.")
+def gate(candidate: str, baseline: str, regression_set: str, target_set: str, tolerance: float,
+         min_gain: float, limit: Optional[int], json_out: Optional[str]) -> None:
+    """Decide whether CANDIDATE may replace the baseline; exits non-zero when refused."""
+    from edgedepth.gate import default_evaluator, enforce, write_result
+    from edgedepth.gate import gate as run_gate
+
+    result = run_gate(candidate, baseline, regression_set, target_set, tolerance=tolerance, min_gain=min_gain,
+                      evaluator=default_evaluator(limit=limit))
+    click.echo(result.table())
+    if json_out:
+        write_result(result, json_out)
+        click.echo(f"wrote {json_out}")
+    enforce(result)
+

@@ -1,0 +1,62 @@
+"""`edgedepth train`: train, fine-tune or resume a depth network (torch is imported only when it runs)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("train")
+@click.option("--data", "data", required=True, multiple=True,
+              help="Training dataset folder(s): DIR[,DIR...] (repeatable).")
+@click.option("--val", "val", multiple=True,
+              help="Validation dataset folder(s); default: hold out 5% of the training frames.")
+@click.option("--model", "model", default="small", show_default=True,
+              type=click.Choice(["tiny", "small", "base"]), help="Model size (ignored with --init-from).")
+@click.option("--size", default="96x128", show_default=True,
+              help="Network input HEIGHTxWIDTH, multiples of 32 (ignored with --init-from).")
+@click.option("--epochs", type=int, default=None, help="Train for N epochs (reproducible on CPU).")
+@click.option("--minutes", type=float, default=None,
+              help="Wall-clock budget for the whole run; the LR schedule is planned against it.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory: best.pt, last.pt, curves.png, run.json.")
+@click.option("--init-from", "init_from", type=click.Path(dir_okay=False), default=None,
+              help="Fine-tune from this checkpoint (keeps its model config and preprocessing).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--batch-size", "batch_size", type=int, default=16, show_default=True,
+              help="Batch size per process.")
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate (AdamW).")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Threads that decode the datasets into memory.")
+@click.option("--grad-weight", "grad_weight", type=float, default=0.5, show_default=True,
+              help="Weight of the scale-invariant gradient loss (0 turns it off).")
+@click.option("--min-depth", "min_depth", type=float, default=0.1, show_default=True,
+              help="Smallest depth the network can output [m].")
+@click.option("--max-depth", "max_depth", type=float, default=40.0, show_default=True,
+              help="Largest depth the network can output [m].")
+@click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where to train.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed, batch_size, lr, workers,
+          grad_weight, min_depth, max_depth, device, no_progress) -> None:
+    """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
+
+    Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
+    Multi-GPU / multi-node: launch with `torchrun --nproc_per_node N -m edgedepth train ...`.
+    """
+    from edgedepth.train.config import TrainConfig
+
+    cfg = TrainConfig(data=list(data), val=list(val), out=out, model=model, size=size, epochs=epochs,
+                      minutes=minutes, init_from=init_from, resume=resume, seed=seed, batch_size=batch_size,
+                      lr=lr, workers=workers, grad_weight=grad_weight, min_depth=min_depth,
+                      max_depth=max_depth, device=device, progress=not no_progress)
+    cfg.validate()  # clear errors before torch is imported
+    from edgedepth.train.loop import train as run_training
+
+    result = run_training(cfg)
+    if result.best_metrics:
+        m = result.best_metrics
+        click.echo(f"best epoch {result.best_epoch + 1}: AbsRel {m['abs_rel']:.4f}  d1 {m['d1']:.4f}  "
+                   f"RMSE {m['rmse']:.3f} m  ({result.epochs_completed} epochs, {result.steps} steps, "
+                   f"{result.elapsed_s:.0f} s, stopped: {result.stop_reason})")
+        click.echo(f"checkpoints: {result.best_checkpoint}  {result.last_checkpoint}")

@@ -1,0 +1,183 @@
+"""Local directory store (the embedded default).
+
+Layout:
+    ROOT/items/<id[:2]>/<id>/meta.json      metadata (SpoolMeta + received_at, received_by, stored_bytes)
+    ROOT/items/<id[:2]>/<id>/<name>         the item's files (rgb.png, depth.png, ...)
+    ROOT/index.db                           SQLite index of ingested frames (WAL, synchronous=FULL)
+    ROOT/tmp/                               items being written (same filesystem, so rename is atomic)
+    ROOT/devices.db                         device tokens (edgedepth.fleet.auth), by default
+
+An item is written into ROOT/tmp/<id>.<random>/ (each file fsynced, meta.json last, directory fsynced)
+and then renamed to its final place in one step: a reader sees the whole item or nothing. rename(2)
+of a directory onto an existing non-empty one fails, which makes the write create-only even with
+several server processes on one directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Union
+
+from edgedepth.errors import DataError
+from edgedepth.fleet.index import FrameIndex
+from edgedepth.fleet.store.base import (
+    META_NAME,
+    Store,
+    StoreUnavailable,
+    check_file_name,
+    check_item_id,
+    check_since,
+    prepare_meta,
+)
+
+log = logging.getLogger(__name__)
+_TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE}
+STALE_TMP_S = 3600.0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class LocalStore(Store):
+    """Items as directories under ROOT, plus the SQLite frame index."""
+
+    def __init__(self, root: Union[str, Path], min_free_bytes: int = 256 << 20) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.min_free_bytes = int(min_free_bytes)
+        try:
+            for sub in ("items", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the store directory {self.root}: {exc}") from exc
+        index_path = self.root / "index.db"
+        fresh_index = not index_path.exists()
+        self.index = FrameIndex(index_path)
+        self._clean_stale_tmp()
+        if fresh_index and any((self.root / "items").iterdir()):
+            log.warning("store %s has items but no index: rebuilding it", self.root)
+            self.reindex()
+
+    def describe(self) -> str:
+        return f"local directory {self.root}"
+
+    def item_dir(self, item_id: str) -> Path:
+        check_item_id(item_id)
+        return self.root / "items" / item_id[:2] / item_id
+
+    # -- writing -------------------------------------------------------------------------------
+    def put_item(self, item_id: str, files: Dict[str, bytes], meta: dict) -> bool:
+        record = prepare_meta(item_id, files, meta)
+        final = self.item_dir(item_id)
+        if (final / META_NAME).exists():
+            self._heal_index(item_id)
+            return False
+        self._check_free_space(record["stored_bytes"])
+        tmp = self.root / "tmp" / f"{item_id}.{uuid.uuid4().hex[:12]}"
+        try:
+            tmp.mkdir()
+            for name, data in files.items():
+                _write_file(tmp / name, bytes(data))
+            _write_file(tmp / META_NAME, json.dumps(record, sort_keys=True, indent=1).encode())
+            _fsync_dir(tmp)
+            if not final.parent.is_dir():
+                final.parent.mkdir(exist_ok=True)
+                _fsync_dir(final.parent.parent)  # make the new shard directory itself durable
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and (final / META_NAME).exists():
+                    self._heal_index(item_id)
+                    return False  # another writer won the race
+                raise
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            if exc.errno in _TRANSIENT_ERRNOS:
+                raise StoreUnavailable(f"local store {self.root}: {os.strerror(exc.errno)}; "
+                                       f"retry later") from exc
+            raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.index.add(record)
+        return True
+
+    def _check_free_space(self, item_bytes: int) -> None:
+        free = shutil.disk_usage(self.root).free
+        if free - item_bytes < self.min_free_bytes:
+            raise StoreUnavailable(f"local store {self.root}: only {free >> 20} MiB free (keeping "
+                                   f"{self.min_free_bytes >> 20} MiB in reserve); retry later")
+
+    def _heal_index(self, item_id: str) -> None:
+        """An item on disk but not indexed (crash between rename and index insert): index it now."""
+        if not self.index.contains(item_id):
+            self.index.add(self.get_meta(item_id))
+
+    def _clean_stale_tmp(self) -> None:
+        now = time.time()
+        for entry in (self.root / "tmp").iterdir():
+            try:
+                if now - entry.stat().st_mtime > STALE_TMP_S:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                continue
+
+    def reindex(self) -> int:
+        """Add every committed item on disk to the index; returns how many rows were added."""
+        added = 0
+        for shard in sorted((self.root / "items").iterdir()):
+            if not shard.is_dir():
+                continue
+            for item in sorted(shard.iterdir()):
+                meta_path = item / META_NAME
+                if not meta_path.is_file():
+                    continue
+                try:
+                    meta = json.loads(meta_path.read_bytes())
+                except ValueError:
+                    log.warning("skipping %s: unreadable metadata", meta_path)
+                    continue
+                added += self.index.add(meta)
+        return added
+
+    # -- reading -------------------------------------------------------------------------------
+    def has(self, item_id: str) -> bool:
+        return (self.item_dir(item_id) / META_NAME).is_file()
+
+    def get_meta(self, item_id: str) -> dict:
+        path = self.item_dir(item_id) / META_NAME
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError as exc:
+            raise DataError(f"item {item_id} is not in the store {self.root}") from exc
+
+    def read_file(self, item_id: str, name: str) -> bytes:
+        path = self.item_dir(item_id) / check_file_name(name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise DataError(f"item {item_id} has no file {name!r} in the store {self.root}") from exc
+
+    def iter_items(self, since: Optional[str] = None) -> Iterator[dict]:
+        return self.index.iter_meta(check_since(since))
+
+    def close(self) -> None:
+        self.index.close()

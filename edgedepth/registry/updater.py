@@ -1,0 +1,204 @@
+"""Device model updates: poll the registry, fetch + verify a newer promoted version, remember bad ones.
+
+The live loop owns the swap. Typical use (edgedepth.runtime.loop's seam)::
+
+    updater = ModelUpdater(url, "signing.pub", cache_dir, current_version="3", poll_every_s=300)
+    ...
+    new_dir = updater.poll()                  # cheap unless it is time to poll; never raises
+    if new_dir is not None:
+        version = updater.pending_version
+        loop.swap_backend(load_backend(new_dir),
+                          health_check=HealthCheck(baseline_latency_ms=old_median_ms),
+                          on_verdict=updater.verdict_handler(version))
+    # healthy -> updater.confirm(version); unhealthy -> the loop swaps back, updater.mark_bad(version, why)
+
+Bundles land in CACHE/versions/<V> (verified, renamed into place). Bad versions (rejected downloads,
+rolled-back models) are stored in CACHE/updater_state.json, so a restart does not retry them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+from edgedepth.errors import EdgeDepthError
+from edgedepth.registry.client import RegistryClient
+from edgedepth.registry.health import HealthCheck, HealthVerdict, assess  # noqa: F401 - one import point
+from edgedepth.registry.index import check_version, version_key
+from edgedepth.registry.keys import load_public_key  # noqa: F401 - re-exported for the runtime
+from edgedepth.registry.signing import BundleRejected
+from edgedepth.registry.storage import write_bytes_atomic
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+STATE_FILE = "updater_state.json"
+VERSIONS_SUBDIR = "versions"
+
+
+class ModelUpdater:
+    """Finds, downloads and authenticates newer promoted model versions for one device."""
+
+    def __init__(self, registry_url: str, public_key_path: PathLike, cache_dir: PathLike,
+                 current_version: Optional[str] = None, poll_every_s: float = 300.0,
+                 client: Optional[RegistryClient] = None, clock: Callable[[], float] = time.monotonic,
+                 endpoint_url: Optional[str] = None):
+        self.registry_url = str(registry_url)
+        self.public_key = load_public_key(public_key_path)
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.current_version = check_version(current_version) if current_version else None
+        self.previous_version: Optional[str] = None
+        self.pending_version: Optional[str] = None
+        self.poll_every_s = float(poll_every_s)
+        self.client = client or RegistryClient(self.registry_url, endpoint_url=endpoint_url)
+        self.clock = clock
+        self._next_poll: Optional[float] = None
+        self._lock = threading.Lock()  # confirm/mark_bad may come from the loop's inference thread
+        self.bad_versions: Dict[str, Dict[str, Any]] = self._load_state()
+        self._remove_interrupted_downloads()
+
+    # ------------------------------------------------------------------ state on disk
+    @property
+    def versions_dir(self) -> Path:
+        return self.cache_dir / VERSIONS_SUBDIR
+
+    def _load_state(self) -> Dict[str, Dict[str, Any]]:
+        path = self.cache_dir / STATE_FILE
+        if not path.is_file():
+            return {}
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+            bad = state.get("bad_versions", {})
+            return {str(k): dict(v) for k, v in bad.items()} if isinstance(bad, dict) else {}
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("updater state %s is unreadable (%s); starting with no bad versions", path, exc)
+            return {}
+
+    def _save_state(self) -> None:
+        state = {"bad_versions": self.bad_versions, "current_version": self.current_version}
+        write_bytes_atomic(self.cache_dir / STATE_FILE,
+                           (json.dumps(state, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+    # ------------------------------------------------------------------ polling
+    def due(self, now: Optional[float] = None) -> bool:
+        now = self.clock() if now is None else now
+        return self._next_poll is None or now >= self._next_poll
+
+    def poll(self, now: Optional[float] = None) -> Optional[Path]:
+        """A verified bundle directory of a newer promoted version, when it is time to poll and one exists.
+
+        Returns None when not due, while a returned version awaits confirm()/mark_bad(), when nothing
+        newer is promoted, or when the registry is unreachable (logged; retried at the next poll).
+        Never raises for registry or network trouble.
+        """
+        now = self.clock() if now is None else now
+        if self.pending_version is not None or not self.due(now):
+            return None
+        self._next_poll = now + self.poll_every_s
+        try:
+            return self._check()
+        except EdgeDepthError as exc:
+            log.warning("model update check against %s failed: %s (retrying in %.0f s)",
+                        self.registry_url, exc, self.poll_every_s)
+        except OSError as exc:
+            log.warning("model update check failed on local storage: %s (retrying in %.0f s)",
+                        exc, self.poll_every_s)
+        except Exception:  # a long-running loop must survive a surprise; logged with its traceback
+            log.exception("unexpected error while checking %s for model updates", self.registry_url)
+        return None
+
+    def _is_newer(self, version: str) -> bool:
+        return self.current_version is None or version_key(version) > version_key(self.current_version)
+
+    def _check(self) -> Optional[Path]:
+        for version, _entry in self.client.promoted():  # newest first
+            if not self._is_newer(version):
+                return None
+            if version in self.bad_versions:
+                log.debug("skipping version %s: marked bad (%s)", version,
+                          self.bad_versions[version].get("reason"))
+                continue
+            try:
+                path = self.client.download(version, self.versions_dir, self.public_key)
+            except BundleRejected as exc:
+                self.mark_bad(version, f"rejected: {exc}")
+                continue
+            self.pending_version = version
+            log.info("model version %s is ready at %s (current %s)", version, path, self.current_version)
+            return path
+        return None
+
+    # ------------------------------------------------------------------ outcome of a swap
+    def confirm(self, version: str) -> None:
+        """The runtime swapped to `version` and it passed its health check: it becomes current."""
+        v = check_version(version)
+        with self._lock:
+            if v != self.current_version:
+                self.previous_version, self.current_version = self.current_version, v
+            if self.pending_version == v:
+                self.pending_version = None
+            self._save_state()
+            self.prune()
+
+    def mark_bad(self, version: str, reason: str) -> None:
+        """Never offer `version` again on this device (rejected download or rolled-back model)."""
+        v = check_version(version)
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        log.warning("model version %s marked bad: %s", v, reason)
+        with self._lock:
+            self.bad_versions[v] = {"reason": str(reason), "at": when}
+            if self.pending_version == v:
+                self.pending_version = None
+            if self.current_version == v:  # rolled back after confirming: the previous one runs again
+                self.current_version, self.previous_version = self.previous_version, None
+            self._save_state()
+            shutil.rmtree(self.versions_dir / v, ignore_errors=True)
+
+    def verdict_handler(self, version: str) -> Callable[[Any], None]:
+        """A callback for the loop's health-check verdict: confirm when healthy, else mark bad."""
+        v = check_version(version)
+
+        def handle(verdict: Any) -> None:
+            if bool(getattr(verdict, "healthy", verdict)):
+                self.confirm(v)
+            else:
+                self.mark_bad(v, f"rolled back: {getattr(verdict, 'reason', verdict)}")
+
+        return handle
+
+    def bundle_dir(self, version: str) -> Path:
+        return self.versions_dir / check_version(version)
+
+    def prune(self) -> None:
+        """Delete cached versions other than the current, the previous (for rollback) and a pending one."""
+        if not self.versions_dir.is_dir():
+            return
+        keep = {v for v in (self.current_version, self.previous_version, self.pending_version) if v}
+        for child in self.versions_dir.iterdir():
+            if child.is_dir() and not child.name.startswith(".") and child.name not in keep:
+                shutil.rmtree(child, ignore_errors=True)
+
+    def _remove_interrupted_downloads(self) -> None:
+        """Temp directories left by a download cut off by power loss or kill -9."""
+        if self.versions_dir.is_dir():
+            for child in self.versions_dir.glob(".download-*"):
+                shutil.rmtree(child, ignore_errors=True)
+
+
+def installed_version(bundle_dir: PathLike) -> Optional[str]:
+    """The registry version a bundle was published as (manifest "registry.version"), or None for a
+    bundle that never went through `edgedepth publish` (e.g. a fresh local export)."""
+    from edgedepth.bundle import read_manifest
+    from edgedepth.registry.signing import manifest_version
+
+    try:
+        return manifest_version(read_manifest(bundle_dir))
+    except EdgeDepthError:
+        return None

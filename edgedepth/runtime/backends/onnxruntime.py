@@ -1,0 +1,146 @@
+"""ONNX Runtime backend: CPU, CUDA or TensorRT execution provider; FP32 or INT8 ONNX.
+
+Inputs are bound from the caller's (preallocated) buffer and outputs are written into a small ring of
+preallocated arrays through IO binding, so a frame costs no output allocation. onnxruntime releases
+the GIL while it runs, so preprocessing and postprocessing of neighbouring frames overlap with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgedepth.errors import ModelError
+from edgedepth.modelmeta import read_onnx_info
+from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY
+from edgedepth.runtime.backends import Backend
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {
+    "ort-cpu": ["CPUExecutionProvider"],
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def providers_for(backend: str) -> List[str]:
+    if backend in PROVIDERS:
+        return list(PROVIDERS[backend])
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in PROVIDERS["ort-trt"] if p in available] or ["CPUExecutionProvider"]
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class OrtBackend(Backend):
+    """An onnxruntime InferenceSession with IO binding into a ring of preallocated outputs."""
+
+    def __init__(
+        self,
+        model_path,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: Optional[int] = None,
+        io_binding: bool = True,
+        spin: Optional[bool] = None,
+        ring: int = 4,
+    ):
+        import onnxruntime as ort
+
+        self.model_path = str(model_path)
+        available = ort.get_available_providers()
+        missing = [p for p in providers if p not in available and p != "CPUExecutionProvider"]
+        if missing and providers[0] in missing:
+            raise ModelError(
+                f"onnxruntime here has no {providers[0]} (available: {', '.join(available)}); "
+                "install onnxruntime-gpu (JetPack: the Jetson Zoo wheel) or use --backend ort-cpu"
+            )
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        if spin is not None:  # idle worker threads spin by default; on few cores they steal the pipeline's CPU
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        try:
+            self.session = ort.InferenceSession(
+                self.model_path, sess_options=opts, providers=[p for p in providers if p in available]
+            )
+        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+            raise ModelError(f"cannot load ONNX model {self.model_path}: {exc}") from exc
+        self.info = read_onnx_info(self.model_path, session=self.session)
+        self.model_sha256 = _sha256(Path(self.model_path))
+        self.providers = self.session.get_providers()
+        self.name = {"TensorrtExecutionProvider": "ort-trt", "CUDAExecutionProvider": "ort-cuda"}.get(
+            self.providers[0], "ort-cpu"
+        )
+        self._check_io()
+        self.ring = max(2, int(ring))
+        shape = self.input_shape
+        out_shape = (shape[0], 1, shape[2], shape[3])
+        self._outputs: List[Tuple[np.ndarray, np.ndarray]] = [
+            (np.empty(out_shape, np.float32), np.empty(out_shape, np.float32)) for _ in range(self.ring)
+        ]
+        self._slot = 0
+        self._binding = None
+        self._bound_out: List[Tuple[object, object]] = []
+        if io_binding:
+            self._binding = self.session.io_binding()
+            self._bound_out = [
+                (ort.OrtValue.ortvalue_from_numpy(d), ort.OrtValue.ortvalue_from_numpy(u))
+                for d, u in self._outputs
+            ]
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if INPUT_NAME not in inputs or OUTPUT_DEPTH not in outputs or OUTPUT_UNCERTAINTY not in outputs:
+            raise ModelError(
+                f"{self.model_path}: expected input '{INPUT_NAME}' and outputs '{OUTPUT_DEPTH}', "
+                f"'{OUTPUT_UNCERTAINTY}' (got inputs {list(inputs)}, outputs {outputs}); re-export it with "
+                "`edgedepth export`"
+            )
+        dims = inputs[INPUT_NAME].shape
+        pre = self.info.preprocessing
+        fixed = [d for d in dims[2:] if isinstance(d, int)]
+        if len(dims) != 4 or (len(fixed) == 2 and tuple(fixed) != (pre.height, pre.width)):
+            raise ModelError(
+                f"{self.model_path}: input shape {dims} does not match its metadata "
+                f"({pre.height}x{pre.width}); re-export it"
+            )
+
+    def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if batch.dtype != np.float32 or batch.shape != self.input_shape:
+            raise ModelError(f"input must be float32 {self.input_shape}, got {batch.dtype} {batch.shape}")
+        slot = self._slot
+        self._slot = (slot + 1) % self.ring
+        if self._binding is None:
+            depth, unc = self.session.run([OUTPUT_DEPTH, OUTPUT_UNCERTAINTY], {INPUT_NAME: batch})
+            return depth, unc
+        binding = self._binding
+        if not batch.flags.c_contiguous:
+            batch = np.ascontiguousarray(batch)
+        binding.bind_cpu_input(INPUT_NAME, batch)
+        d_val, u_val = self._bound_out[slot]
+        binding.bind_ortvalue_output(OUTPUT_DEPTH, d_val)
+        binding.bind_ortvalue_output(OUTPUT_UNCERTAINTY, u_val)
+        self.session.run_with_iobinding(binding)
+        return self._outputs[slot]
+
+    def close(self) -> None:
+        self._binding = None
+        self._bound_out = []
+        self.session = None

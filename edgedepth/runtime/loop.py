@@ -1,0 +1,439 @@
+"""The live loop: capture -> preprocess -> infer -> postprocess/select/sinks, as a small pipeline.
+
+It reads like jetson-inference's depthnet.py::
+
+    while source.is_streaming():
+        frame = source.capture()
+        if frame is None:
+            continue
+        submit(frame)            # preprocess into a preallocated buffer, hand it to the inference thread
+
+Capture runs in its own thread (latest-frame semantics, see capture.py); inference runs in a second
+thread (onnxruntime and TensorRT release the GIL) and postprocessing, selection and sinks in a third, so
+the three stages of neighbouring frames overlap. Queues between stages hold one item: nothing piles up.
+Input buffers come from a fixed pool (Preprocessing.apply(out=...)); backends write outputs into their
+own preallocated rings. One bad frame is logged and counted, never fatal.
+
+Model updates: `swap_backend(new, health_check=...)` takes effect before the next inference. With a
+health check (an object with `observe(depth, latency_ms) -> verdict or None`, e.g.
+edgedepth.registry.health.HealthCheck) the first frames of the new model are judged and an unhealthy
+verdict rolls back to the previous backend automatically.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from edgedepth.preprocess import Preprocessing
+from edgedepth.runtime.backends import Backend
+from edgedepth.runtime.capture import Source
+from edgedepth.runtime.postprocess import DepthResult, Postprocessor
+from edgedepth.runtime.sinks import Sink, Visualizer
+from edgedepth.runtime.sources import Frame
+from edgedepth.runtime.stats import LoopStats, StatsReporter
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class BufferPool:
+    """A fixed number of (1,3,H,W) float32 input buffers; a size change (model swap) replaces them lazily."""
+
+    def __init__(self, shape, count: int = 3):
+        self.free: "queue.Queue[np.ndarray]" = queue.Queue()
+        for _ in range(max(2, int(count))):
+            self.free.put(np.empty(shape, dtype=np.float32))
+
+    def acquire(self, shape, stop: threading.Event) -> Optional[np.ndarray]:
+        while not stop.is_set():
+            try:
+                buf = self.free.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            return buf if buf.shape == tuple(shape) else np.empty(shape, dtype=np.float32)
+        return None
+
+    def release(self, buf: np.ndarray) -> None:
+        self.free.put(buf)
+
+
+@dataclass
+class _Swap:
+    backend: Backend
+    health_check: object = None
+    on_verdict: Optional[Callable] = None
+    close_replaced: bool = False
+
+
+@dataclass
+class _Probation:
+    generation: int
+    old: Backend
+    new: Backend
+    check: object
+    on_verdict: Optional[Callable]
+
+
+@dataclass
+class LoopSummary:
+    frames: int
+    submitted: int
+    errors: int
+    reason: str
+    stats: dict
+
+
+class DepthLoop:
+    """Runs a source through a backend into sinks, a selector and a spool collector."""
+
+    def __init__(
+        self,
+        source: Source,
+        backend: Backend,
+        sinks: Sequence[Sink] = (),
+        visualizer: Optional[Visualizer] = None,
+        selector=None,
+        collector=None,
+        stats: Optional[LoopStats] = None,
+        reporter: Optional[StatsReporter] = None,
+        postprocessor: Optional[Postprocessor] = None,
+        max_frames: Optional[int] = None,
+        buffers: int = 3,
+        on_result: Optional[Callable[[DepthResult], None]] = None,
+        evaluate: bool = False,
+    ):
+        self.source = source
+        self.backend = backend
+        self.sinks: List[Sink] = list(sinks)
+        self.visualizer = visualizer or (Visualizer() if any(s.wants_view for s in self.sinks) else None)
+        self.selector = selector
+        self.collector = collector
+        self.stats = stats or LoopStats(source_stats=source.stats)
+        self.reporter = reporter
+        self.post = postprocessor or Postprocessor()
+        self.max_frames = max_frames
+        self.on_result = on_result
+        self.evaluate = evaluate
+        self._pre: Preprocessing = backend.info.preprocessing
+        self._pool = BufferPool(backend.input_shape, buffers)
+        self._infer_q: "queue.Queue" = queue.Queue(maxsize=1)
+        self._ready = threading.Semaphore(1)  # released when the inference thread takes a frame
+        self._post_q: "queue.Queue" = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._swap_lock = threading.Lock()
+        self._pending_swap: Optional[_Swap] = None
+        self._generation = 0
+        self._probation: Optional[_Probation] = None
+        self._swap_buf: Optional[np.ndarray] = None
+        self._overlay: List[str] = []
+        self._overlay_at = 0.0
+        self.submitted = 0
+        self.stop_reason = ""
+        self._error_logs = 0
+        self._set_labels(backend)
+
+    # -- control (any thread, signal handlers included) ---------------------------------------------
+    def stop(self, reason: str = "stop requested") -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
+
+    def swap_backend(
+        self, new_backend: Backend, health_check=None, on_verdict: Optional[Callable] = None
+    ) -> None:
+        """Use `new_backend` from the next inference on. The loop does not close the backend it replaces
+        (the caller owns it) unless a health check decides: healthy -> the old one is closed; unhealthy
+        -> the loop swaps back to the old one and closes the new one. `on_verdict(verdict)` is called then."""
+        with self._swap_lock:
+            self._pending_swap = _Swap(new_backend, health_check, on_verdict)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> LoopSummary:
+        threads = [
+            threading.Thread(target=self._infer_worker, name="edgedepth-infer", daemon=True),
+            threading.Thread(target=self._post_worker, name="edgedepth-post", daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        source = self.source
+        try:
+            while source.is_streaming() and not self._stop.is_set():
+                if self.max_frames is not None and self.submitted >= self.max_frames:
+                    self.stop("--max-frames reached")
+                    break
+                # Capture only once the inference stage has taken the previous frame: a live source
+                # then hands us its newest frame, and at most one preprocessed frame ever waits.
+                if not self._ready.acquire(timeout=0.1):
+                    continue
+                frame = source.capture(timeout=0.1)
+                if frame is None or not self._submit(frame):
+                    self._ready.release()
+        finally:
+            if not self.stop_reason:
+                self.stop_reason = "end of stream" if not source.is_streaming() else "stopped"
+            self._put(self._infer_q, _STOP)
+            for t in threads:
+                t.join(timeout=30.0)
+            if self.collector is not None:
+                self.collector.flush()
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception as exc:  # closing one output must not lose the others
+                    log.error("closing output %s failed: %s", type(sink).__name__, exc)
+            if self.reporter is not None:
+                self.reporter.report(final=True)
+        snap = self.stats.snapshot()
+        return LoopSummary(
+            frames=int(snap["frames"]),
+            submitted=self.submitted,
+            errors=int(snap["frame_errors"]),
+            reason=self.stop_reason,
+            stats=snap,
+        )
+
+    def _submit(self, frame: Frame) -> bool:
+        """Preprocess into a pooled buffer and hand it to the inference thread; False if skipped."""
+        pre = self._pre
+        shape = (1, 3, pre.height, pre.width)
+        buf = self._pool.acquire(shape, self._stop)
+        if buf is None:
+            return False
+        try:
+            pre.apply(frame.rgb, out=buf)
+        except Exception as exc:  # a malformed frame (wrong channels, zero size) is skipped
+            self._pool.release(buf)
+            self._frame_error(frame, "preprocessing", exc)
+            return False
+        seq = self.submitted
+        self.submitted += 1
+        self._put(self._infer_q, (seq, frame, buf, pre))
+        return True
+
+    @staticmethod
+    def _put(q: "queue.Queue", item) -> None:
+        """Blocking put in short waits (signal handlers run in between); the stage behind always drains."""
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _frame_error(self, frame: Optional[Frame], stage: str, exc: BaseException) -> None:
+        self.stats.count("frame_errors")
+        self._error_logs += 1
+        n = self._error_logs
+        if n <= 10 or n % 100 == 0:
+            where = f"frame {frame.index}" if frame is not None else "a frame"
+            log.error(
+                "%s failed in %s (%s: %s) - skipped (%d errors so far)",
+                where,
+                stage,
+                type(exc).__name__,
+                exc,
+                n,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+
+    # -- inference thread ---------------------------------------------------------------------------
+    def _apply_swap(self) -> None:
+        with self._swap_lock:
+            swap, self._pending_swap = self._pending_swap, None
+        if swap is None:
+            return
+        old = self.backend
+        self.backend = swap.backend
+        self._generation += 1
+        self._pre = swap.backend.info.preprocessing
+        self._set_labels(swap.backend)
+        self.stats.count("backend_swaps")
+        if self.collector is not None:
+            self.collector.set_model(swap.backend.info, swap.backend.model_sha256)
+        log.warning("backend swapped: %s -> %s", old.describe(), swap.backend.describe())
+        if swap.close_replaced:
+            old.close()
+        if swap.health_check is not None:
+            self._probation = _Probation(
+                self._generation, old, swap.backend, swap.health_check, swap.on_verdict
+            )
+
+    def _infer_worker(self) -> None:
+        while True:
+            item = self._infer_q.get()
+            self._ready.release()
+            if item is _STOP:
+                self._put(self._post_q, _STOP)
+                return
+            seq, frame, buf, pre = item
+            try:
+                self._apply_swap()
+                backend = self.backend
+                batch = buf
+                if pre != backend.info.preprocessing or buf.shape != backend.input_shape:
+                    batch = self._repreprocess(frame, backend)  # frame in flight across a model swap
+                t0 = time.perf_counter()
+                depth, unc = backend.infer(batch)
+                infer_ms = (time.perf_counter() - t0) * 1000.0
+            except Exception as exc:  # a failing inference skips the frame; probation may roll back
+                self._pool.release(buf)
+                self._put(self._post_q, ("error", seq, frame, exc, self._generation))
+                continue
+            self._pool.release(buf)
+            self._put(self._post_q, ("ok", seq, frame, depth, unc, infer_ms, backend, self._generation))
+
+    def _repreprocess(self, frame: Frame, backend: Backend) -> np.ndarray:
+        if self._swap_buf is None or self._swap_buf.shape != backend.input_shape:
+            self._swap_buf = np.empty(backend.input_shape, dtype=np.float32)
+        return backend.info.preprocessing.apply(frame.rgb, out=self._swap_buf)
+
+    # -- postprocessing thread ----------------------------------------------------------------------
+    def _post_worker(self) -> None:
+        while True:
+            item = self._post_q.get()
+            if item is _STOP:
+                return
+            if item[0] == "error":
+                _, seq, frame, exc, generation = item
+                self._frame_error(frame, "inference", exc)
+                self._probation_failed(generation, exc)
+                continue
+            try:
+                self._finish(*item[1:])
+            except Exception as exc:  # never let one frame end the loop
+                self._frame_error(item[2], "postprocessing", exc)
+
+    def _finish(
+        self, seq: int, frame: Frame, depth, unc, infer_ms: float, backend: Backend, generation: int
+    ) -> None:
+        result = self.post(
+            frame, seq, depth, unc, infer_ms, backend=backend.name, model_version=backend.info.version
+        )
+        if not result.reliable:
+            self.stats.count("unreliable_frames")
+        if self.evaluate and frame.depth_gt is not None:
+            result.metrics = self._metrics(result)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        if self.selector is not None:
+            decision = self.selector.score(frame.rgb, result.depth, result.uncertainty, seq, frame.t)
+            result.selected, result.scores = decision.keep, decision.scores
+            if decision.keep:
+                self.stats.count("selected")
+        if self.collector is not None:
+            self.collector.observe(
+                seq, frame, result.selected, result.scores.get("score", 0.0), result.scores
+            )
+        select_ms = (time.perf_counter() - t0) * 1000.0  # wall time, GIL waits included
+        select_cpu_ms = (time.thread_time() - c0) * 1000.0  # CPU time this thread spent on it
+        self._probation_observe(generation, result)
+        self._write_sinks(result)
+        done = time.monotonic()
+        result.latency_ms = (done - frame.captured) * 1000.0
+        if self.on_result is not None:
+            self.on_result(result)
+        self.stats.record(result.latency_ms, infer_ms, select_ms, done, select_cpu_ms)
+        if self.reporter is not None:
+            self.reporter.maybe_report(done)
+
+    def _metrics(self, result: DepthResult) -> Optional[dict]:
+        from edgedepth.metrics import frame_metrics
+
+        gt = result.frame.depth_gt
+        h, w = result.depth.shape
+        if gt.shape != (h, w):
+            gt = cv2.resize(gt, (w, h), interpolation=cv2.INTER_NEAREST)
+        pre = self._pre
+        return frame_metrics(result.depth, gt, min_depth=pre.min_depth, max_depth=pre.max_depth)
+
+    def _write_sinks(self, result: DepthResult) -> None:
+        if not self.sinks:
+            return
+        view = None
+        if self.visualizer is not None and any(s.wants_view for s in self.sinks):
+            now = time.monotonic()
+            if now - self._overlay_at > 0.5:
+                snap = self.stats.snapshot()
+                self._overlay = [
+                    f"{self.backend.info.name} v{self.backend.info.version} [{self.backend.name}]",
+                    f"{snap['fps']:.1f} fps  latency p50 {snap['latency_ms_p50']:.0f} ms  "
+                    f"infer {snap['infer_ms_p50']:.1f} ms",
+                ]
+                self._overlay_at = now
+            view = self.visualizer.compose(result, self._overlay)
+        for sink in list(self.sinks):
+            try:
+                sink.write(result, view)
+            except Exception as exc:  # a broken output is dropped, the loop goes on
+                log.error(
+                    "output %s failed (%s: %s); it is disabled for the rest of the run",
+                    type(sink).__name__,
+                    type(exc).__name__,
+                    exc,
+                )
+                self.sinks.remove(sink)
+                try:
+                    sink.close()
+                except Exception:  # best effort on an already broken sink
+                    log.debug("closing the failed output raised too", exc_info=True)
+
+    # -- health check after a swap ------------------------------------------------------------------
+    def _probation_observe(self, generation: int, result: DepthResult) -> None:
+        p = self._probation
+        if p is None or generation != p.generation:
+            return
+        verdict = p.check.observe(result.depth, result.infer_ms)
+        if verdict is not None:
+            self._decide(p, verdict)
+
+    def _probation_failed(self, generation: int, exc: BaseException) -> None:
+        p = self._probation
+        if p is None or generation != p.generation:
+            return
+        load_failed = getattr(p.check, "load_failed", None)
+        verdict = load_failed(exc) if load_failed is not None else _Verdict(False, str(exc))
+        self._decide(p, verdict)
+
+    def _decide(self, p: _Probation, verdict) -> None:
+        self._probation = None
+        healthy = bool(getattr(verdict, "healthy", verdict))
+        if healthy:
+            log.warning("new model %s passed its health check; closing the previous one", p.new.describe())
+            p.old.close()
+        else:
+            log.warning(
+                "new model %s failed its health check (%s): rolling back to %s",
+                p.new.describe(),
+                getattr(verdict, "reason", verdict),
+                p.old.describe(),
+            )
+            self.stats.count("rollbacks")
+            with self._swap_lock:
+                self._pending_swap = _Swap(p.old, close_replaced=True)
+        if p.on_verdict is not None:
+            try:
+                p.on_verdict(verdict)
+            except Exception:  # the updater's callback must not break the loop
+                log.exception("on_verdict callback failed")
+
+    def _set_labels(self, backend: Backend) -> None:
+        self.stats.labels = {
+            "model": backend.info.name,
+            "version": backend.info.version,
+            "backend": backend.name,
+            "depth_units": "metres",
+        }
+
+
+@dataclass
+class _Verdict:
+    healthy: bool
+    reason: str

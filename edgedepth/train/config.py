@@ -1,0 +1,122 @@
+"""What a training run is asked to do (`TrainConfig`) and what it produced (`RunResult`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from edgedepth.errors import ConfigError, DataError
+
+
+def parse_size(text: Union[str, Tuple[int, int]]) -> Tuple[int, int]:
+    """'96x128' -> (96, 128): height x width, both multiples of 32."""
+    if isinstance(text, (tuple, list)):
+        h, w = int(text[0]), int(text[1])
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", str(text))
+        if not m:
+            raise ConfigError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 96x128")
+        h, w = int(m.group(1)), int(m.group(2))
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise ConfigError(f"size {h}x{w} must be positive multiples of 32 (the encoder downsamples 5 "
+                          f"times); try {max(32, round(h / 32) * 32)}x{max(32, round(w / 32) * 32)}")
+    return h, w
+
+
+def split_dirs(value: Union[None, str, List[str]]) -> List[str]:
+    """'a,b' or ['a', 'b,c'] -> ['a', 'b', 'c']."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    out: List[str] = []
+    for item in items:
+        out.extend(p.strip() for p in str(item).split(",") if p.strip())
+    return out
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Exactly one of `epochs` / `minutes` (wall-clock budget for the whole call)."""
+
+    data: List[str]
+    out: str
+    val: List[str] = field(default_factory=list)
+    model: str = "small"
+    size: Tuple[int, int] = (96, 128)
+    epochs: Optional[int] = None
+    minutes: Optional[float] = None
+    init_from: Optional[str] = None
+    resume: bool = False
+    seed: int = 0
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: float = 0.03  # fraction of the schedule spent warming up linearly
+    final_lr_fraction: float = 0.02  # cosine decays to lr * this
+    grad_weight: float = 0.5
+    workers: int = 2  # decoding threads while loading datasets into memory
+    threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)
+    min_depth: float = 0.1
+    max_depth: float = 40.0
+    val_fraction: float = 0.05  # held out of the training data when no --val is given
+    limit: Optional[int] = None  # at most this many frames per dataset directory
+    augment: bool = True
+    device: str = "auto"  # auto | cpu | cuda
+    progress: bool = True
+    name: str = "edgedepth"
+    version: str = ""
+    training_round: int = 0
+    extra_lineage: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.data = split_dirs(self.data)
+        self.val = split_dirs(self.val)
+        self.size = parse_size(self.size)
+
+    def validate(self) -> "TrainConfig":
+        if not self.data:
+            raise ConfigError("no training data: pass --data DIR[,DIR...]")
+        for d in self.data + self.val:
+            if not Path(d).is_dir():
+                raise DataError(f"dataset directory {d} does not exist; create one with "
+                                "`edgedepth data synth` or point at a folder with rgb/ and depth/")
+        if (self.epochs is None) == (self.minutes is None):
+            raise ConfigError("give exactly one of --epochs N or --minutes M")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"--minutes must be > 0, got {self.minutes}")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("--batch-size must be >= 1 and --lr > 0")
+        if self.init_from and not Path(self.init_from).is_file():
+            raise ConfigError(f"--init-from {self.init_from} does not exist")
+        if self.resume and not (Path(self.out) / "last.pt").is_file():
+            raise ConfigError(f"--resume needs {Path(self.out) / 'last.pt'}; run without --resume first")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        return d
+
+
+@dataclass
+class RunResult:
+    """What `train()` returns: where the checkpoints are and how the run went."""
+
+    out_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_metrics: Dict[str, float]
+    last_metrics: Dict[str, float]
+    history: List[Dict[str, float]]
+    epochs_completed: int
+    steps: int
+    elapsed_s: float
+    stop_reason: str
+    curves_png: Optional[Path] = None
+    best_epoch: int = -1

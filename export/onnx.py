@@ -1,0 +1,179 @@
+"""Checkpoint -> FP32 ONNX that TensorRT 8.2+ parses, with edgedepth metadata, checked for parity.
+
+Uses torch's TorchScript exporter (dynamo=False): in torch 2.13 it still exports this network at
+opsets 11-17 with BatchNorm folded into the convolutions, while the torch.export-based exporter
+targets opset 18+, beyond what TensorRT 8.x (JetPack 4/5) can parse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from edgedepth import bundle
+from edgedepth.errors import ConfigError, ModelError, require
+from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_DOC, OUTPUT_UNCERTAINTY
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 13  # per-axis Q/DQ (per-channel INT8 weights) needs 13
+DEFAULT_TOLERANCE = 1e-4
+KEY_EXPORT = "edgedepth.export"
+
+GRAPH_DOC = (
+    "edgedepth monocular depth network. Input '{inp}': float32 (N,3,H,W) RGB normalised with the "
+    "mean/std in metadata 'edgedepth.preprocessing'. Outputs '{d}': {dd}. '{u}': {ud}."
+)
+
+
+def parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """'HxW' -> (H, W)."""
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError as exc:
+        raise ConfigError(f"size '{text}' must look like HEIGHTxWIDTH, e.g. 224x224") from exc
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise ConfigError(f"size {h}x{w} must be positive multiples of 32; try "
+                          f"{max(32, round(h / 32) * 32)}x{max(32, round(w / 32) * 32)}")
+    return h, w
+
+
+def choose_opset(opset: Optional[int], device=None) -> int:
+    """The requested opset checked against the target's TensorRT parser, or the highest it accepts."""
+    limit = device.max_onnx_opset if device is not None else DEFAULT_OPSET
+    if opset is None:
+        return min(limit, DEFAULT_OPSET)
+    if opset < MIN_OPSET:
+        raise ConfigError(f"opset {opset} is too low: per-channel INT8 Q/DQ needs opset >= {MIN_OPSET}; "
+                          f"use {MIN_OPSET}")
+    if opset > limit:
+        where = f"TensorRT {device.tensorrt} on {device.board}" if device is not None else "the default"
+        raise ConfigError(f"opset {opset} is above what {where} accepts; use --opset {limit}")
+    return opset
+
+
+def _torch_export(model, dummy, opset: int, dynamic_batch: bool) -> bytes:
+    torch = require("torch", "train")
+    buf = io.BytesIO()
+    axes = {n: {0: "N"} for n in (INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY)} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # legacy exporter notice
+        torch.onnx.export(model, (dummy,), buf, dynamo=False, opset_version=opset, do_constant_folding=True,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_DEPTH, OUTPUT_UNCERTAINTY],
+                          dynamic_axes=axes, training=torch.onnx.TrainingMode.EVAL)
+    return buf.getvalue()
+
+
+def _document(mp, info_props: Dict[str, str]) -> None:
+    graph = mp.graph
+    graph.name = "edgedepth"
+    graph.doc_string = GRAPH_DOC.format(inp=INPUT_NAME, d=OUTPUT_DEPTH, dd=OUTPUT_DOC[OUTPUT_DEPTH],
+                                        u=OUTPUT_UNCERTAINTY, ud=OUTPUT_DOC[OUTPUT_UNCERTAINTY])
+    for vi in graph.input:
+        if vi.name == INPUT_NAME:
+            vi.doc_string = "normalised RGB image, float32 (N,3,H,W); see edgedepth.preprocessing"
+    for vi in graph.output:
+        vi.doc_string = OUTPUT_DOC.get(vi.name, "")
+    mp.producer_name = "edgedepth"
+    del mp.metadata_props[:]
+    for key, value in sorted(info_props.items()):
+        entry = mp.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def export_onnx(checkpoint: str, out_dir: str, size: Optional[Tuple[int, int]] = None,
+                opset: Optional[int] = None, device: Optional[str] = None, dynamic_batch: bool = False,
+                data: Optional[str] = None, parity_frames: int = 32,
+                tolerance: float = DEFAULT_TOLERANCE) -> Dict[str, Any]:
+    """Write OUT_DIR/model.onnx from a checkpoint, check it, compare with PyTorch, refresh the manifest.
+
+    Returns a report dict (opset, ops, parity figures, timings). Raises ModelError when parity exceeds
+    `tolerance` (max relative depth error) - the file is then removed, not left half-trusted.
+    """
+    torch = require("torch", "train")
+    onnx = require("onnx", "train")
+    from edgedepth.export import graph as graph_passes
+    from edgedepth.export.parity import format_parity, torch_parity
+
+    from edgedepth.checkpoint import checkpoint_info, file_sha256, model_from_checkpoint
+    from edgedepth.devices import load_device
+
+    t0 = time.perf_counter()
+    dev = load_device(device) if device else None
+    opset = choose_opset(opset, dev)
+    model, ckpt = model_from_checkpoint(checkpoint)
+    info = checkpoint_info(ckpt, file_sha256(checkpoint))
+    if size is not None and size != info.preprocessing.size:
+        info.preprocessing = dataclasses.replace(info.preprocessing, height=size[0], width=size[1])
+    pre = info.preprocessing
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    dummy = torch.zeros(1, 3, pre.height, pre.width)
+    raw = _torch_export(model, dummy, opset, dynamic_batch)
+    t_export = time.perf_counter() - t0
+    mp = onnx.load_from_string(raw)
+    cleaned = graph_passes.clean_graph(mp)
+    ops = graph_passes.op_histogram(mp)
+    if "BatchNormalization" in ops:
+        raise ModelError("BatchNormalization survived export (model not in eval mode?); TensorRT and the "
+                         "quantizer expect it folded into the convolutions")
+    export_meta = {
+        "opset": opset, "input_size": [pre.height, pre.width], "dynamic_batch": bool(dynamic_batch),
+        "target_device": dev.board if dev else None, "torch": torch.__version__, "onnx": onnx.__version__,
+        "exporter": "torchscript", "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    props = info.to_metadata_props()
+    props[KEY_EXPORT] = json.dumps(export_meta, sort_keys=True)
+    _document(mp, props)
+    try:
+        mp = onnx.shape_inference.infer_shapes(mp, check_type=True, strict_mode=True)
+        onnx.checker.check_model(mp, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ModelError(f"exported graph fails the ONNX checker: {exc}") from exc
+    int64 = graph_passes.int64_initializers(mp)
+    target = out / bundle.MODEL_FP32
+    tmp = out / f".{bundle.MODEL_FP32}.tmp{os.getpid()}"
+    tmp.write_bytes(mp.SerializeToString())
+    t_write = time.perf_counter() - t0
+
+    # Parity on real validation frames (or synthetic ones) before the file replaces the old one.
+    from edgedepth.calibrate.frames import get_frames
+
+    frames = get_frames(data, parity_frames, pre.height, pre.width, seed=1000)
+    if len(frames) > parity_frames:
+        frames = frames.subset(range(parity_frames))
+    gt = frames.depth if frames.has_depth else None
+    with torch.no_grad():
+        parity = torch_parity(model, str(tmp), frames.rgb, pre, gt)
+    for line in format_parity(parity):
+        log.info(line)
+    if not parity["max_rel_depth"] <= tolerance:  # also catches NaN
+        tmp.unlink()
+        raise ModelError(f"ONNX output differs from PyTorch: max relative depth error "
+                         f"{parity['max_rel_depth']:.3e} > tolerance {tolerance:.1e} on {parity['frames']} "
+                         "frames; the export is refused (check for unsupported ops or a lower --opset)")
+    os.replace(tmp, target)
+    report = {
+        "path": str(target), "opset": opset, "ops": ops, "cleanup": cleaned, "int64_initializers": int64,
+        "input": [1 if not dynamic_batch else "N", 3, pre.height, pre.width],
+        "parity": parity, "parity_source": frames.source, "tolerance": tolerance,
+        "times_s": {"export": round(t_export, 3), "check_write": round(t_write - t_export, 3),
+                    "parity": round(time.perf_counter() - t0 - t_write, 3)},
+        "checkpoint": str(checkpoint), "checkpoint_sha256": info.checkpoint_sha256,
+    }
+    summary = {k: report[k] for k in ("opset", "input", "tolerance", "parity_source")}
+    summary.update(max_rel_depth=parity["max_rel_depth"], frames=parity["frames"])
+    bundle.write_manifest(out, {"export": summary})
+    report["lines"] = format_parity(parity)
+    return report

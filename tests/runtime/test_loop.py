@@ -1,0 +1,298 @@
+"""The pipelined loop: every frame processed, bad frames survive, swap + health-check rollback,
+selection into the spool with neighbours, budgets, eviction, postprocessing flags."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from edgedepth.runtime.backends import Backend, load_backend
+from edgedepth.runtime.capture import Source, open_source
+from edgedepth.runtime.collect import SpoolCollector
+from edgedepth.runtime.loop import DepthLoop
+from edgedepth.runtime.postprocess import Postprocessor
+from edgedepth.runtime.selection import FrameSelector, SelectionConfig
+from edgedepth.runtime.sources import Frame, RawSource
+from edgedepth.spool import Spool
+
+
+def make_images(folder, n=10, size=(60, 80)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+    return folder
+
+
+class ListSource(RawSource):
+    """Frames from a list (None entries raise, to simulate a bad read of a file)."""
+
+    live, finite = False, True
+
+    def __init__(self, images, gt=None):
+        self.uri, self.images, self.gt = "test://list", images, gt
+        self.i = 0
+
+    def open(self):
+        self.i = 0
+
+    def read(self):
+        if self.i >= len(self.images):
+            return None
+        img = self.images[self.i]
+        self.i += 1
+        now = time.monotonic()
+        return Frame(
+            img,
+            self.i - 1,
+            (self.i - 1) / 30,
+            now,
+            time.time(),
+            depth_gt=None if self.gt is None else self.gt[self.i - 1],
+            intrinsics=np.array([[50.0, 0, 40], [0, 50, 30], [0, 0, 1]]),
+            domain="test",
+        )
+
+
+def test_loop_processes_every_file_frame_in_order(tmp_path, tiny_onnx):
+    be = load_backend(tiny_onnx, backend="ort-cpu")
+    seen = []
+    with open_source(str(make_images(tmp_path / "imgs", 12))) as src:
+        summary = DepthLoop(
+            src, be, on_result=lambda r: seen.append((r.seq, r.frame.index, r.depth.shape))
+        ).run()
+    assert summary.frames == 12 and summary.errors == 0 and summary.reason == "end of stream"
+    assert [s for s, _, _ in seen] == list(range(12)) and [i for _, i, _ in seen] == list(range(12))
+    assert seen[0][2] == (64, 96)
+    snap = summary.stats
+    assert snap["latency_ms_p50"] > 0 and snap["infer_ms_p50"] > 0 and snap["depth_units"] == "metres"
+
+
+def test_bad_frames_are_counted_not_fatal(tiny_onnx):
+    rng = np.random.default_rng(1)
+    good = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    images = [good, np.zeros((48, 64), np.uint8), good, np.zeros((0, 0, 3), np.uint8), good]
+    be = load_backend(tiny_onnx, backend="ort-cpu")
+    src = Source(ListSource(images)).start()
+    summary = DepthLoop(src, be).run()
+    src.close()
+    assert summary.frames == 3 and summary.errors == 2
+
+
+def test_max_frames_stops_a_looping_source(tmp_path, tiny_onnx):
+    be = load_backend(tiny_onnx, backend="ort-cpu")
+    with open_source(str(make_images(tmp_path / "imgs", 3)), loop=True) as src:
+        summary = DepthLoop(src, be, max_frames=7).run()
+    assert summary.frames == 7 and summary.reason == "--max-frames reached"
+
+
+class ConstantBackend(Backend):
+    """A fake backend returning a constant depth (or NaN), to test swaps and health checks."""
+
+    def __init__(self, info, value, name):
+        self.info, self.value, self.name = info, value, name
+        self.closed = False
+        self.calls = 0
+
+    def infer(self, batch):
+        self.calls += 1
+        h, w = batch.shape[2:]
+        ramp = np.linspace(0.0, 1.0, h * w, dtype=np.float32).reshape(1, 1, h, w)  # flat[0] == value
+        return (self.value + ramp, np.full((1, 1, h, w), -3.0, np.float32))
+
+    def close(self):
+        self.closed = True
+
+
+def _feed(loop_factory, n=60):
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(n)]
+    src = Source(ListSource(images)).start()
+    loop = loop_factory(src)
+    summary = loop.run()
+    src.close()
+    return loop, summary
+
+
+def test_swap_backend_between_frames_and_rollback_on_failed_health_check(tiny_onnx):
+    from edgedepth.registry.health import HealthCheck
+
+    info = load_backend(tiny_onnx).info
+    old = ConstantBackend(info, 2.0, "old")
+    bad = ConstantBackend(info, float("nan"), "bad")
+    values, verdicts = [], []
+
+    def on_result(r):
+        values.append(float(r.depth.flat[0]))
+        if r.seq == 10:
+            loop.swap_backend(bad, health_check=HealthCheck(frames=5), on_verdict=verdicts.append)
+
+    src = Source(ListSource([np.full((48, 64, 3), 9, np.uint8)] * 60)).start()
+    loop = DepthLoop(src, old, on_result=on_result)
+    summary = loop.run()
+    src.close()
+    assert summary.frames == 60
+    assert values[:11] == [2.0] * 11
+    nan_frames = [i for i, v in enumerate(values) if v != v]
+    assert 1 <= len(nan_frames) <= 3 and min(nan_frames) >= 11  # NaN check fails on the first bad frame
+    assert values[-1] == 2.0 and len(verdicts) == 1 and verdicts[0].rollback
+    assert bad.closed and not old.closed
+    assert summary.stats["rollbacks"] == 1 and summary.stats["backend_swaps"] == 2
+
+
+def test_healthy_swap_closes_the_old_backend_and_updates_labels(tiny_onnx):
+    from edgedepth.registry.health import HealthCheck
+
+    info = load_backend(tiny_onnx).info
+    old, new = ConstantBackend(info, 2.0, "old"), ConstantBackend(info, 3.0, "new")
+    values = []
+
+    def on_result(r):
+        values.append(float(r.depth.flat[0]))
+        if r.seq == 5:
+            loop.swap_backend(new, health_check=HealthCheck(frames=5))
+
+    src = Source(ListSource([np.full((48, 64, 3), 9, np.uint8)] * 40)).start()
+    loop = DepthLoop(src, old, on_result=on_result)
+    loop.run()
+    src.close()
+    assert values[:6] == [2.0] * 6 and values[-1] == 3.0
+    assert old.closed and not new.closed and loop.stats.labels["backend"] == "new"
+    first_new = values.index(3.0)
+    assert first_new <= 9  # in effect within the frames already in flight
+
+
+def test_swap_to_a_model_with_another_input_size(tmp_path, tiny_onnx, onnx_factory):
+    other = load_backend(
+        onnx_factory(tmp_path / "other.onnx", 32, 32, version="8", seed=1), backend="ort-cpu"
+    )
+    be = load_backend(tiny_onnx, backend="ort-cpu")
+    shapes = []
+
+    def on_result(r):
+        shapes.append(r.depth.shape)
+        if r.seq == 3:
+            loop.swap_backend(other)
+
+    src = Source(ListSource([np.full((48, 64, 3), 9, np.uint8)] * 15)).start()
+    loop = DepthLoop(src, be, on_result=on_result)
+    summary = loop.run()
+    src.close()
+    assert summary.errors == 0 and shapes[0] == (64, 96) and shapes[-1] == (32, 32)
+
+
+def test_postprocessor_confidence_mask_and_reliability():
+    post = Postprocessor(max_rel_error=0.2, min_confident_fraction=0.6)
+    frame = Frame(np.zeros((4, 4, 3), np.uint8), 0, 0.0, time.monotonic(), time.time())
+    depth = np.ones((1, 1, 4, 4), np.float32)
+    unc = np.full((1, 1, 4, 4), np.log(0.1), np.float32)
+    unc[0, 0, :2] = np.log(0.5)  # half the pixels expect a 50% error
+    r = post(frame, 0, depth, unc, 1.0)
+    assert (
+        r.confident_fraction == 0.5 and not r.reliable and r.confidence[3].all() and not r.confidence[0].any()
+    )
+    r2 = Postprocessor(0.2, 0.5)(frame, 1, depth, unc, 1.0)
+    assert r2.reliable
+    depth[0, 0, 0, 0] = np.nan
+    assert not Postprocessor(0.2, 0.1)(frame, 2, depth, unc, 1.0).reliable
+
+
+def test_selection_spools_hard_frames_with_neighbors_and_ground_truth(tmp_path, tiny_onnx):
+    be = load_backend(tiny_onnx, backend="ort-cpu")
+    rng = np.random.default_rng(3)
+    n = 60
+    images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(n)]
+    gts = [np.full((48, 64), 1.5 + i * 0.01, np.float32) for i in range(n)]
+    spool = Spool(tmp_path / "spool")
+    sel = FrameSelector(SelectionConfig(mode="random", rate=0.2, min_spacing_frames=4, seed=1))
+    src = Source(ListSource(images, gts)).start()
+    collector = SpoolCollector(spool, "dev-1", "test://list", be.info, be.model_sha256, neighbors=2)
+    loop = DepthLoop(src, be, selector=sel, collector=collector)
+    summary = loop.run()
+    collector.close()
+    src.close()
+    items = spool.items()
+    assert len(items) == sel.kept == summary.stats["selected"] >= 3
+    seqs = sorted(it.meta.model_extra["frame_index"] for it in items)
+    assert all(b - a >= 4 for a, b in zip(seqs, seqs[1:]))  # minimum spacing held
+    for it in items:
+        m = it.meta
+        kinds = {e.kind for e in m.files.values()}
+        assert {"rgb", "depth_gt"} <= kinds and m.labels == ["depth_gt"] and m.device_id == "dev-1"
+        assert m.model.version == "7" and m.model.sha256 == be.model_sha256 and m.domain == "test"
+        assert m.intrinsics[0][0] == 50.0 and m.width == 64 and m.height == 48
+        idx = m.model_extra["frame_index"]
+        png = cv2.imread(str(it.paths["depth.png"]), cv2.IMREAD_UNCHANGED)
+        assert png.dtype == np.uint16 and int(png[0, 0]) == round((1.5 + idx * 0.01) * 1000)
+        rgb = cv2.cvtColor(cv2.imread(str(it.paths["rgb.png"])), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(rgb, images[idx])
+        if 2 <= idx:
+            prev = cv2.cvtColor(cv2.imread(str(it.paths["prev.png"])), cv2.COLOR_BGR2RGB)
+            np.testing.assert_array_equal(prev, images[idx - 2])
+            assert m.files["prev.png"].offset == -2
+        if idx + 2 < n:
+            nxt = cv2.cvtColor(cv2.imread(str(it.paths["next.png"])), cv2.COLOR_BGR2RGB)
+            np.testing.assert_array_equal(nxt, images[idx + 2])
+            assert m.files["next.png"].offset == 2
+
+
+def test_spool_cap_evicts_lowest_score_first(tmp_path, tiny_onnx):
+    info = load_backend(tiny_onnx).info
+    spool = Spool(tmp_path / "spool", max_bytes=60_000)
+    counts = {}
+    collector = SpoolCollector(
+        spool, "dev", "test://", info, "", count=lambda k, n=1: counts.__setitem__(k, counts.get(k, 0) + n)
+    )
+    rng = np.random.default_rng(4)
+    scores = [0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.05]
+    for i, s in enumerate(scores):
+        frame = Frame(
+            rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), i, i / 30, time.monotonic(), time.time()
+        )
+        collector.observe(i, frame, True, s, {"score": s})
+        collector.flush()
+    collector.close()
+    kept = sorted(it.score for it in spool.items())
+    assert spool.total_bytes() <= 60_000
+    assert counts.get("spool_evicted", 0) == len(scores) - len(kept) > 0
+    assert kept == sorted(scores)[-len(kept) :]  # what is left is the highest-scoring items
+
+
+def test_hard_selection_budget_threshold_and_duplicates():
+    cfg = SelectionConfig(mode="hard", rate=0.1, warmup=10, max_per_hour=5, novelty_min=0.05)
+    sel = FrameSelector(cfg)
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    depth = np.full((64, 64), 3.0, np.float32)
+    keeps = []
+    for i in range(400):
+        hard = i % 10 == 9
+        u = np.full((64, 64), np.log(0.5 if hard else 0.05), np.float32)
+        img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) if hard else rgb
+        d = sel.score(img, depth, u, seq=i, t=i * 2.0)
+        keeps.append((i, d.keep))
+    kept = [i for i, k in keeps if k]
+    assert kept and all(i % 10 == 9 for i in kept)  # only hard frames pass the adaptive threshold
+    # 400 frames at 2 s = 800 s < 1 h: the hourly budget caps the count
+    assert len(kept) == 5 and sel.rejected["budget"] > 0
+    # identical hard frames: the second is a near-duplicate of the first kept one
+    dup = FrameSelector(SelectionConfig(mode="hard", rate=0.5, warmup=4))
+    u_easy = np.full((64, 64), np.log(0.05), np.float32)
+    u_hard = np.full((64, 64), np.log(0.5), np.float32)
+    for i in range(8):
+        dup.score(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), depth, u_easy, i, i)
+    first = dup.score(rgb, depth, u_hard, 8, 8.0)
+    second = dup.score(rgb, depth, u_hard, 9, 9.0)
+    assert first.keep and not second.keep and second.scores["novelty"] < 1e-3
+
+
+def test_random_selection_rate_and_none():
+    sel = FrameSelector(SelectionConfig(mode="random", rate=0.2, seed=0))
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    depth = np.ones((32, 32), np.float32)
+    keeps = sum(sel.score(rgb, depth, depth * 0, i, float(i)).keep for i in range(2000))
+    assert 330 < keeps < 470
+    off = FrameSelector(SelectionConfig(mode="none"))
+    assert not any(off.score(rgb, depth, depth * 0, i, float(i)).keep for i in range(50))

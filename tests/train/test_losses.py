@@ -1,0 +1,47 @@
+"""Loss functions against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from edgedepth.train.losses import DepthLoss, gradient_matching, laplacian_nll, masked_mean
+
+
+def test_laplacian_nll_hand_value_and_mask():
+    log_pred = torch.tensor([0.0, 1.0, 2.0, 5.0]).view(1, 1, 2, 2)
+    log_gt = torch.tensor([0.5, 1.0, 1.0, 0.0]).view(1, 1, 2, 2)
+    u = torch.tensor([0.0, -1.0, math.log(2.0), 3.0]).view(1, 1, 2, 2)
+    mask = torch.tensor([True, True, True, False]).view(1, 1, 2, 2)
+    expected = ((0.5 * 1 + 0) + (0 + -1) + (1.0 / 2 + math.log(2.0))) / 3
+    assert float(laplacian_nll(log_pred, log_gt, u, mask)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_nll_is_minimised_where_exp_u_equals_the_error():
+    err = 0.3
+    us = torch.linspace(-4, 1, 501)
+    vals = [float(laplacian_nll(torch.zeros(1), torch.full((1,), err), u.view(1), torch.ones(1))) for u in us]
+    best = float(us[int(torch.tensor(vals).argmin())])
+    assert best == pytest.approx(math.log(err), abs=0.02)
+
+
+def test_gradient_matching_is_scale_invariant_and_hand_checked():
+    log_gt = torch.rand(1, 1, 8, 8)
+    mask = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    assert float(gradient_matching(log_gt + 0.7, log_gt, mask)) == pytest.approx(0.0, abs=1e-6)
+    # R = [[0, 1], [0, 1]] on one scale: x-gradients |1| twice, y-gradients 0 twice -> 2 / 4
+    r = torch.tensor([[0.0, 1.0], [0.0, 1.0]]).view(1, 1, 2, 2)
+    val = gradient_matching(r, torch.zeros_like(r), torch.ones(1, 1, 2, 2, dtype=torch.bool), scales=1)
+    assert float(val) == pytest.approx(0.5)
+
+
+def test_masked_mean_of_empty_mask_is_zero_and_depth_loss_parts():
+    x = torch.ones(1, 1, 2, 2, requires_grad=True)
+    assert float(masked_mean(x, torch.zeros(1, 1, 2, 2)).detach()) == 0.0
+    depth = torch.full((1, 1, 4, 4), 2.0)
+    gt = torch.full((1, 1, 4, 4), 2.0)
+    loss, parts = DepthLoss(grad_weight=0.5)(depth, torch.zeros_like(depth), gt, gt > 0)
+    assert float(loss) == pytest.approx(0.0, abs=1e-6)
+    assert set(parts) == {"nll", "grad", "l1_log"}
