@@ -1,0 +1,1 @@
+"""INT8 calibration: frame selection, onnxruntime quantization per target, accuracy gate."""

@@ -89,7 +89,10 @@ def _plain_folder(root: Path) -> List[Tuple[str, Path, Optional[Path]]]:
 
 
 def load_frameset(path: str, height: int, width: int, limit: Optional[int] = None) -> FrameSet:
-    """Decode a dataset directory (or DIR,DIR,...) at height x width (depth kept when present)."""
+    """Decode a dataset directory (or DIR,DIR,...) at height x width (depth kept when present).
+
+    `limit`: at most this many frames, evenly spaced over the whole dataset (every domain represented).
+    """
     parts = [p.strip() for p in str(path).split(",") if p.strip()]
     for part in parts:
         bare = part.split(":", 1)[1] if ":" in part and not Path(part).exists() else part  # "nyu:DIR"
@@ -104,8 +107,7 @@ def load_frameset(path: str, height: int, width: int, limit: Optional[int] = Non
     rgbs, depths, names, domains = [], [], [], []
     if open_datasets is not None:
         ds = open_datasets(",".join(parts))
-        n = len(ds) if limit is None else min(len(ds), int(limit))
-        for i in range(n):
+        for i in _spread(len(ds), limit):
             s = ds[i]
             rgb, depth = _resize(np.asarray(s.rgb), None if s.depth is None else s.depth, height, width)
             rgbs.append(rgb)
@@ -113,7 +115,8 @@ def load_frameset(path: str, height: int, width: int, limit: Optional[int] = Non
             names.append(str(s.name))
             domains.append(str(getattr(s, "domain", "") or "unknown"))
     else:
-        for name, img, dpath in _plain_folder(root)[:limit]:
+        items = _plain_folder(root)
+        for name, img, dpath in (items[i] for i in _spread(len(items), limit)):
             bgr = cv2.imread(str(img), cv2.IMREAD_COLOR)
             if bgr is None:
                 log.warning("skipping unreadable image %s", img)
@@ -128,6 +131,12 @@ def load_frameset(path: str, height: int, width: int, limit: Optional[int] = Non
     has_depth = all(d is not None for d in depths)
     depth_arr = np.stack(depths) if has_depth else None
     return FrameSet(np.stack(rgbs), depth_arr, names, str(root), domains)
+
+
+def _spread(n: int, limit: Optional[int]) -> List[int]:
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, max(1, int(limit))).round().astype(int).tolist()))
 
 
 def synthetic_frameset(n: int, height: int, width: int, seed: int = 0) -> FrameSet:
@@ -159,9 +168,9 @@ def _frame_parts(frame) -> Tuple[np.ndarray, Optional[np.ndarray]]:
 
 
 def get_frames(data: Optional[str], n: int, height: int, width: int, seed: int = 0) -> FrameSet:
-    """`n` frames from `data` (all when it has fewer), else synthetic ones."""
+    """`n` frames evenly spaced over `data` (all when it has fewer), else `n` synthetic ones."""
     if data:
-        return load_frameset(data, height, width)
+        return load_frameset(data, height, width, limit=n)
     return synthetic_frameset(n, height, width, seed)
 
 

@@ -1,6 +1,6 @@
 """`edgedepth calibrate`: frames -> ranges -> quantized model -> accuracy gate -> artifact + report.
 
-One calibration (per method) serves both targets: ranges are cached under BUNDLE/.cache/ keyed by the
+One calibration (per method) serves both targets: ranges are cached (see `cache_dir`) keyed by the
 pre-processed model and the calibration frames, so `--target cpu` after `--target trt` reuses them.
 The report (calibration.json) is always written, even when the gate refuses the artifact.
 """
@@ -28,12 +28,20 @@ log = logging.getLogger(__name__)
 
 TARGETS = ("trt", "cpu")
 FP16_MAX = 65504.0
-CACHE_DIR = ".cache"
+POOL_MIN = 1024  # frames decoded for selection: max(4 x --frames, this), evenly spaced over --data
+
+
+def cache_dir() -> Path:
+    """Where pre-processed models and calibration ranges are cached (keyed by content hashes):
+    $EDGEDEPTH_CACHE, else $XDG_CACHE_HOME/edgedepth, else ~/.cache/edgedepth - never inside a bundle."""
+    root = os.environ.get("EDGEDEPTH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgedepth")
+    return Path(root) / "calibration"
 
 
 def _frames(model_info, data: str, n_frames: int, holdout: Optional[str]):
     pre = model_info.preprocessing
-    frames = load_frameset(data, pre.height, pre.width)
+    frames = load_frameset(data, pre.height, pre.width, limit=max(4 * n_frames, POOL_MIN))
     if holdout:
         held = load_frameset(holdout, pre.height, pre.width)
         calib_idx = k_center_greedy(embed(frames.rgb), n_frames)
@@ -93,8 +101,8 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
     gt = held.depth if held.has_depth else None
     times["frames"] = time.perf_counter() - t0
 
-    cache = bdir / CACHE_DIR
-    cache.mkdir(exist_ok=True)
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
     pre_model = cache / f"pre-{bundle._sha256(model_path)[:16]}.onnx"
     if not pre_model.is_file():
         q.pre_process(str(model_path), str(pre_model))
@@ -134,6 +142,8 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
         write = passed or (allow_drop and best is not None)
         section.update(chosen_method=best["method"] if best else None, gate_passed=passed,
                        written=bool(write), artifact=out_name if write else None)
+        if target == "cpu" and best is not None:
+            section["speedup"] = best["speed"]["ratio"]  # FP32 / INT8 median latency, interleaved
         if write:
             shutil.copyfile(best["path"], bdir / out_name)
             if target == "trt":
@@ -197,7 +207,7 @@ def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet,
 
             sel = select_cpu_layout(pre_model, ranges, m, x_hold, workdir + f"/{m}", bench_rounds,
                                     threads, accept)
-            final = _confirm_speed(fp32_model, sel["path"], x_hold, bench_rounds * 2, threads)
+            final = _confirm_speed(fp32_model, sel["path"], x_hold, max(100, bench_rounds * 3), threads)
             ok, info = accept(sel["path"])
             entry.update(info, path=sel["path"], layout=sel, speed=final)
         entry["quantize_s"] = round(time.perf_counter() - tm - t_cal, 3)
@@ -206,6 +216,9 @@ def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet,
         results.append(entry)
         section["methods"][m] = {k: v for k, v in entry.items() if k not in ("path", "ranges")}
     times["methods"] = time.perf_counter() - t0 - sum(times.values())
+    if target == "cpu":
+        for r in results:
+            section["methods"][r["method"]]["speedup"] = r["speed"]["ratio"]
     passing = [r for r in results if r["gate"]["passed"]]
     pool = passing or results
     if not pool:
@@ -221,5 +234,6 @@ def _confirm_speed(fp32: str, int8: str, inputs: np.ndarray, rounds: int, thread
 
     res = interleaved_latency([fp32, int8], inputs, rounds, threads=threads)
     return {"fp32_ms": round(res[fp32]["median_ms"], 3), "int8_ms": round(res[int8]["median_ms"], 3),
-            "ratio": round(res[fp32]["median_ms"] / res[int8]["median_ms"], 3), "rounds": rounds,
+            "ratio": round(res[fp32]["median_ms"] / res[int8]["median_ms"], 3),
+            "paired_ratio_median": round(res[int8]["paired_ratio_median"], 3), "rounds": rounds,
             "threads": threads, "input": list(inputs.shape[1:])}

@@ -11,9 +11,12 @@ onnx / onnxruntime.quantization are imported inside functions (onnxruntime.quant
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -107,14 +110,15 @@ def calibrate_ranges(pre_model: str, inputs: np.ndarray, method: str, cache_path
         extra = {"percentile": PERCENTILE, "symmetric": True}
     elif method == "entropy":
         extra = {"symmetric": True, "num_bins": 512}
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="edgedepth-calib-") as tmp:
+    quiet = io.StringIO()  # onnxruntime's histogram calibrators print progress to stdout
+    with tempfile.TemporaryDirectory(prefix="edgedepth-calib-") as tmp, contextlib.redirect_stdout(quiet):
         calibrator = create_calibrator(Path(pre_model), None,
                                        augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=_ort_method(method), extra_options=extra)
         calibrator.collect_data(make_reader(inputs))
         save_tensors_data(calibrator.compute_data(), cache_path)
+    if quiet.getvalue().strip():
+        log.debug("onnxruntime calibrator: %s", quiet.getvalue().strip())
     return cache_path
 
 

@@ -28,5 +28,9 @@ def interleaved_latency(paths: Sequence[str], inputs: np.ndarray, rounds: int = 
             t = time.perf_counter()
             sessions[p].run(None, feeds[r])
             times[p].append((time.perf_counter() - t) * 1000.0)
-    return {p: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}
-            for p, v in times.items()}
+    out = {p: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "runs": len(v)}
+           for p, v in times.items()}
+    base = times[paths[0]]
+    for p, v in times.items():  # per-round ratios vs the first model: robust to load drifting between rounds
+        out[p]["paired_ratio_median"] = float(np.median(np.asarray(base) / np.asarray(v)))
+    return out

@@ -266,12 +266,14 @@ def verify_bundle(bundle_dir: PathLike, ignore_extra: Sequence[str] = ()) -> Dic
     return manifest
 
 
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_-]+")  # no dots: readers split the file name on "."
+_SAFE_VERSION = re.compile(r"[^0-9A-Za-z.]+")
 
 
 def engine_file_name(board: str, precision: str, trt_version: str) -> str:
     """model.<board>.<precision>.trt<version>.engine (engines are tied to TensorRT version + GPU)."""
-    parts = [_SAFE.sub("-", str(x)).strip("-") for x in (board, precision, trt_version)]
+    parts = [_SAFE_NAME.sub("-", str(board)).strip("-"), _SAFE_NAME.sub("-", str(precision)).strip("-"),
+             _SAFE_VERSION.sub("-", str(trt_version)).strip("-.")]
     if not all(parts):
         raise ModelError(f"engine name needs a board, precision and TensorRT version, got {parts}")
     return f"model.{parts[0]}.{parts[1]}.trt{parts[2]}.engine"

@@ -103,7 +103,7 @@ class GpuConfig(_Strict):
 class DeviceConfig(_Strict):
     """One target board. `camera` is what the runtime's CSI pipeline uses."""
 
-    board: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    board: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     description: str = ""
     gpu: GpuConfig
     jetpack: Optional[str] = None

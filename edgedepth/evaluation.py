@@ -29,6 +29,7 @@ class FrameResult:
     dataset: str
     metrics: Optional[Dict[str, float]]  # None when the frame has no valid ground-truth pixel
     mean_uncertainty: float
+    mean_scale: float = float("nan")
 
 
 @dataclass
@@ -68,6 +69,7 @@ def summarise(frames: Sequence[FrameResult]) -> Dict[str, float]:
     scored = [f for f in frames if f.metrics is not None]
     out["unc_spearman"] = spearman([f.mean_uncertainty for f in scored],
                                    [f.metrics["abs_rel"] for f in scored])
+    out["scale_spearman"] = spearman([f.mean_scale for f in scored], [f.metrics["abs_rel"] for f in scored])
     out["mean_uncertainty"] = float(np.mean([f.mean_uncertainty for f in frames])) if frames else float("nan")
     return out
 
@@ -86,7 +88,7 @@ def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batc
                 raise DataError(f"frame {s.name} in {dataset or 'the dataset'} has no depth to compare with")
             m = frame_metrics(p.depth, s.depth, None, pre.min_depth, pre.max_depth)
             domain = str(s.domain or "unknown")
-            results.append(FrameResult(str(s.name), domain, dataset, m, p.mean_uncertainty))
+            results.append(FrameResult(str(s.name), domain, dataset, m, p.mean_uncertainty, p.mean_scale))
         batch.clear()
 
     for s in samples:

@@ -25,7 +25,8 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 class Prediction:
     depth: np.ndarray  # HxW float32 metres at the image's size
     uncertainty: np.ndarray  # HxW float32 log b at the image's size
-    mean_uncertainty: float  # mean of the model-resolution uncertainty map (what a device computes)
+    mean_uncertainty: float  # mean of the model-resolution uncertainty map u = log b (device-side score)
+    mean_scale: float = float("nan")  # mean of b = exp(u): the expected |log-depth error| of the frame
 
 
 class Predictor:
@@ -130,7 +131,7 @@ class Predictor:
             h, w = img.shape[:2]
             d = np.clip(resize_depth(depth[i], h, w), pre.min_depth, pre.max_depth)
             out.append(Prediction(d.astype(np.float32), resize_depth(unc[i], h, w).astype(np.float32),
-                                  float(unc[i].mean())))
+                                  float(unc[i].mean()), float(np.exp(unc[i]).mean())))
         return out
 
     def predict(self, image: np.ndarray) -> Prediction:

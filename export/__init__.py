@@ -1,0 +1,1 @@
+"""ONNX export, parity, lint and TensorRT engine builds (installed as edgedepth.export)."""

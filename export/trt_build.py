@@ -253,7 +253,16 @@ def build_engine(plan: BuildPlan, trt=None, verbose: bool = False) -> Dict[str, 
         )
     t0 = time.perf_counter()
     logger = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    cause: object = "Builder returned None"
+    try:
+        builder = trt.Builder(logger)
+    except Exception as exc:  # TensorRT raises a bare RuntimeError/TypeError when CUDA is unusable
+        builder, cause = None, exc
+    if builder is None:
+        raise MissingDependencyError(
+            f"TensorRT {installed} is installed but found no usable CUDA GPU ({cause}): "
+            "build on the board or a host with an NVIDIA GPU; `--dry-run` works anywhere"
+        )
     flags = 0
     if hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH") and plan.api != "typed-11":
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # required on 8.x, no-op on 10

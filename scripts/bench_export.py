@@ -182,7 +182,7 @@ def main() -> int:
                 f"  {kind:20s} nodes {row['nodes']:3d}  FP32 {row['fp32_ms']:.2f}  INT8-only-this "
                 f"{row['only_this_int8_ms']:.2f}  speed-up {row['speedup']:.2f}x"
             )
-        print(f"  chosen: {cpu_m['layout']['chosen']} ({cpu_m['layout']['format']})")
+        print(f"  chosen: {cpu_m['layout']['chosen']} [format {cpu_m['layout']['format']}]")
     print("\n== stages (s) ==")
     for name, sec in stages.items():
         print(f"  {name:14s} {sec:6.1f}")

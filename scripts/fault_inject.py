@@ -150,6 +150,12 @@ def run(frames: int, daemon_kills: int, server_kills: int, outage_s: float, work
             break
         time.sleep(0.2)
     drain_s = time.time() - t1
+    # a SIGTERM that lands while a just-restarted daemon is still importing kills it the default way;
+    # wait for its start-up line so the graceful stop is what gets checked
+    t2 = time.time()
+    while time.time() - t2 < 30 and daemon.alive() and \
+            daemon.log_path.read_text(errors="replace").count("upload daemon started") < daemon.starts:
+        time.sleep(0.1)
     daemon_rc = daemon.stop()
     server.stop()
     got = store_contents(store)

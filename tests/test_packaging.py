@@ -124,7 +124,9 @@ def test_wheel_maps_export_and_calibrate(tmp_path):
 
 def test_editable_install_maps_export_and_calibrate(tmp_path):
     prefix = tmp_path / "prefix"
+    # --ignore-installed: with --prefix, pip would otherwise uninstall the venv's own editable install.
     res = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+                          "--ignore-installed",
                           "--prefix", str(prefix), "-e", str(REPO)], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr

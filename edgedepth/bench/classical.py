@@ -35,6 +35,7 @@ TOO_FEW_MATCHES = "too_few_matches"
 NO_BASELINE = "no_baseline"
 NOT_RECTIFIABLE = "not_rectifiable"
 NO_VALID_PIXELS = "no_valid_pixels"
+OPENCV_ERROR = "opencv_error"
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,16 @@ def classical_depth(rgb1: np.ndarray, rgb2: np.ndarray, motion: RelativeMotion,
     stats: Dict[str, float] = {"baseline": motion.baseline, "rotation_deg": motion.rotation_deg}
     if motion.baseline < 1e-6:
         return _empty(shape, NO_BASELINE, stats)
+    try:
+        return _classical_depth(g1, g2, motion, cfg, stats)
+    except cv2.error as exc:  # a degenerate pair must not stop an evaluation: count it
+        log.warning("OpenCV failed on a pair (%s); counted as %s", str(exc).strip()[-200:], OPENCV_ERROR)
+        return _empty(shape, OPENCV_ERROR, stats)
+
+
+def _classical_depth(g1: np.ndarray, g2: np.ndarray, motion: RelativeMotion, cfg: ClassicalConfig,
+                     stats: Dict[str, float]) -> ClassicalDepth:
+    shape = g1.shape[:2]
     pts1, pts2 = match_features(g1, g2, cfg.features, cfg.ratio)
     match_stats, sparse = check_matches(pts1, pts2, motion, cfg)
     stats.update(match_stats)

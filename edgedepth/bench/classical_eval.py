@@ -31,6 +31,7 @@ from edgedepth.metrics import frame_metrics, mean_metrics, valid_mask
 log = logging.getLogger(__name__)
 
 NO_PARTNER = "no_partner"
+BAD_INPUT = "bad_input"
 HEADLINE = "filled"
 
 
@@ -115,14 +116,17 @@ def evaluate_classical(frames: Sequence[SeqFrame], gap: int = 6, cfg: Optional[C
         gt_ok = valid_mask(fr.depth, min_depth, max_depth)
         j = partner_index(frames, i, gap)
         row: Dict[str, Any] = {"name": fr.name, "partner": None if j is None else frames[j].name}
-        if j is None:
-            status, stats = NO_PARTNER, {}
-            depth = np.zeros(fr.depth.shape, np.float32)
-            valid = np.zeros(fr.depth.shape, bool)
-        else:
-            motion = relative_motion(fr.pose, frames[j].pose, fr.K)
-            res = classical_depth(fr.rgb, frames[j].rgb, motion, cfg)
-            status, stats, depth, valid = res.status, res.stats, res.depth, res.valid
+        status, stats = NO_PARTNER, {}
+        depth = np.zeros(fr.depth.shape, np.float32)
+        valid = np.zeros(fr.depth.shape, bool)
+        if j is not None:
+            try:
+                motion = relative_motion(fr.pose, frames[j].pose, fr.K)
+                res = classical_depth(fr.rgb, frames[j].rgb, motion, cfg)
+                status, stats, depth, valid = res.status, res.stats, res.depth, res.valid
+            except (DataError, ConfigError) as exc:  # one bad frame is counted, not fatal
+                log.warning("frame %s with %s: %s", fr.name, frames[j].name, exc)
+                status = BAD_INPUT
             if "ransac_inliers" in stats and stats["ransac_inliers"] > 0:
                 inliers.append(stats["ransac_inliers"])
                 consistent.append(stats["consistent"])

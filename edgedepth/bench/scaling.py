@@ -378,6 +378,10 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
              f"AbsRel {rep.covered['abs_rel']:.4f}")
 
     trainer = trainer or default_trainer()
+    # A finished run is reused only if it was trained and scored under the same settings.
+    plan = {k: v for k, v in asdict(cfg).items() if k not in ("out_dir", "sizes", "seeds", "threads",
+                                                               "render_workers")}
+    plan = json.loads(json.dumps(plan))
     rows: List[Dict[str, Any]] = []
     for n in sorted(cfg.sizes):
         repeat, epochs, _ = compute_plan(n, cfg.steps, cfg.batch_size, cfg.epochs)
@@ -385,15 +389,18 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
             run_dir = out / "runs" / f"n{n:05d}_s{seed}"
             done = run_dir / "result.json"
             if done.is_file():  # resume an interrupted study
-                rows.append(json.loads(done.read_text()))
-                continue
+                previous = json.loads(done.read_text())
+                if previous.get("plan") == plan:
+                    rows.append(previous)
+                    continue
+                log.info("re-running %s: it was made with other settings", run_dir.name)
             run_dir.mkdir(parents=True, exist_ok=True)
             job = TrainJob(data.train(n), data.val_dir, n, seed, repeat, epochs, cfg.batch_size, cfg.model,
                            tuple(cfg.input_size), cfg.min_depth, cfg.max_depth, str(run_dir), cfg.threads)
             trained = trainer(job)
             preds = trained.predict(rgbs)
             row = {"frames": n, "seed": seed, "repeat": repeat, "epochs": epochs, "steps": trained.steps,
-                   "train_seconds": trained.train_seconds, "checkpoint": trained.checkpoint,
+                   "train_seconds": trained.train_seconds, "checkpoint": trained.checkpoint, "plan": plan,
                    "filled": score_predictions(preds, gts, cfg.min_depth, cfg.max_depth),
                    "covered": score_predictions(preds, gts, cfg.min_depth, cfg.max_depth, masks),
                    **trained.extra}

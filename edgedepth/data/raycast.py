@@ -145,6 +145,8 @@ def trace(sc: Scene, o: np.ndarray, R: np.ndarray, K: np.ndarray, H: int, W: int
     dx = Rf[0, 0] * xs + Rf[0, 1] * ys + Rf[0, 2]
     dy = Rf[1, 0] * xs + Rf[1, 1] * ys + Rf[1, 2]
     dz = Rf[2, 0] * xs + Rf[2, 1] * ys + Rf[2, 2]
+    for d in (dx, dy, dz):  # an exactly axis-parallel ray would give 0 * inf = NaN in the slab tests
+        d[d == 0] = F32(1e-12)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ix, iy, iz = F32(1) / dx, F32(1) / dy, F32(1) / dz
         face = None

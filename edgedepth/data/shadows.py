@@ -36,7 +36,6 @@ class ShadowMap:
         self.texel_angle = 1.0 / fx
         self.down = bool(R[2, 2] < -0.999)
         self.sun_offset = 1.5 * float(np.linalg.norm(self.o)) / fx
-        self.taps = np.array([0, 1, size, size + 1], np.int32)
 
     def lit(self, p, n) -> np.ndarray:
         """Fraction (0..1) of the light reaching world points p=(px,py,pz) with normals n."""
@@ -56,22 +55,27 @@ class ShadowMap:
         u = (qx * A[0] + qy * A[1] + qz * A[2]) * inv + c
         v = (qx * B[0] + qy * B[1] + qz * B[2]) * inv + c
         inside = (z > 0.05) & (u > -1) & (u < S) & (v > -1) & (v < S)
+        u = np.where(inside, u, F32(0))  # also clears NaN from degenerate points
+        v = np.where(inside, v, F32(0))
         base = np.clip(v, 0, S - 2).astype(np.int32) * S + np.clip(u, 0, S - 2).astype(np.int32)
         ref = z * (F32(1) - texel * F32(0.5)) - F32(0.02)
-        taps = np.take(self.depth, base[:, None] + self.taps)  # 2x2 percentage-closer filter
-        acc = (taps >= ref[:, None]).sum(axis=1, dtype=np.int32)
+        acc = (np.take(self.depth, base) >= ref).view(np.uint8).copy()  # 2x2 percentage-closer filter
+        for d in (1, S, S + 1):
+            acc += (np.take(self.depth, base + d) >= ref).view(np.uint8)
         return np.where(inside, acc.astype(F32) * F32(0.25), F32(1))
 
 
-def _point_map(sc: Scene, light) -> ShadowMap:
+def _point_map(sc: Scene, light, size: int = POINT_SIZE) -> ShadowMap:
     from edgedepth.data.raycast import look_rotation
 
     R = look_rotation(0.0, -np.pi / 2 + 1e-4, 0.0)
-    fx = (POINT_SIZE / 2.0) / np.tan(np.radians(POINT_FOV_DEG) / 2)
-    return ShadowMap(sc, np.asarray(light[:3], np.float64), R, fx, POINT_SIZE)
+    fx = (size / 2.0) / np.tan(np.radians(POINT_FOV_DEG) / 2)
+    return ShadowMap(sc, np.asarray(light[:3], np.float64), R, fx, size)
 
 
-def _sun_map(sc: Scene, focus: Optional[Tuple[float, float, float]] = None) -> Optional[ShadowMap]:
+def _sun_map(
+    sc: Scene, focus: Optional[Tuple[float, float, float]] = None, texel: float = SUN_TEXEL_M
+) -> Optional[ShadowMap]:
     from edgedepth.data.raycast import look_rotation
 
     sd = np.asarray(sc.sun_dir, np.float64)
@@ -87,7 +91,7 @@ def _sun_map(sc: Scene, focus: Optional[Tuple[float, float, float]] = None) -> O
     radius = float(np.linalg.norm(hi - lo) / 2 + 2.0)
     if focus is not None:  # one view only: cover what that camera can see
         centre, radius = np.array([focus[0], focus[1], 0.0]), float(focus[2])
-    size = int(np.clip(2 * radius / SUN_TEXEL_M, 64, 512))
+    size = int(np.clip(2 * radius / texel, 64, 512))
     o = centre + sd * SUN_DIST
     fwd = -sd
     R = look_rotation(float(np.arctan2(fwd[1], fwd[0])), float(np.arcsin(np.clip(fwd[2], -1, 1))), 0.0)
@@ -98,8 +102,15 @@ def _sun_map(sc: Scene, focus: Optional[Tuple[float, float, float]] = None) -> O
 class SceneShadows:
     """Lazily built, cached shadow maps of one scene: the sun's and one per point light."""
 
-    def __init__(self, sc: Scene, focus: Optional[Tuple[float, float, float]] = None):
+    def __init__(
+        self,
+        sc: Scene,
+        focus: Optional[Tuple[float, float, float]] = None,
+        point_size: int = POINT_SIZE,
+        sun_texel: float = SUN_TEXEL_M,
+    ):
         self.sc = sc
+        self.point_size, self.sun_texel = int(point_size), float(sun_texel)
         self.focus = focus  # (x, y, radius) of the ground area to cover, None = the whole camera path
         self._sun: Optional[ShadowMap] = None
         self._sun_done = False
@@ -110,13 +121,13 @@ class SceneShadows:
         if not self._sun_done:
             self._sun_done = True
             if self.sc.room is None and any(c > 0 for c in self.sc.sun_col):
-                self._sun = _sun_map(self.sc, self.focus)
+                self._sun = _sun_map(self.sc, self.focus, self.sun_texel)
         return self._sun
 
     def point(self, i: int) -> ShadowMap:
         m = self._points.get(i)
         if m is None:
-            m = self._points[i] = _point_map(self.sc, self.sc.lights[i])
+            m = self._points[i] = _point_map(self.sc, self.sc.lights[i], self.point_size)
         return m
 
 

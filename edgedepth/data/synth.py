@@ -222,9 +222,10 @@ def render_frame(domain: str, seed: int, height: int, width: int) -> SynthFrame:
         if free >= 3.0:
             break
     _, s, yaw = best
-    if sc.room is None:  # sun shadows only for the area this one view can see
-        o, (cam_yaw, _, _) = sc.camera_at(s, yaw)
-        sc._shadows = SceneShadows(sc, focus=(o[0] + 20 * np.cos(cam_yaw), o[1] + 20 * np.sin(cam_yaw), 30.0))
+    # one view only: coarser shadow maps, and sun shadows only where this camera can see (<= 45 m ahead)
+    o, (cam_yaw, _, _) = sc.camera_at(s, yaw)
+    focus = (o[0] + 22 * np.cos(cam_yaw), o[1] + 22 * np.sin(cam_yaw), 26.0)
+    sc._shadows = SceneShadows(sc, focus=focus, point_size=64, sun_texel=0.45)
     rgb, depth, pose, K = render_view(sc, s, height, width, rng, yaw, rng.uniform(-0.08, 0.08))
     return SynthFrame(rgb, depth, pose, K, domain, 0, int(seed))
 

@@ -63,10 +63,10 @@ class DaemonConfig:
     keep_done_s: float = 86400.0
 
 
-def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random = random._inst) -> float:
+def backoff_delay(attempt: int, base: float, cap: float, rng: Optional[random.Random] = None) -> float:
     """Exponential back-off with full jitter: uniform(0, min(cap, base * 2**(attempt-1)))."""
     ceiling = min(cap, base * (2.0 ** max(0, min(attempt, 60) - 1)))
-    return max(0.01, rng.uniform(0.0, ceiling))
+    return max(0.01, (rng or random).uniform(0.0, ceiling))
 
 
 class Stats:

@@ -2,62 +2,116 @@
 
 Labels, in order of availability per frame:
 1. depth uploaded with the frame (`depth_gt` from a synthetic source, `depth_sensor` from an RGB-D rig);
-2. a pseudo-label from a bigger teacher checkpoint or ONNX model (`--teacher`);
-3. none: the frame is counted as unlabelled and left out (self-supervision from neighbour frames is
-   not used for training here; the neighbour frames stay in the store for it).
+2. a pseudo-label from a bigger teacher (a .pt checkpoint or an .onnx model, `--teacher`);
+3. none: the frame is counted as unlabelled and left out. Self-supervision from neighbour frames
+   (photometric reprojection) is NOT implemented; the neighbour frames stay in the store for it.
+
+Output layout (a folder the trainer reads directly)::
+
+    OUT/rgb/, OUT/depth/, OUT/meta.json       the TRAIN split (new frames + replay), folder format
+    OUT/val/rgb/, OUT/val/depth/, OUT/val/meta.json   the VAL split (new frames only)
+    OUT/lineage.json                          config, counts, and every frame's store item id / origin
+
+so `edgedepth train --init-from CURRENT --data rounds/0,rounds/1 --val rounds/1/val` works as is.
 
 The split is by (device, time block): every frame of one device inside one block goes to the same
-side, so near-identical neighbouring frames never straddle train and val.
+side, so near-identical neighbouring frames never straddle train and val. Near-duplicates (tiny grey
+thumbnails closer than `dedupe_distance`) are dropped, keeping the higher-scored frame. Items are read
+twice (a cheap first pass for labels, thumbnails and metadata, then only the kept ones in full), so a
+large store is never held in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from edgedepth.errors import DataError
+from edgedepth.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-LABEL_KINDS = ("depth_gt", "depth_sensor")
+LABEL_KINDS = ("depth_gt", "depth_sensor")  # uploaded depth, best first
+VAL_DIR = "val"
+LINEAGE = "lineage.json"
+FORMAT = "edgedepth.round/1"
 
 
 @dataclass
 class RoundConfig:
     store: str
     out: str
-    since: Optional[str] = None
-    teacher: Optional[str] = None
-    replay: Sequence[str] = ()  # earlier round folders to sample from
-    replay_fraction: float = 0.3  # replay frames as a fraction of the new frames
+    since: Optional[str] = None  # only items received strictly after this ISO 8601 UTC time
+    teacher: Optional[str] = None  # .pt / .onnx giving pseudo-labels to frames without depth
+    replay: Sequence[str] = ()  # earlier round (or any dataset) folders to sample from
+    replay_fraction: float = 0.3  # replay frames as a fraction of the new training frames
     val_fraction: float = 0.2
     time_block_s: float = 600.0  # frames of one device within this span stay on one side of the split
     dedupe_distance: float = 0.02  # thumbnails closer than this (mean abs, 0..1) count as duplicates
     seed: int = 0
     endpoint_url: Optional[str] = None
 
+    def validate(self) -> "RoundConfig":
+        if not 0.0 <= self.replay_fraction <= 10.0:
+            raise ConfigError(f"--replay-fraction must be in 0..10, got {self.replay_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.time_block_s <= 0:
+            raise ConfigError(f"--time-block must be positive seconds, got {self.time_block_s}")
+        if self.dedupe_distance < 0:
+            raise ConfigError(f"--dedupe-distance must be >= 0, got {self.dedupe_distance}")
+        if self.teacher and not Path(self.teacher).is_file():
+            raise ConfigError(f"--teacher {self.teacher} does not exist (a .pt checkpoint or .onnx model)")
+        for spec in self.replay:
+            if not Path(spec).is_dir():
+                raise ConfigError(f"--replay {spec} is not a dataset folder "
+                                  "(an earlier round, or a folder with rgb/ and depth/)")
+        return self
+
 
 @dataclass
 class RoundReport:
     out: str
     ingested: int = 0
-    labelled: Dict[str, int] = field(default_factory=dict)
+    labelled: Dict[str, int] = field(default_factory=dict)  # label kind -> frames kept
     unlabelled: int = 0
     unreadable: int = 0
     duplicates: int = 0
-    train: int = 0
+    train: int = 0  # new frames + replay in the train split
     val: int = 0
     replay: int = 0
+    groups: Dict[str, int] = field(default_factory=dict)  # split -> (device, time block) groups
     domains: Dict[str, int] = field(default_factory=dict)
+    devices: Dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        labels = ", ".join(f"{k} {v}" for k, v in sorted(self.labelled.items())) or "none"
+        doms = ", ".join(f"{k} {v}" for k, v in sorted(self.domains.items()))
+        return (f"round {self.out}: {self.ingested} ingested, labels: {labels}; "
+                f"{self.unlabelled} unlabelled, {self.unreadable} unreadable, {self.duplicates} "
+                f"near-duplicates dropped -> train {self.train} (incl. {self.replay} replay), "
+                f"val {self.val}; domains: {doms}")
+
+
+@dataclass
+class _Candidate:
+    """First-pass record of one stored item (no pixels kept beyond a thumbnail)."""
+
+    meta: dict
+    label: str  # an uploaded label kind, or "teacher"
+    thumb: np.ndarray
+    score: float
 
 
 def thumbnail(rgb: np.ndarray, size: int = 16) -> np.ndarray:
@@ -68,38 +122,47 @@ def thumbnail(rgb: np.ndarray, size: int = 16) -> np.ndarray:
 
 def dedupe(embeddings: List[np.ndarray], scores: List[float], distance: float) -> List[int]:
     """Indices to keep: greedy in descending score, dropping any frame within `distance` of a kept one."""
-    order = sorted(range(len(embeddings)), key=lambda i: -scores[i])
+    order = sorted(range(len(embeddings)), key=lambda i: (-scores[i], i))
     kept: List[int] = []
-    kept_vecs: List[np.ndarray] = []
+    kept_vecs = np.empty((len(embeddings), embeddings[0].size if embeddings else 0), np.float32)
     for i in order:
         e = embeddings[i]
-        if kept_vecs and float(np.min(np.mean(np.abs(np.stack(kept_vecs) - e), axis=1))) < distance:
+        n = len(kept)
+        if n and float(np.min(np.mean(np.abs(kept_vecs[:n] - e), axis=1))) < distance:
             continue
+        kept_vecs[n] = e
         kept.append(i)
-        kept_vecs.append(e)
     return sorted(kept)
 
 
-def split_groups(metas: List[dict], val_fraction: float, block_s: float, seed: int) -> List[str]:
-    """'train' or 'val' per frame, assigning whole (device, time block) groups to one side."""
+def group_key(meta: dict, block_s: float) -> Tuple[str, int]:
+    """(device id, time block index) of an item: the unit that never straddles train and val."""
     from edgedepth.fleet.store.base import parse_time
 
-    keys = []
-    for m in metas:
-        t = parse_time(m["captured_at"]).timestamp()
-        keys.append((m.get("device_id", "?"), int(t // block_s)))
-    groups = sorted(set(keys))
-    rng = random.Random(seed)
-    rng.shuffle(groups)
-    n_val_target = val_fraction * len(metas)
-    val_groups = set()
-    counts: Dict[tuple, int] = {}
+    t = parse_time(str(meta["captured_at"])).timestamp()
+    return str(meta.get("device_id", "?")), int(t // block_s)
+
+
+def split_groups(metas: List[dict], val_fraction: float, block_s: float, seed: int) -> List[str]:
+    """'train' or 'val' per frame, assigning whole (device, time block) groups to one side.
+
+    Groups are shuffled (seeded) and given to val until it holds about `val_fraction` of the frames;
+    at least one group always stays in train, so a round from a single group has no val split.
+    """
+    keys = [group_key(m, block_s) for m in metas]
+    counts: Dict[Tuple[str, int], int] = {}
     for k in keys:
         counts[k] = counts.get(k, 0) + 1
+    groups = sorted(counts)
+    random.Random(seed).shuffle(groups)
+    target = val_fraction * len(metas)
+    val_groups = set()
     n_val = 0
     for g in groups:
-        if n_val >= n_val_target or len(val_groups) >= len(groups) - 1:
+        if n_val >= target or len(val_groups) >= len(groups) - 1:
             break
+        if n_val and n_val + counts[g] > 1.5 * target:  # skip a group that would overshoot a lot
+            continue
         val_groups.add(g)
         n_val += counts[g]
     return ["val" if k in val_groups else "train" for k in keys]
@@ -107,145 +170,235 @@ def split_groups(metas: List[dict], val_fraction: float, block_s: float, seed: i
 
 def _decode_depth(data: bytes, units: Optional[str], name: str) -> np.ndarray:
     if name.endswith(".npy") or units == "m_float32":
-        import io
-
         depth = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
+        if depth.ndim == 3 and depth.shape[2] == 1:
+            depth = depth[..., 0]
     else:
         raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.dtype != np.uint16:
-            raise DataError(f"depth file {name} is not a 16-bit PNG")
+        if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
+            raise DataError(f"depth file {name} is not a single-channel 16-bit PNG")
         depth = raw.astype(np.float32) / 1000.0
-    depth[~np.isfinite(depth)] = 0.0
+    if depth.ndim != 2:
+        raise DataError(f"depth file {name} has shape {depth.shape}; expected HxW")
+    return np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
+
+
+def _rgb_name(meta: dict) -> str:
+    for name, e in meta["files"].items():
+        if e.get("kind") == "rgb" and int(e.get("offset", 0)) == 0:
+            return name
+    raise DataError(f"item {str(meta.get('id'))[:12]} has no rgb file")
+
+
+def _read_rgb(store, meta: dict) -> np.ndarray:
+    name = _rgb_name(meta)
+    bgr = cv2.imdecode(np.frombuffer(store.read_file(meta["id"], name), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f"item {meta['id'][:12]}: {name} does not decode as an image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def uploaded_label(meta: dict) -> Optional[Tuple[str, str]]:
+    """(label kind, file name) of the best depth uploaded with an item, or None."""
+    for kind in LABEL_KINDS:
+        for name, e in meta.get("files", {}).items():
+            if e.get("kind") == kind:
+                return kind, name
+    return None
+
+
+def _read_depth(store, meta: dict, name: str, shape: Tuple[int, int]) -> np.ndarray:
+    entry = meta["files"][name]
+    depth = _decode_depth(store.read_file(meta["id"], name), entry.get("units"), name)
+    if depth.shape != shape:
+        raise DataError(f"item {meta['id'][:12]}: depth {depth.shape} does not match the image {shape}")
     return depth
 
 
-def _load_item(store, meta: dict):
-    """(rgb, depth or None, label kind or None) of a stored item."""
-    files = meta["files"]
-    rgb_name = next(n for n, e in files.items() if e["kind"] == "rgb" and e.get("offset", 0) == 0)
-    bgr = cv2.imdecode(np.frombuffer(store.read_file(meta["id"], rgb_name), np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"item {meta['id'][:12]}: {rgb_name} does not decode")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    for kind in LABEL_KINDS:
-        for name, e in files.items():
-            if e["kind"] == kind:
-                depth = _decode_depth(store.read_file(meta["id"], name), e.get("units"), name)
-                if depth.shape != rgb.shape[:2]:
-                    raise DataError(f"item {meta['id'][:12]}: depth {depth.shape} vs image {rgb.shape[:2]}")
-                return rgb, depth, kind
-    return rgb, None, None
+class Teacher:
+    """Pseudo-labels from a bigger model: metric depth at the image's size."""
 
-
-class _Teacher:
     def __init__(self, path: str) -> None:
+        from edgedepth.checkpoint import file_sha256
         from edgedepth.predictor import load_predictor
 
-        self.path = path
-        self.predict = load_predictor(path)
+        self.path = str(path)
+        self.sha256 = file_sha256(path)
+        self.predictor = load_predictor(str(path))
 
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        depth, _unc = self.predict(rgb)
-        return depth.astype(np.float32)
+        return self.predictor.predict(rgb).depth.astype(np.float32)
 
 
-def _write_split(root: Path, rows: List[dict]) -> None:
-    from edgedepth.data.formats import write_meta, write_sample
+def _frame_name(item_id: str) -> str:
+    return item_id[:24]
 
-    for row in rows:
-        write_sample(root, row["name"], row["rgb"], row["depth"])
+
+def _write_split(root: Path, rows: List[dict], split: str) -> None:
+    from edgedepth.data.formats import write_meta
+
+    root.mkdir(parents=True, exist_ok=True)
     write_meta(root, {
         "source": "round",
-        "domains": {r["name"]: r["domain"] for r in rows if r["domain"]},
-        "intrinsics_per_frame": {r["name"]: r["intrinsics"] for r in rows if r["intrinsics"] is not None},
-        "labels": {r["name"]: r["label"] for r in rows},
+        "split": split,
+        "frames": {r["name"]: {k: r[k] for k in ("domain", "label", "device_id", "captured_at", "item",
+                                                 "score", "intrinsics", "replay_of") if r.get(k) is not None}
+                   for r in rows},
     })
 
 
-def _replay_rows(replay: Iterable[str], n: int, seed: int) -> List[dict]:
-    """A random sample of n training frames from earlier round (or any dataset) folders."""
-    from edgedepth.data.formats import open_dataset
+def _replay_rows(replay: Iterable[str], n: int, seed: int, out: Path) -> Tuple[List[dict], List[dict]]:
+    """Copy a seeded random sample of n training frames of earlier rounds (any dataset folders) into out.
 
+    Returns (rows, sources). Only the train side of a round folder is sampled (its root; val/ is not).
+    """
+    from edgedepth.data.formats import open_dataset, write_sample
+    from edgedepth.train.torchdata import dataset_lineage
+
+    specs = list(replay)
+    if n <= 0 or not specs:
+        return [], []
     pool = []
-    for spec in replay:
-        train_dir = Path(spec) / "train"
-        ds = open_dataset(str(train_dir if train_dir.is_dir() else spec))
+    sources = []
+    for spec in specs:
+        ds = open_dataset(spec)
         pool.extend((ds, i, spec) for i in range(len(ds)))
+        sources.append({**dataset_lineage(spec), "frames": len(ds)})
     rng = random.Random(seed)
     chosen = rng.sample(pool, min(n, len(pool)))
     rows = []
     for ds, i, spec in chosen:
         s = ds[i]
-        tag = hashlib.sha256(f"{spec}:{s.name}".encode()).hexdigest()[:16]
-        rows.append(dict(name=f"replay_{tag}", rgb=s.rgb, depth=s.depth, domain=s.domain,
+        tag = hashlib.sha256(f"{Path(spec).resolve()}:{s.name}".encode()).hexdigest()[:16]
+        name = f"replay_{tag}"
+        write_sample(out, name, s.rgb, s.depth)
+        rows.append(dict(name=name, domain=s.domain, label="replay", item=None, device_id=None,
+                         captured_at=None, score=None,
                          intrinsics=None if s.intrinsics is None else np.asarray(s.intrinsics).tolist(),
-                         label="replay", item=None, replay_of=f"{spec}:{s.name}"))
-    return rows
+                         replay_of=f"{spec}:{s.name}"))
+    return rows, sources
 
 
-def build_round(cfg: RoundConfig) -> RoundReport:
-    """Collect ingested frames from a store into a train/val dataset folder with lineage.json."""
+def _collect(store, cfg: RoundConfig, teacher: Optional[Teacher], report: RoundReport,
+             progress: Optional[Callable[[int], None]]) -> List[_Candidate]:
+    """First pass: every item since `cfg.since` with a usable label, as thumbnail + metadata."""
+    out: List[_Candidate] = []
+    for meta in store.iter_items(since=cfg.since):
+        report.ingested += 1
+        if progress is not None:
+            progress(1)
+        up = uploaded_label(meta)
+        label = up[0] if up else ("teacher" if teacher is not None else None)
+        if label is None:
+            report.unlabelled += 1
+            continue
+        try:
+            rgb = _read_rgb(store, meta)
+            group_key(meta, cfg.time_block_s)
+        except (DataError, KeyError, ValueError, TypeError) as exc:
+            report.unreadable += 1
+            log.warning("skipping item %s: %s", str(meta.get("id"))[:12], exc)
+            continue
+        score = meta.get("score", 0.0)
+        score = float(score) if isinstance(score, (int, float)) and np.isfinite(score) else 0.0
+        out.append(_Candidate(meta, label, thumbnail(rgb), score))
+    return out
+
+
+def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = None) -> RoundReport:
+    """Collect ingested frames from a store into a train/val dataset folder with lineage.json.
+
+    Raises DataError when the store holds no labelled frame (since `cfg.since`), or `cfg.out` is a
+    non-empty folder. `progress(n)` is called as items are read (e.g. a tqdm bar's update).
+    """
+    from edgedepth import __version__
+    from edgedepth.data.formats import write_sample
     from edgedepth.fleet.store import open_store
 
+    cfg.validate()
+    t0 = time.monotonic()
     out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} already exists and is not empty; choose a new round folder")
     report = RoundReport(out=str(out))
-    teacher = _Teacher(cfg.teacher) if cfg.teacher else None
-    rows: List[dict] = []
-    metas: List[dict] = []
+    teacher = Teacher(cfg.teacher) if cfg.teacher else None
     store = open_store(cfg.store, endpoint_url=cfg.endpoint_url)
     try:
-        for meta in store.iter_items(since=cfg.since):
-            report.ingested += 1
+        cands = _collect(store, cfg, teacher, report, progress)
+        if not cands:
+            why = (f"{report.ingested} item(s) read, {report.unlabelled} without depth, "
+                   f"{report.unreadable} unreadable")
+            raise DataError(f"no labelled frames in the store {cfg.store}"
+                            + (f" since {cfg.since}" if cfg.since else "") + f" ({why}): upload frames "
+                            "with depth (synthetic or RGB-D sources), or pass --teacher MODEL for "
+                            "pseudo-labels")
+        keep = dedupe([c.thumb for c in cands], [c.score for c in cands], cfg.dedupe_distance)
+        report.duplicates = len(cands) - len(keep)
+        cands = [cands[i] for i in keep]
+        sides = split_groups([c.meta for c in cands], cfg.val_fraction, cfg.time_block_s, cfg.seed)
+
+        out.mkdir(parents=True, exist_ok=True)
+        rows: Dict[str, List[dict]] = {"train": [], "val": []}
+        groups: Dict[str, set] = {"train": set(), "val": set()}
+        for c, side in zip(cands, sides):
+            meta = c.meta
+            root = out if side == "train" else out / VAL_DIR
             try:
-                rgb, depth, label = _load_item(store, meta)
-            except (DataError, KeyError, StopIteration, ValueError) as exc:
+                rgb = _read_rgb(store, meta)
+                up = uploaded_label(meta)
+                depth = _read_depth(store, meta, up[1], rgb.shape[:2]) if up else teacher(rgb)
+            except (DataError, KeyError, ValueError) as exc:
                 report.unreadable += 1
                 log.warning("skipping item %s: %s", str(meta.get("id"))[:12], exc)
                 continue
-            if depth is None and teacher is not None:
-                depth, label = teacher(rgb), "teacher"
-            if depth is None:
-                report.unlabelled += 1
-                continue
-            report.labelled[label] = report.labelled.get(label, 0) + 1
-            rows.append(dict(name=meta["id"][:24], rgb=rgb, depth=depth, domain=meta.get("domain"),
-                             intrinsics=meta.get("intrinsics"), label=label, item=meta["id"],
-                             score=float(meta.get("score", 0.0))))
-            metas.append(meta)
+            name = _frame_name(meta["id"])
+            fmt = "png" if depth.max(initial=0) <= 65.0 else "npy"  # uint16 mm PNG tops out at 65.5 m
+            write_sample(root, name, rgb, depth, depth_format=fmt)
+            rows[side].append(dict(name=name, domain=meta.get("domain"), label=c.label, item=meta["id"],
+                                   device_id=meta.get("device_id"), captured_at=meta.get("captured_at"),
+                                   score=c.score, intrinsics=meta.get("intrinsics"), replay_of=None))
+            groups[side].add(group_key(meta, cfg.time_block_s))
+            report.labelled[c.label] = report.labelled.get(c.label, 0) + 1
+            dev = str(meta.get("device_id", "?"))
+            report.devices[dev] = report.devices.get(dev, 0) + 1
     finally:
         store.close()
-
-    keep = dedupe([thumbnail(r["rgb"]) for r in rows], [r["score"] for r in rows], cfg.dedupe_distance)
-    report.duplicates = len(rows) - len(keep)
-    rows = [rows[i] for i in keep]
-    metas = [metas[i] for i in keep]
-    if not rows:
-        raise DataError(f"no labelled frames in {cfg.store}"
-                        + (f" since {cfg.since}" if cfg.since else "")
-                        + ": upload frames with depth, or pass --teacher CKPT for pseudo-labels")
-    sides = split_groups(metas, cfg.val_fraction, cfg.time_block_s, cfg.seed)
-    train_rows = [r for r, s in zip(rows, sides) if s == "train"]
-    val_rows = [r for r, s in zip(rows, sides) if s == "val"]
-    replay_rows = _replay_rows(cfg.replay, int(round(cfg.replay_fraction * len(train_rows))), cfg.seed)
-    train_rows += replay_rows
-    out.mkdir(parents=True, exist_ok=True)
-    _write_split(out / "train", train_rows)
-    if val_rows:
-        _write_split(out / "val", val_rows)
-    report.train, report.val, report.replay = len(train_rows), len(val_rows), len(replay_rows)
-    for r in train_rows + val_rows:
+    if not rows["train"] and not rows["val"]:
+        raise DataError(f"no frame of {cfg.store} could be read; see the warnings above")
+    n_replay = int(round(cfg.replay_fraction * len(rows["train"])))
+    replay_rows, replay_sources = _replay_rows(cfg.replay, n_replay, cfg.seed, out)
+    rows["train"] += replay_rows
+    _write_split(out, rows["train"], "train")
+    if rows["val"]:
+        _write_split(out / VAL_DIR, rows["val"], "val")
+    report.train, report.val, report.replay = len(rows["train"]), len(rows["val"]), len(replay_rows)
+    report.groups = {k: len(v) for k, v in groups.items()}
+    for r in rows["train"] + rows["val"]:
         d = r["domain"] or "unknown"
         report.domains[d] = report.domains.get(d, 0) + 1
+    report.seconds = time.monotonic() - t0
     lineage = {
+        "format": FORMAT,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code_version": __version__,
         "config": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
+        "teacher": {"path": teacher.path, "sha256": teacher.sha256} if teacher else None,
+        "self_supervision": "not implemented: frames without depth or teacher are left out",
+        "replay_sources": replay_sources,
         "report": asdict(report),
         "frames": [{"name": r["name"], "split": split, "item": r["item"], "label": r["label"],
-                    "domain": r["domain"], "replay_of": r.get("replay_of")}
-                   for split, rs in (("train", train_rows), ("val", val_rows)) for r in rs],
+                    "domain": r["domain"], "device_id": r["device_id"], "captured_at": r["captured_at"],
+                    "replay_of": r["replay_of"]}
+                   for split in ("train", "val") for r in rows[split]],
     }
-    tmp = out / ".lineage.json.tmp"
-    tmp.write_text(json.dumps(lineage, indent=1))
-    os.replace(tmp, out / "lineage.json")
+    tmp = out / f".{LINEAGE}.tmp"
+    tmp.write_text(json.dumps(lineage, indent=1, default=str))
+    os.replace(tmp, out / LINEAGE)
+    log.info(report.summary())
     return report
+
+
+def round_val_dir(round_dir: str) -> Optional[str]:
+    """The val split of a round folder, or None when the round has none."""
+    p = Path(round_dir) / VAL_DIR
+    return str(p) if (p / "rgb").is_dir() else None

@@ -90,7 +90,10 @@ class Source:
                 self._cond.wait(remaining)
             frame, self._slot = self._slot, None
             self._cond.notify_all()  # a non-live producer may be waiting for the slot
-            return frame
+        if not self.raw.live:
+            # a file frame has no age of its own: its latency clock starts when the loop takes it
+            frame.captured = time.monotonic()
+        return frame
 
     def stats(self) -> Dict[str, float]:
         return {

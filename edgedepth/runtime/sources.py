@@ -38,7 +38,8 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".m
 @dataclass
 class Frame:
     """One captured frame. `t` is the source's clock in seconds (capture time for live sources, the
-    position in the stream for files and synthetic scenes); `captured` is time.monotonic() at capture."""
+    position in the stream for files and synthetic scenes); `captured` is time.monotonic() at capture
+    (for non-live sources: when the loop took the frame), the start of the latency clock."""
 
     rgb: np.ndarray
     index: int

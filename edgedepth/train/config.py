@@ -56,6 +56,7 @@ class TrainConfig:
     warmup: float = 0.03  # fraction of the schedule spent warming up linearly
     final_lr_fraction: float = 0.02  # cosine decays to lr * this
     grad_weight: float = 0.5
+    loss_mode: str = "nll"  # nll | decoupled (see edgedepth.train.losses.DepthLoss)
     workers: int = 2  # decoding threads while loading datasets into memory
     threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)
     min_depth: float = 0.1

@@ -107,6 +107,8 @@ def validate(model, frames: Frames, pre: Preprocessing, device: torch.device, ba
     out = mean_metrics(rows)
     kept = [i for i, r in enumerate(rows) if r is not None]
     out["unc_spearman"] = spearman([float(unc[i].mean()) for i in kept], [rows[i]["abs_rel"] for i in kept])
+    out["scale_spearman"] = spearman([float(np.exp(unc[i]).mean()) for i in kept],
+                                     [rows[i]["abs_rel"] for i in kept])
     out["mean_uncertainty"] = float(unc.mean())
     return out
 
@@ -201,7 +203,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     schedule = CosineSchedule(cfg.lr, cfg.warmup, cfg.final_lr_fraction)
-    loss_fn = DepthLoss(grad_weight=cfg.grad_weight)
+    loss_fn = DepthLoss(grad_weight=cfg.grad_weight, mode=cfg.loss_mode)
     augment = Augment() if cfg.augment else None
 
     sampler = DistributedSampler(range(len(train_frames)), num_replicas=info.world_size, rank=info.rank,

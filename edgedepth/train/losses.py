@@ -58,6 +58,10 @@ class DepthLoss:
 
     grad_weight: float = 0.5
     grad_scales: int = 4
+    # "nll": the NLL alone trains depth and uncertainty. "decoupled": depth is trained by plain L1 on
+    # log-depth and the NLL trains only the uncertainty (error detached), so confident-looking hard
+    # pixels are not down-weighted while the depth is still being learned.
+    mode: str = "nll"
 
     def __call__(self, depth: torch.Tensor, uncertainty: torch.Tensor, gt: torch.Tensor,
                  valid: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
@@ -67,8 +71,15 @@ class DepthLoss:
             uncertainty = F.interpolate(uncertainty, size=gt.shape[-2:], mode="bilinear", align_corners=False)
         log_pred = torch.log(depth)
         log_gt = torch.log(gt.clamp_min(1e-6))
-        nll = laplacian_nll(log_pred, log_gt, uncertainty, valid)
-        total = nll
+        if self.mode == "decoupled":
+            nll = laplacian_nll(log_pred.detach(), log_gt, uncertainty, valid)
+            l1 = masked_mean((log_gt - log_pred).abs(), valid)
+            total = nll + l1
+        elif self.mode == "nll":
+            nll = laplacian_nll(log_pred, log_gt, uncertainty, valid)
+            total = nll
+        else:
+            raise ValueError(f"unknown loss mode {self.mode!r}; use 'nll' or 'decoupled'")
         parts = {"nll": float(nll.detach())}
         if self.grad_weight > 0:
             grad = gradient_matching(log_pred, log_gt, valid, self.grad_scales)

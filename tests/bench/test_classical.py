@@ -202,3 +202,12 @@ def test_evaluate_on_a_sequence_counts_failures_and_fills(ref):
     assert rep.to_dict()["headline"] == "filled"
     with pytest.raises(ConfigError):
         evaluate_classical(frames, gap=0)
+
+
+def test_a_bad_pose_is_counted_not_fatal(ref):
+    nan_pose = pose_at(x=0.1)
+    nan_pose[0, 3] = np.nan
+    frames = [SeqFrame(*ref, pose=pose_at(), K=K, name="a", sequence=0),
+              SeqFrame(render(pose_at(x=0.1))[0], ref[1], nan_pose, K, "b", 0)]
+    rep = evaluate_classical(frames, gap=1)
+    assert rep.status_counts == {"bad_input": 2}

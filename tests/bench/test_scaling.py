@@ -115,3 +115,7 @@ def test_study_plumbing_with_a_fake_trainer(tmp_path):
     # A second call resumes from the finished runs instead of training again.
     run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test))
     assert len(jobs) == 2 * len(sizes)
+    # ... but not from runs made under other settings.
+    cfg.sizes, cfg.steps = [8, 16], 16
+    run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test))
+    assert len(jobs) == 2 * len(sizes) + 4

@@ -43,6 +43,20 @@ def make_folder(root: Path, n: int = 24, size=(48, 64), seed: int = 0) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def calibration_cache(tmp_path_factory):
+    """Keep calibration caches out of the user's ~/.cache during tests."""
+    import os
+
+    old = os.environ.get("EDGEDEPTH_CACHE")
+    os.environ["EDGEDEPTH_CACHE"] = str(tmp_path_factory.mktemp("edgedepth-cache"))
+    yield
+    if old is None:
+        os.environ.pop("EDGEDEPTH_CACHE", None)
+    else:
+        os.environ["EDGEDEPTH_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")

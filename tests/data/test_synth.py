@@ -67,6 +67,16 @@ def test_depth_is_z_depth_on_a_fronto_parallel_box():
     np.testing.assert_allclose(depth, 3.0, atol=1e-4)  # Euclidean range would grow towards the corners
 
 
+def test_axis_parallel_rays_in_an_empty_room():
+    sc, _ = _camera_scene()
+    sc.lights.append((0.0, 0.0, 2.9, 3.0, 3.0, 3.0))  # with a shadow map
+    K = synth.intrinsics_for(37, 49)  # odd size: the centre row and column are exactly axis-parallel
+    o, R = np.array([0.0, 0.0, 1.5]), raycast.look_rotation(0, 0, 0)
+    rad, depth = raycast.render_linear(sc, o, R, K, 37, 49)
+    assert np.all(np.isfinite(rad)) and np.all(depth > 0)
+    assert depth[18, 24] == pytest.approx(5.0)
+
+
 def test_sphere_depth_matches_analytic_and_pose_backprojects():
     sc, mat = _camera_scene()
     sc.spheres.append((4.0, 0.3, 1.2, 0.8, mat))

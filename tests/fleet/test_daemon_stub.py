@@ -251,3 +251,17 @@ def test_missing_token_is_a_clear_error(env):
     r = subprocess.run([uk.PY, "-m", "edgedepth", "upload", "--spool", str(env["spool"]), "--server",
                         "http://127.0.0.1:1"], capture_output=True, text=True, env=uk.env(), cwd=uk.REPO)
     assert r.returncode == 2 and "EDGEDEPTH_TOKEN" in r.stderr
+
+
+def test_token_from_the_environment_never_appears_in_logs(env):
+    frames = uk.make_frames(env["spool"], 2)
+    env["procs"].append(uk.start_stub(env["store"], env["port"], token="s3cr3t-token-value"))
+    argv = uk.daemon_cmd(env["spool"], env["port"], env["tok"], "--once", "--log-level", "DEBUG")
+    i = argv.index("--token-file")
+    del argv[i:i + 2]
+    e = uk.env()
+    e["EDGEDEPTH_TOKEN"] = "s3cr3t-token-value"
+    r = subprocess.run(argv, capture_output=True, text=True, env=e, cwd=uk.REPO, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert stored(env["store"]) == frames
+    assert "s3cr3t" not in r.stderr and "s3cr3t" not in r.stdout

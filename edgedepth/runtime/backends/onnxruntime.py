@@ -73,7 +73,7 @@ class OrtBackend(Backend):
         if threads:
             opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
-        if spin is not None:  # idle worker threads spin by default; on few cores they steal the pipeline's CPU
+        if spin is not None:  # idle workers spin by default; on few cores they steal the pipeline's CPU
             opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             self.session = ort.InferenceSession(

@@ -1,0 +1,111 @@
+"""What a fleet simulation (and the demo, a one-strategy simulation) is asked to do."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Dict, List, Tuple
+
+from edgedepth.errors import ConfigError
+
+STRATEGIES = ("hard", "random", "duplicate")
+DEFAULT_MIX = {"indoor": 0.8, "night": 0.2 / 3, "fog": 0.2 / 3, "outdoor": 0.2 / 3}
+
+
+@dataclass
+class SimConfig:
+    """The fleet, the data shift, the budgets. The round-0 model is trained once and shared."""
+
+    workdir: str = "edgedepth-sim"
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    strategies: List[str] = field(default_factory=lambda: list(STRATEGIES))
+    rounds: int = 2
+    # the fleet
+    devices: int = 4
+    frames_per_device: int = 400  # frames each device processes per round
+    budget_per_device: int = 20  # uploads per device per round, the same for every strategy
+    mix: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
+    original_domain: str = "indoor"
+    scene_length: int = 30  # frames per scene of a device's video
+    segment_length: int = 15  # frames per domain segment of a device's video
+    # models and data
+    model: str = "small"
+    size: Tuple[int, int] = (64, 96)
+    base_frames: int = 800  # round-0 training frames (original domain only)
+    base_epochs: int = 30
+    eval_frames: int = 64  # per domain, unseen scene seeds, fixed across strategies and seeds
+    gate_frames: int = 48  # original-domain regression set of the gate (not the evaluation set)
+    # each round
+    finetune_steps: int = 240  # fixed optimiser-step budget per round (same for every strategy)
+    finetune_lr: float = 5e-4
+    batch_size: int = 16
+    replay_fraction: float = 0.3
+    train_on_all_rounds: bool = True  # --data rounds/0,...,rounds/N (else the new rounds + their replay)
+    val_fraction: float = 0.25
+    time_block_s: float = 4.0  # of video time; frames of one device within a block stay on one side
+    gate_tolerance: float = 0.02
+    gate_min_gain: float = 0.0
+    health_frames: int = 10
+    # machinery
+    threads: int = 2  # torch / onnxruntime threads
+    daemon: str = "inprocess"  # inprocess | subprocess (`edgedepth upload --once`)
+    calibrate: bool = False  # INT8 (cpu target) for every published bundle
+    progress: bool = True
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        self.size = tuple(int(v) for v in self.size)  # type: ignore[assignment]
+
+    def validate(self) -> "SimConfig":
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown or not self.strategies:
+            raise ConfigError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+        if not self.seeds:
+            raise ConfigError("give at least one seed")
+        if self.rounds < 1 or self.devices < 1 or self.frames_per_device < 4:
+            raise ConfigError("need rounds >= 1, devices >= 1 and frames per device >= 4")
+        if not 1 <= self.budget_per_device <= self.frames_per_device:
+            raise ConfigError(f"budget per device must be in 1..frames per device ({self.frames_per_device}), "
+                              f"got {self.budget_per_device}")
+        if self.original_domain not in self.mix:
+            raise ConfigError(f"the original domain {self.original_domain!r} must be part of the fleet mix")
+        if not self.shifted_domains:
+            raise ConfigError("the fleet mix needs at least one domain besides the original one")
+        if self.size[0] % 32 or self.size[1] % 32:
+            raise ConfigError(f"size {self.size} must be multiples of 32")
+        if self.daemon not in ("inprocess", "subprocess"):
+            raise ConfigError("daemon must be 'inprocess' or 'subprocess'")
+        if self.finetune_steps < 1 or self.base_epochs < 1:
+            raise ConfigError("finetune steps and base epochs must be >= 1")
+        return self
+
+    @property
+    def shifted_domains(self) -> List[str]:
+        return sorted(d for d, p in self.mix.items() if d != self.original_domain and p > 0)
+
+    @property
+    def rate(self) -> float:
+        return self.budget_per_device / float(self.frames_per_device)
+
+    def base_key(self) -> str:
+        """Identity of the shared assets (data sets and round-0 model): reused when it matches."""
+        keys = ("model", "size", "base_frames", "base_epochs", "eval_frames", "gate_frames", "mix",
+                "original_domain", "batch_size")
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        return d
+
+
+def quick_config(**overrides) -> SimConfig:
+    """A tiny end-to-end run (tests, --quick): every stage runs, the numbers mean nothing."""
+    cfg = SimConfig(seeds=[0], rounds=1, devices=2, frames_per_device=40, budget_per_device=6,
+                    scene_length=10, segment_length=5, model="tiny", size=(32, 64), base_frames=24,
+                    base_epochs=1, eval_frames=6, gate_frames=6, finetune_steps=3, batch_size=8,
+                    health_frames=3, threads=1, quick=True,
+                    mix={"indoor": 0.5, "night": 0.25, "fog": 0.25})
+    return replace(cfg, **overrides)
