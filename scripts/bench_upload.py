@@ -6,8 +6,9 @@
     python scripts/bench_upload.py --only memory --memory-frames 10000
 
 throughput  the same server (`edgedepth ingest serve`) receives N frames from a bare httpx client
-            (bodies encoded in memory beforehand, one keep-alive connection, sequential POSTs) and N
-            other frames of the same sizes from the daemon (`edgedepth upload`); rate of each, in one run.
+            (bodies encoded in memory beforehand, one keep-alive connection, sequential POSTs; half
+            before and half after the daemon) and N other frames of the same sizes from the daemon
+            (`edgedepth upload`); rate of each, in one run.
             The daemon's time runs from its "queued" log line to its "final" line (no interpreter start).
 bandwidth   the daemon with --max-bandwidth; rate = bytes_sent_total slope from its /metrics endpoint
             over the steady part of the upload, compared with the cap.
@@ -94,14 +95,19 @@ def bench_throughput(work: Path, frames: int, h: int, w: int) -> dict:
         bodies = [(it.id, *encode_item(it)) for it in items]
         bare_bytes = sum(len(b) for _, b, _ in bodies)
         client = httpx.Client(headers={"Authorization": f"Bearer {tok.read_text().strip()}"}, timeout=60)
-        t0 = time.perf_counter()
-        for item_id, body, sha in bodies:
-            r = client.post(f"http://127.0.0.1:{port}/v1/items/{item_id}", content=body,
-                            headers={"X-Edgedepth-Body-Sha256": sha, "Content-Type": "application/x-tar"})
-            if r.status_code != 201:
-                raise RuntimeError(f"bare client: HTTP {r.status_code} {r.text}")
-        bare_s = time.perf_counter() - t0
-        client.close()
+
+        def bare(part) -> float:
+            t0 = time.perf_counter()
+            for item_id, body, sha in part:
+                r = client.post(f"http://127.0.0.1:{port}/v1/items/{item_id}", content=body,
+                                headers={"X-Edgedepth-Body-Sha256": sha, "Content-Type": "application/x-tar"})
+                if r.status_code != 201:
+                    raise RuntimeError(f"bare client: HTTP {r.status_code} {r.text}")
+            return time.perf_counter() - t0
+
+        # bare client: half before the daemon and half after, so a drift of the server or the machine
+        # during the run weighs on both sides alike
+        bare_s = bare(bodies[: frames // 2])
         daemon_bytes = sum(encode_item(it)[0].__len__() for it in Spool(daemon_spool).items())
         r = subprocess.run(uk.daemon_cmd(daemon_spool, port, tok, "--once", "--once-timeout", "600"),
                            capture_output=True, text=True, env=uk.env(), cwd=uk.REPO)
@@ -112,6 +118,8 @@ def bench_throughput(work: Path, frames: int, h: int, w: int) -> dict:
         t_end = log_time(next(ln for ln in lines if " final: " in ln))
         daemon_s = t_end - t_start
         left = uk.spool_item_count(daemon_spool)
+        bare_s += bare(bodies[frames // 2:])
+        client.close()
     finally:
         uk.stop(server)
     res = {"frames": frames, "body_kb": round(bare_bytes / frames / 1024, 1),

@@ -1,4 +1,4 @@
-"""The runtimes `edgedepth bench` compares, each behind the same two calls: `infer(batch) -> depth`, `close()`.
+"""The runtimes `edgedepth bench` compares, each behind the same calls: `infer(batch) -> depth`, `close()`.
 
 A `RuntimeSpec` is plain data (JSON-able) so the same runtime can be rebuilt in a fresh subprocess for
 its peak-memory figure. `discover_runtimes` lists, for one input size, every runtime the bundle and
@@ -401,8 +401,7 @@ class OpenCVRunner(Runner):
                              f"{_first_line(exc)}") from exc
         if net is None or net.empty():
             raise ModelError(f"OpenCV {cv2.__version__} returned an empty network for {Path(spec.path).name}")
-        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        # defaults: OpenCV's own backend on the CPU (OpenCV 5's graph engine warns if they are set)
         names = list(net.getUnconnectedOutLayersNames())
         self.output = OUTPUT_DEPTH if OUTPUT_DEPTH in names else (names[0] if names else "")
         self.net, self.cv2 = net, cv2

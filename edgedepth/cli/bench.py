@@ -78,3 +78,57 @@ def classical(data_dir: str, gap: int, method: str, flow_kind: str, features: st
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(report.to_dict(with_frames=True), indent=2, default=float))
         click.echo(f"wrote {json_out}")
+
+
+@click.command("bench")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+              help="Checkpoint for the PyTorch eager row; default: the one the bundle's lineage names, "
+                   "or a .pt beside the bundle whose SHA-256 the exported model records.")
+@click.option("--backends", default="all", show_default=True,
+              help="Comma list of runtimes: pytorch, opencv, ort-fp32, ort-int8-cpu, ort-int8-trt, "
+                   "pytorch-cuda, ort-cuda, trt (or trt-fp16, trt-int8), loop (live-loop efficiency).")
+@click.option("--sizes", default=None,
+              help="Input sizes HxW,HxW,... (multiples of 32); default: the bundle's. Other sizes run "
+                   "the same ONNX graphs with the input size rewritten.")
+@click.option("--threads", default=None, type=int,
+              help="Threads for every runtime (PyTorch, OpenCV, ONNX Runtime); default: all usable cores.")
+@click.option("--data", default=None,
+              help="Held-out frames with depth for accuracy (DIR or DIR,DIR,...); default: synthetic frames "
+                   "rendered here with a fixed seed.")
+@click.option("--frames", default=16, show_default=True, type=int,
+              help="Held-out frames scored for accuracy (they are also the timing inputs).")
+@click.option("--runs", default=100, show_default=True, type=int, help="Timed runs per runtime and size.")
+@click.option("--block", default=10, show_default=True, type=int,
+              help="Timed runs per runtime in each round-robin block.")
+@click.option("--domain", default="indoor", show_default=True,
+              help="Synthetic scene domain of the default held-out frames and of the live-loop clip.")
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="Measure each runtime's peak RSS in a fresh subprocess.")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+              help="Write the full report to this JSON file.")
+@click.option("--png", "png_out", default=None, type=click.Path(dir_okay=False),
+              help="Write a latency/accuracy chart to this PNG file.")
+def bench(bundle: str, checkpoint: Optional[str], backends: str, sizes: Optional[str], threads: Optional[int],
+          data: Optional[str], frames: int, runs: int, block: int, domain: str, memory: bool,
+          json_out: Optional[str], png_out: Optional[str]) -> None:
+    """Latency, throughput, peak memory and accuracy of BUNDLE on every runtime a user could pick.
+
+    PyTorch eager, OpenCV DNN, ONNX Runtime FP32 and INT8 (and on a GPU: ONNX Runtime CUDA, TensorRT)
+    are timed in one run, interleaved, with the same thread count; runtimes that cannot run here are
+    listed with the reason.
+    """
+    from edgedepth.bench.report import format_report, write_json
+    from edgedepth.bench.runtimes import parse_sizes
+    from edgedepth.bench.suite import run_bench
+
+    report = run_bench(bundle, checkpoint=checkpoint, backends=backends, sizes=parse_sizes(sizes) or None,
+                       threads=threads, data=data, frames=frames, runs=runs, block=block, memory=memory,
+                       domain=domain, say=lambda s: click.echo(s, err=True))
+    click.echo(format_report(report))
+    if json_out:
+        click.echo(f"wrote {write_json(report, json_out)}")
+    if png_out:
+        from edgedepth.bench.chart import write_chart
+
+        click.echo(f"wrote {write_chart(report, png_out)}")

@@ -57,6 +57,7 @@ def upload(ctx: click.Context, spool_dir: Optional[Path], server: Optional[str],
     Runs until SIGTERM/SIGINT (the first finishes the current upload, a second exits at once), or with
     --once until the spool is drained. Example:
 
+    \b
         edgedepth upload --spool /var/lib/edgedepth/spool --server https://ingest:8443 \\
             --token-file /etc/edgedepth/token --ca-cert /etc/edgedepth/ca.pem --max-bandwidth 2MB/s
     """

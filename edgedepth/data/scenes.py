@@ -381,7 +381,7 @@ def room_scene(rng: np.random.Generator, clutter: bool = False) -> Scene:
         else 0
     )
     sc.path = _loop_path(rng, cx, cy, ax, ay)
-    _camera_defaults(sc, rng, pitch=(-0.28, 0.0))
+    _camera_defaults(sc, rng, height=(1.2, 1.5), pitch=(-0.28, 0.0))
     sc.inward = float(rng.uniform(0.35, 0.75))
     sc.max_range = 12.0
     n = int(rng.integers(3, 6)) if clutter else int(rng.integers(4, 11))
@@ -406,7 +406,7 @@ def corridor_scene(rng: np.random.Generator) -> Scene:
     sc.room_mats = (end, end, wall, wall, floor, ceil) if along_x else (wall, wall, end, end, floor, ceil)
     a_long, a_short = L / 2 - 1.6, max(0.15, min(0.4, W / 2 - 0.75))
     sc.path = _loop_path(rng, 0.0, 0.0, a_long if along_x else a_short, a_short if along_x else a_long)
-    _camera_defaults(sc, rng, pitch=(-0.25, 0.02), look=0.25)
+    _camera_defaults(sc, rng, height=(1.2, 1.5), pitch=(-0.25, 0.02), look=0.25)
     sc.inward = 0.15
     sc.max_range = 12.0
     # doors (thin dark boxes on the walls), cabinets and bins along the walls

@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import logging
 import os
+import queue as queue_mod
 import random
 import signal
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, Optional, Set
+from typing import Optional, Set
 
 from edgedepth.errors import ConfigError, DataError
 from edgedepth.fleet import client as wire_client
 from edgedepth.fleet.client import Outcome, UploadClient
 from edgedepth.fleet.queue import DONE, FAILED, GONE, QUEUED, UPLOADING, Job, JobQueue
 from edgedepth.fleet.ratelimit import TokenBucket
+from edgedepth.fleet.upload_metrics import MetricsServer, Stats
+from edgedepth.fleet.upload_metrics import render as render_metrics
 from edgedepth.fleet.wire import LocalCorruption, prepare
 from edgedepth.spool import Spool, captured_at
 
@@ -69,19 +71,71 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: Optional[random.Ra
     return max(0.01, (rng or random).uniform(0.0, ceiling))
 
 
-class Stats:
-    """Counters (monotonic) the daemon logs and serves as Prometheus text."""
+class Finalizer:
+    """Marks delivered items done and deletes their files, in a thread beside the upload loop.
 
-    def __init__(self) -> None:
-        self.uploaded = 0  # stored by the server (201)
-        self.duplicates = 0  # the server already had it (200 or HEAD)
-        self.bytes_sent = 0
-        self.failures = 0  # permanent rejections (moved to failed/)
-        self.retries = 0  # transient failures that will be retried
-        self.auth_errors = 0
-        self.gone = 0  # left the spool before upload (evicted or deleted)
-        self.last_success = 0.0
-        self.gauges: Dict[str, float] = {}
+    This takes the fsync of the 'done' commit and the unlinks off the path between two uploads. An
+    item waits here in state 'uploading'; a crash before its turn leaves it 'uploading', and the next
+    start asks the server (HEAD), which confirms it: nothing is lost or sent twice.
+    """
+
+    def __init__(self, db_path: Path, spool_root: Path, max_pending: int = 64):
+        self._db_path, self._root = db_path, spool_root
+        self._tasks: "queue_mod.Queue[Optional[str]]" = queue_mod.Queue(maxsize=max_pending)
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._ids: Set[str] = set()
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name="finalizer", daemon=True)
+        self._thread.start()
+
+    def submit(self, item_id: str) -> None:
+        with self._idle:
+            self._pending += 1
+            self._ids.add(item_id)
+        self._tasks.put(item_id)  # blocks when far behind: back-pressure on the upload loop
+
+    @property
+    def busy(self) -> bool:
+        return self._pending > 0
+
+    def pending_ids(self) -> Set[str]:
+        """Items delivered whose files may still be on disk (a spool scan must not queue them again)."""
+        with self._idle:
+            return set(self._ids)
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self, timeout: float = 60.0) -> None:
+        self._tasks.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        queue = JobQueue(self._db_path)
+        spool = Spool(self._root)
+        try:
+            while True:
+                item_id = self._tasks.get()
+                if item_id is None:
+                    return
+                for attempt in (1, 2, 3):
+                    try:
+                        queue.mark_done(item_id)  # first: a crash before the delete only re-checks
+                        spool.remove(item_id)
+                        break
+                    except Exception:  # noqa: BLE001 - logged; the row stays 'uploading' (HEAD on restart)
+                        log.exception("finishing delivered item %s failed (attempt %d)", item_id[:12],
+                                      attempt)
+                        self.errors += 1
+                        time.sleep(0.5 * attempt)
+                with self._idle:
+                    self._pending -= 1
+                    self._ids.discard(item_id)
+                    self._idle.notify_all()
+        finally:
+            queue.close()
 
 
 class Daemon:
@@ -106,7 +160,8 @@ class Daemon:
         self._stop = False
         self._signals = 0
         self._wake = threading.Event()
-        self._metrics_server: Optional[ThreadingHTTPServer] = None
+        self._metrics_server: Optional[MetricsServer] = None
+        self._finalizer = Finalizer(self.queue.path, self.spool.root)
         self.metrics_port: Optional[int] = None
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -137,6 +192,9 @@ class Daemon:
                 try:
                     self._housekeeping(now)
                     job = self.queue.next_ready() if now >= self._server_ready_at else None
+                    if job is None and self._finalizer.busy:
+                        self._finalizer.wait_idle(self.cfg.poll_interval)
+                        continue
                     if job is None:
                         if self.cfg.once and self._pending_count() == 0:
                             reason = "--once: the spool is drained"
@@ -151,6 +209,7 @@ class Daemon:
                     log.exception("unexpected error in the upload loop (%s); retrying in %.1f s", exc, delay)
                     self._sleep(delay)
         finally:
+            self._finalizer.close()  # delivered items: marked done and deleted before the last figures
             self._refresh_gauges()
             self._log_stats("final")
             self._shutdown()
@@ -216,8 +275,7 @@ class Daemon:
                 self._transient(job, out)
 
     def _delivered(self, job: Job, duplicate: bool, how: str) -> None:
-        self.queue.mark_done(job.id)  # first: a crash before the delete re-checks with HEAD, no resend
-        self.spool.remove(job.id)
+        self._finalizer.submit(job.id)  # mark done, then delete the local files
         self._known.discard(job.id)
         if duplicate:
             self.stats.duplicates += 1
@@ -312,7 +370,7 @@ class Daemon:
         else:
             vanished = {i for i in self._known - on_disk}
         new_rows = []
-        for item_id in on_disk - self._known:
+        for item_id in on_disk - self._known - self._finalizer.pending_ids():
             try:
                 item = self.spool.load(item_id)
             except FileNotFoundError:
@@ -394,69 +452,17 @@ class Daemon:
                  s.failures, self.spool.evicted)
 
     def metrics_text(self) -> str:
-        s, g = self.stats, dict(self.stats.gauges)
-        lines = []
-
-        def metric(name: str, kind: str, help_: str, value: float, labels: str = "") -> None:
-            lines.append(f"# HELP edgedepth_upload_{name} {help_}")
-            lines.append(f"# TYPE edgedepth_upload_{name} {kind}")
-            lines.append(f"edgedepth_upload_{name}{labels} {value:g}")
-
-        metric("queue_depth", "gauge", "Items queued or uploading.", g.get("queue_depth", 0))
-        lines.append("# HELP edgedepth_upload_jobs Job table rows by state.")
-        lines.append("# TYPE edgedepth_upload_jobs gauge")
-        for state in (QUEUED, UPLOADING, DONE, FAILED, GONE):
-            lines.append(f'edgedepth_upload_jobs{{state="{state}"}} {g.get("queue_" + state, 0):g}')
-        metric("oldest_pending_age_seconds", "gauge", "Age of the oldest pending item.",
-               g.get("oldest_pending_age_seconds", 0))
-        metric("pending_bytes", "gauge", "Bytes waiting to be uploaded.", g.get("pending_bytes", 0))
-        metric("bytes_sent_total", "counter", "Request body bytes sent.", s.bytes_sent)
-        metric("uploaded_total", "counter", "Items stored by the server.", s.uploaded)
-        metric("duplicates_total", "counter", "Items the server already had.", s.duplicates)
-        metric("failures_total", "counter", "Items rejected permanently (moved to failed/).", s.failures)
-        metric("retries_total", "counter", "Transient failures retried.", s.retries)
-        metric("auth_errors_total", "counter", "Uploads refused for the token.", s.auth_errors)
-        metric("evicted_total", "counter", "Items evicted by the spool cap.", self.spool.evicted)
-        metric("last_success_timestamp_seconds", "gauge", "Unix time of the last delivery.", s.last_success)
-        return "\n".join(lines) + "\n"
+        self.stats.evicted = self.spool.evicted
+        return render_metrics(self.stats)
 
     def _start_metrics(self) -> None:
-        if self.cfg.metrics_port is None:
-            return
-        daemon = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                if self.path == "/metrics":
-                    body, ctype, code = daemon.metrics_text().encode(), "text/plain; version=0.0.4", 200
-                elif self.path == "/healthz":
-                    body, ctype, code = b'{"status":"ok"}', "application/json", 200
-                else:
-                    body, ctype, code = b'{"error":"not found"}', "application/json", 404
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt: str, *args) -> None:
-                return
-
-        try:
-            srv = ThreadingHTTPServer(("127.0.0.1", self.cfg.metrics_port), Handler)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve metrics on 127.0.0.1:{self.cfg.metrics_port}: {exc}") from exc
-        srv.daemon_threads = True
-        self._metrics_server = srv
-        self.metrics_port = srv.server_address[1]
-        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 1.0}, daemon=True,
-                         name="metrics").start()
-        log.info("metrics on http://127.0.0.1:%d/metrics (health: /healthz)", self.metrics_port)
+        if self.cfg.metrics_port is not None:
+            self._metrics_server = MetricsServer(self.cfg.metrics_port, self.metrics_text)
+            self.metrics_port = self._metrics_server.port
 
     def _shutdown(self) -> None:
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+            self._metrics_server.close()
         self.client.close()
         self.queue.close()
 

@@ -279,7 +279,8 @@ class DepthLoop:
                 self._apply_swap()
                 backend = self.backend
                 batch = buf
-                if pre != backend.info.preprocessing or buf.shape != backend.input_shape:
+                bpre = backend.info.preprocessing
+                if pre is not bpre and (pre != bpre or buf.shape != backend.input_shape):
                     batch = self._repreprocess(frame, backend)  # frame in flight across a model swap
                 t0 = time.perf_counter()
                 depth, unc = backend.infer(batch)

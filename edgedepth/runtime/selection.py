@@ -24,7 +24,8 @@ import numpy as np
 from edgedepth.errors import ConfigError
 
 MODES = ("hard", "random", "none")
-EMBED_DIM = 64 + 16
+EMBED_DIM = 48 + 16  # 8x6 grey thumbnail + 16-bin log-depth histogram
+EMB_HALF = 1.0 / math.sqrt(2.0)  # each half has norm 1/sqrt(2): the embedding is a unit vector
 
 
 @dataclass
@@ -37,6 +38,8 @@ class SelectionConfig:
     novelty_min: float = 0.05  # closer than this to a kept frame = a near-duplicate, never kept
     novelty_ref: float = 0.25  # at or beyond this distance novelty does not lower the score
     temporal_weight: float = 1.0
+    atypicality_weight: float = 1.0  # how much "unlike the usual input" raises the score (0: off)
+    atypicality_halflife: float = 3000.0  # frames: memory of what the usual input looks like
     window: int = 600  # recent scores for the running quantile
     warmup: int = 20  # frames scored before the first keep (the quantile needs data)
     ring: int = 256  # embeddings of kept frames remembered
@@ -64,6 +67,58 @@ class Decision:
     reason: str = ""
 
 
+class StreamTypicality:
+    """How unlike the device's usual input a frame is, with no training statistics needed.
+
+    Mahalanobis distance of a compact descriptor (brightness layout, colour moments, gradient energy,
+    predicted log-depth and log-uncertainty statistics) to an exponentially weighted mean and covariance
+    of the stream itself, shrunk towards a scaled identity. Returned per dimension (about 1 for a typical
+    frame), so conditions the camera rarely sees (a new place, the night, fog) stand out.
+    """
+
+    def __init__(
+        self, dim: int, halflife: float = 3000.0, warmup: int = 50, shrink: float = 0.1, refresh: int = 32
+    ):
+        self.dim, self.warmup, self.shrink, self.refresh = dim, int(warmup), float(shrink), int(refresh)
+        self.alpha = 1.0 - 0.5 ** (1.0 / max(1.0, halflife))
+        self._buf = np.zeros((self.warmup, dim), dtype=np.float64)
+        self.n = 0
+        self.mean = np.zeros(dim)
+        self.cov = np.eye(dim)
+        self._prec: Optional[np.ndarray] = None
+
+    def distance(self, x: np.ndarray) -> float:
+        if self._prec is None:
+            return 1.0
+        d = x - self.mean
+        return math.sqrt(max(0.0, float(d @ self._prec @ d)) / self.dim)
+
+    def update(self, x: np.ndarray) -> None:
+        if self.n < self.warmup:
+            self._buf[self.n] = x
+            self.n += 1
+            if self.n == self.warmup:
+                self.mean = self._buf.mean(axis=0)
+                self.cov = np.cov(self._buf.T) + 1e-6 * np.eye(self.dim)
+                self._refresh()
+            return
+        a = self.alpha
+        d = x - self.mean
+        self.mean += a * d
+        self.cov = (1.0 - a) * (self.cov + a * np.outer(d, d))
+        self.n += 1
+        if self.n % self.refresh == 0:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        k = self.dim
+        c = (1.0 - self.shrink) * self.cov + self.shrink * (np.trace(self.cov) / k + 1e-9) * np.eye(k)
+        self._prec = np.linalg.inv(c)
+
+
+TYPICALITY_DIM = 12 + 3 + 3 + 1 + 8 + 4
+
+
 class FrameSelector:
     """score(frame, result) -> Decision. Not thread-safe: call it from one thread (the loop's)."""
 
@@ -75,6 +130,10 @@ class FrameSelector:
         self._n_scores = 0
         self._threshold = math.inf
         self._kept = np.zeros((self.cfg.ring, EMBED_DIM), dtype=np.float32)
+        self._kept_sq = np.zeros(self.cfg.ring, dtype=np.float32)
+        self._keep_seqs: Deque[int] = deque(maxlen=self.cfg.window)
+        self._q = self.cfg.rate
+        self._emb = np.zeros(EMBED_DIM, dtype=np.float32)
         self._n_kept_emb = 0
         self._keep_times: Deque[float] = deque()
         self._last_keep_seq: Optional[int] = None
@@ -85,53 +144,83 @@ class FrameSelector:
         self._log_lo = math.log(self.cfg.min_depth)
         self._bin_scale = 16.0 / (math.log(self.cfg.max_depth) - self._log_lo)
         self._luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        self.typicality = StreamTypicality(TYPICALITY_DIM, halflife=self.cfg.atypicality_halflife)
+        self._desc = np.zeros(TYPICALITY_DIM, dtype=np.float64)
 
-    # -- signals ------------------------------------------------------------------------------------
-    def embed(self, rgb: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        """80-d unit vector: 8x8 zero-mean grey thumbnail and a 16-bin log-depth histogram (Hellinger)."""
-        grey = cv2.resize(rgb, (8, 8), interpolation=cv2.INTER_AREA).astype(np.float32) @ self._luma
-        grey -= grey.mean()
-        norm = float(np.linalg.norm(grey))
-        if norm > 1e-6:
-            grey /= norm
+    # -- signals (everything from one downsampled pass) --------------------------------------------
+    def features(self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray):
+        """(signals dict, 64-d embedding, typicality descriptor) computed with shared intermediates."""
         s = self.cfg.stride
-        bins = (np.log(np.maximum(depth[::s, ::s], self.cfg.min_depth)) - self._log_lo) * self._bin_scale
-        hist = np.bincount(np.clip(bins.astype(np.int32), 0, 15).ravel(), minlength=16).astype(np.float32)
-        hist = np.sqrt(hist / max(1.0, float(hist.sum())))
-        return np.concatenate([grey.ravel(), hist]) * np.float32(1 / math.sqrt(2))
+        # uncertainty: exp(u) is the expected |log error|
+        u = uncertainty[::s, ::s]
+        eu = np.exp(u).ravel()
+        k = int(0.9 * (eu.size - 1))
+        q90 = float(np.partition(eu, k)[k])
+        # temporal inconsistency with the previous prediction
+        d = np.maximum(depth[::s, ::s], np.float32(self.cfg.min_depth))
+        prev = self._prev_depth
+        temporal = (
+            float(np.mean(np.abs(d - prev) / (d + prev)))
+            if prev is not None and prev.shape == d.shape
+            else 0.0
+        )
+        self._prev_depth = d
+        # appearance: one 16x12 thumbnail feeds the embedding and the descriptor
+        small = cv2.resize(rgb, (16, 12), interpolation=cv2.INTER_AREA).astype(np.float32)
+        grey = small @ self._luma
+        thumb = cv2.resize(grey, (8, 6), interpolation=cv2.INTER_AREA).ravel()
+        # predicted log-depth histogram (16 bins over the model's range)
+        logd = np.log(d)
+        hist = np.bincount(
+            np.clip(((logd - self._log_lo) * self._bin_scale).astype(np.int32), 0, 15).ravel(), minlength=16
+        ).astype(np.float32)
+        hist *= np.float32(1.0 / max(1.0, float(hist.sum())))
+        emb = self._emb
+        t = thumb - thumb.mean()
+        norm = float(np.sqrt(t @ t))
+        emb[:48] = t * np.float32(EMB_HALF / norm) if norm > 1e-3 else 0.0
+        emb[48:] = np.sqrt(hist) * np.float32(EMB_HALF)
+        sig = {"uncertainty": float(eu.mean()), "uncertainty_q90": q90, "temporal": temporal}
+        desc = None
+        if self.cfg.atypicality_weight > 0:
+            desc = self._desc
+            desc[0:12] = thumb.reshape(3, 2, 4, 2).mean(axis=(1, 3)).ravel() * (1 / 255.0)
+            flat = small.reshape(-1, 3) * np.float32(1 / 255.0)
+            cm = flat.mean(axis=0)
+            desc[12:15] = cm
+            desc[15:18] = np.sqrt(np.maximum((flat * flat).mean(axis=0) - cm * cm, 0.0))
+            desc[18] = float(np.abs(np.diff(grey)).mean()) * (1 / 255.0)
+            desc[19:27] = np.sqrt(hist.reshape(8, 2).sum(axis=1))
+            ld, uf = logd.ravel(), u.ravel()
+            n = float(ld.size)
+            lm, um = float(ld.sum()) / n, float(uf.sum()) / n
+            desc[27], desc[28] = lm, math.sqrt(max(0.0, float(ld @ ld) / n - lm * lm))
+            desc[29], desc[30] = um, math.sqrt(max(0.0, float(uf @ uf) / n - um * um))
+        return sig, emb, desc
 
     def novelty(self, emb: np.ndarray) -> float:
+        """Distance to the nearest kept frame's embedding (2.0 when nothing is kept yet)."""
         n = min(self._n_kept_emb, self.cfg.ring)
         if n == 0:
             return 2.0
-        diff = self._kept[:n] - emb
-        return float(np.sqrt(np.min(np.einsum("ij,ij->i", diff, diff))))
-
-    def signals(self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray) -> Dict[str, float]:
-        s = self.cfg.stride
-        u = np.exp(uncertainty[::s, ::s])
-        flat = u.ravel()
-        k = int(0.9 * (flat.size - 1))
-        q90 = float(np.partition(flat, k)[k])
-        d = np.ascontiguousarray(depth[::s, ::s], dtype=np.float32)
-        if self._prev_depth is not None and self._prev_depth.shape == d.shape:
-            temporal = float(np.mean(np.abs(d - self._prev_depth) / np.maximum(d + self._prev_depth, 1e-6)))
-        else:
-            temporal = 0.0
-        self._prev_depth = d
-        return {"uncertainty": float(u.mean()), "uncertainty_q90": q90, "temporal": temporal}
+        sq = self._kept_sq[:n] - 2.0 * (self._kept[:n] @ emb) + float(emb @ emb)
+        return float(np.sqrt(max(0.0, float(sq.min()))))
 
     # -- decision -----------------------------------------------------------------------------------
     def score(
         self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray, seq: int, t: float
     ) -> Decision:
         cfg = self.cfg
-        sig = self.signals(rgb, depth, uncertainty)
-        emb = self.embed(rgb, depth)
+        sig, emb, desc = self.features(rgb, depth, uncertainty)
         nov = self.novelty(emb)
+        atyp = 1.0
+        if desc is not None:
+            atyp = self.typicality.distance(desc)
+            self.typicality.update(desc)
         difficulty = sig["uncertainty"] + 0.5 * sig["uncertainty_q90"] + cfg.temporal_weight * sig["temporal"]
-        score = difficulty * min(1.0, nov / cfg.novelty_ref)
-        sig.update({"novelty": min(nov, 2.0), "difficulty": difficulty, "score": score})
+        unusual = 1.0 + cfg.atypicality_weight * max(0.0, atyp - 1.0)
+        score = difficulty * unusual * min(1.0, nov / cfg.novelty_ref)
+        sig.update({"novelty": min(nov, 2.0), "atypicality": atyp, "difficulty": difficulty, "score": score})
         self._seen += 1
         self._push_score(score)
         if cfg.mode == "none":
@@ -157,12 +246,24 @@ class FrameSelector:
         return Decision(True, score, sig, "kept")
 
     def _push_score(self, score: float) -> None:
-        w = self.cfg.window
+        """Running (1 - q) quantile of recent scores; q is steered so the keep rate meets `rate`.
+
+        Kept frames make their look-alikes score lower (novelty), so hard frames that arrive in runs
+        would leave the budget unused at q = rate; a slow controller raises q until the achieved rate
+        over the window matches the target (bounded to [rate/4, 4 rate])."""
+        cfg = self.cfg
+        w = cfg.window
         self._scores[self._n_scores % w] = score
         self._n_scores += 1
         n = min(self._n_scores, w)
-        if n >= min(self.cfg.warmup, w) and (self._n_scores % 8 == 0 or not math.isfinite(self._threshold)):
-            self._threshold = float(np.quantile(self._scores[:n], 1.0 - self.cfg.rate))
+        if n < min(cfg.warmup, w) or (self._n_scores % 8 and math.isfinite(self._threshold)):
+            return
+        if cfg.mode == "hard" and self._seen > cfg.warmup + w // 4:
+            achieved = sum(1 for s in self._keep_seqs if s > self._seen - w) / float(min(w, self._seen))
+            self._q *= math.exp(0.05 * (cfg.rate - achieved) / cfg.rate)
+            self._q = min(max(self._q, cfg.rate / 4.0), min(1.0, 4.0 * cfg.rate))
+        kth = min(n - 1, int((1.0 - self._q) * (n - 1)))
+        self._threshold = float(np.partition(self._scores[:n], kth)[kth])
 
     def _budget_refusal(self, seq: int, t: float) -> str:
         cfg = self.cfg
@@ -181,8 +282,11 @@ class FrameSelector:
         return ""
 
     def _accept(self, emb: np.ndarray, seq: int, t: float) -> None:
-        self._kept[self._n_kept_emb % self.cfg.ring] = emb
+        slot = self._n_kept_emb % self.cfg.ring
+        self._kept[slot] = emb
+        self._kept_sq[slot] = float(emb @ emb)
         self._n_kept_emb += 1
+        self._keep_seqs.append(self._seen)
         self._keep_times.append(t)
         self._last_keep_seq, self._last_keep_t = seq, t
         self.kept += 1

@@ -1,6 +1,7 @@
 """Shared assets of a simulation: data sets, the round-0 model, signing keys (made once, then reused).
 
-Everything lives in WORKDIR/shared/<key>/ where <key> hashes the settings that shape it, so a second
+Data sets live in WORKDIR/shared/data-<key>/, the model and its bundle in WORKDIR/shared/model-<key>/,
+where each <key> hashes the settings that shape it, so a second
 run (another strategy set, more seeds, the demo again) reuses the round-0 model instead of retraining.
 Evaluation sets use scene seeds no training or fleet stream uses.
 """
@@ -32,6 +33,8 @@ class Assets:
     base_checkpoint: Path
     key: Path  # private signing key
     public_key: Path
+    base_bundle: Path = Path()
+    base_metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
     base_train: Dict[str, object] = field(default_factory=dict)
 
@@ -58,14 +61,15 @@ def _synth(out: Path, domain: str, frames: int, cfg: SimConfig, seed: int) -> Pa
 
 def prepare_assets(cfg: SimConfig, say: Callable[[str], None] = log.info) -> Assets:
     """Render the data sets and train the round-0 model unless WORKDIR/shared/<key> already has them."""
-    root = Path(cfg.workdir) / "shared" / cfg.base_key()
+    root = Path(cfg.workdir) / "shared" / f"model-{cfg.base_key()}"
     root.mkdir(parents=True, exist_ok=True)
+    data = Path(cfg.workdir) / "shared" / f"data-{cfg.data_key()}"
     timings: Dict[str, float] = {}
     t0 = time.monotonic()
-    train0 = _synth(root / "data" / "train0", cfg.original_domain, cfg.base_frames, cfg, TRAIN_SEED)
-    gate_set = _synth(root / "data" / "gate", cfg.original_domain, cfg.gate_frames, cfg, GATE_SEED)
+    train0 = _synth(data / "train0", cfg.original_domain, cfg.base_frames, cfg, TRAIN_SEED)
+    gate_set = _synth(data / "gate", cfg.original_domain, cfg.gate_frames, cfg, GATE_SEED)
     domains = [cfg.original_domain] + cfg.shifted_domains
-    eval_sets = {d: _synth(root / "data" / "eval" / d, d, cfg.eval_frames, cfg, EVAL_SEED + 101 * i)
+    eval_sets = {d: _synth(data / "eval" / d, d, cfg.eval_frames, cfg, EVAL_SEED + 101 * i)
                  for i, d in enumerate(domains)}
     timings["synthesise_s"] = time.monotonic() - t0
 
@@ -91,6 +95,24 @@ def prepare_assets(cfg: SimConfig, say: Callable[[str], None] = log.info) -> Ass
         from edgedepth.registry.keys import generate_keypair
 
         generate_keypair(keys, force=True)
+
+    from edgedepth.sim.cycle import evaluate_model, export_bundle
+
+    checkpoint = base_dir / "best.pt"
+    t2 = time.monotonic()
+    eval_path = root / "base_eval.json"
+    if not eval_path.is_file():
+        eval_path.write_text(json.dumps(evaluate_model(checkpoint, eval_sets, cfg.original_domain), indent=1))
+    base_metrics = json.loads(eval_path.read_text())
+    bundle = root / ("base_bundle_int8" if cfg.calibrate else "base_bundle")
+    if not _done(bundle):
+        say("exporting the round-0 model" + (" and calibrating INT8" if cfg.calibrate else ""))
+        export_bundle(checkpoint, bundle, gate_set, {
+            "metrics.json": {"eval": base_metrics, "train": base_info},
+            "lineage.json": {"round": 0, "train_data": [str(train0)], "checkpoint": str(checkpoint)}},
+            calibrate_data=gate_set if cfg.calibrate else None, threads=cfg.threads)
+        _mark(bundle)  # a dot file: bundles ignore it (not listed, not published)
+    timings["export_s"] = time.monotonic() - t2
     return Assets(root=root, train0=train0, gate_set=gate_set, eval_sets=eval_sets,
-                  base_checkpoint=base_dir / "best.pt", key=keys / "signing.key",
-                  public_key=keys / "signing.pub", timings=timings, base_train=base_info)
+                  base_checkpoint=checkpoint, key=keys / "signing.key", public_key=keys / "signing.pub",
+                  base_bundle=bundle, base_metrics=base_metrics, timings=timings, base_train=base_info)

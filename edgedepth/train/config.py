@@ -51,7 +51,7 @@ class TrainConfig:
     resume: bool = False
     seed: int = 0
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 4e-3
     weight_decay: float = 1e-4
     warmup: float = 0.03  # fraction of the schedule spent warming up linearly
     final_lr_fraction: float = 0.02  # cosine decays to lr * this

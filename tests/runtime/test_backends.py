@@ -197,3 +197,19 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path, tiny_onnx):
     np.testing.assert_allclose(d, rd, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(u, ru, rtol=1e-3, atol=1e-3)
     be.close()
+
+
+def test_auto_falls_back_to_onnxruntime_when_tensorrt_is_missing(tmp_path, tiny_onnx):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") and importlib.util.find_spec("pycuda"):
+        pytest.skip("tensorrt and pycuda are installed here")
+    b = tmp_path / "b"
+    (b / "engines").mkdir(parents=True)
+    shutil.copy(tiny_onnx, b / "model.onnx")
+    (b / "engines" / "model.orin-nano-8gb.fp16.trt10.3.engine").write_bytes(b"engine")
+    (b / "engines" / "model.orin-nano-8gb.fp16.trt10.3.json").write_text("{}")
+    be = load_backend(b, backend="auto", device="orin-nano-8gb")
+    assert be.name == "ort-cpu" and "is not installed" in be.reason
+    with pytest.raises(ModelError, match="JetPack"):
+        load_backend(b, backend="trt", device="orin-nano-8gb")

@@ -14,7 +14,8 @@ def make_scene(rng: np.random.Generator, h: int, w: int):
     """A learnable toy scene: a receding floor/wall plus a near box; brightness falls with depth."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     far = rng.uniform(4.0, 8.0)
-    depth = np.where(yy > h * 0.45, far * (h * 0.45 + 1) / np.maximum(yy - h * 0.45 + 1, 1e-3) * 0.5 + 0.8, far)
+    floor = far * (h * 0.45 + 1) / np.maximum(yy - h * 0.45 + 1, 1e-3) * 0.5 + 0.8
+    depth = np.where(yy > h * 0.45, floor, far)
     depth = np.minimum(depth, far).astype(np.float32)
     bh, bw = int(rng.integers(h // 5, h // 2)), int(rng.integers(w // 5, w // 2))
     by, bx = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))

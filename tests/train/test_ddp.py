@@ -22,8 +22,9 @@ def test_torchrun_two_processes_gloo(tmp_path, folder_dataset):
     val = folder_dataset("val", n=4, h=64, w=96, seed=2)
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), "-m", "edgedepth", "train", "--data", str(data), "--val", str(val),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           "-m", "edgedepth", "train", "--data", str(data), "--val", str(val),
            "--model", "tiny", "--size", "64x96", "--epochs", "2", "--batch-size", "4", "--out", str(out),
            "--device", "cpu", "--no-progress", "--workers", "1"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)

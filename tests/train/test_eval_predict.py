@@ -70,7 +70,8 @@ def test_eval_pt_and_onnx_give_the_same_metrics_with_domain_rows(tmp_path, tiny_
     # the CLI on the ONNX file (no torch needed for it) prints the table and writes JSON
     out = tmp_path / "eval.json"
     res = subprocess.run([sys.executable, "-m", "edgedepth", "eval", str(onnx_path), "--data",
-                          f"{indoor},{night}", "--json", str(out)], capture_output=True, text=True, timeout=120)
+                          f"{indoor},{night}", "--json", str(out)],
+                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "night" in res.stdout and "AbsRel" in res.stdout
     doc = json.loads(out.read_text())
@@ -84,7 +85,8 @@ def test_predict_odd_sized_image_writes_three_files(tmp_path, tiny_ckpt):
     cv2.imwrite(str(path), img)
     out = tmp_path / "pred"
     res = subprocess.run([sys.executable, "-m", "edgedepth", "predict", "--model", str(tiny_ckpt), str(path),
-                          "--out", str(out), "--colormap", "turbo"], capture_output=True, text=True, timeout=120)
+                          "--out", str(out), "--colormap", "turbo"],
+                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "metric metres" in res.stdout
     mm = cv2.imread(str(out / "odd.depth.png"), cv2.IMREAD_UNCHANGED)
@@ -106,7 +108,8 @@ def test_predict_odd_sized_image_writes_three_files(tmp_path, tiny_ckpt):
 ])
 def test_cli_errors_are_one_clear_line(tmp_path, tiny_ckpt, args):
     args = [str(tmp_path / "o") if a == "OUT" else str(tiny_ckpt) if a == "MODEL" else a for a in args]
-    res = subprocess.run([sys.executable, "-m", "edgedepth", *args], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-m", "edgedepth", *args], capture_output=True, text=True,
+                         timeout=60)
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "/nonexistent/dir" in lines[0] and "does not exist" in lines[0], res.stderr
@@ -115,6 +118,7 @@ def test_cli_errors_are_one_clear_line(tmp_path, tiny_ckpt, args):
 def test_predict_missing_model_fails_clearly(tmp_path):
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), np.zeros((10, 10, 3), np.uint8))
-    res = subprocess.run([sys.executable, "-m", "edgedepth", "predict", "--model", str(tmp_path / "none.onnx"),
-                          str(img), "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-m", "edgedepth", "predict", "--model",
+                          str(tmp_path / "none.onnx"), str(img), "--out", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "does not exist" in res.stderr

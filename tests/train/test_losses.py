@@ -45,3 +45,17 @@ def test_masked_mean_of_empty_mask_is_zero_and_depth_loss_parts():
     loss, parts = DepthLoss(grad_weight=0.5)(depth, torch.zeros_like(depth), gt, gt > 0)
     assert float(loss) == pytest.approx(0.0, abs=1e-6)
     assert set(parts) == {"nll", "grad", "l1_log"}
+
+
+def test_decoupled_mode_trains_depth_by_l1_and_uncertainty_by_detached_nll():
+    depth = torch.full((1, 1, 4, 4), 2.0, requires_grad=True)
+    unc = torch.full((1, 1, 4, 4), 1.0, requires_grad=True)  # exp(-u) < 1 would damp an NLL gradient
+    gt = torch.full((1, 1, 4, 4), 4.0)
+    loss, _ = DepthLoss(grad_weight=0.0, mode="decoupled")(depth, unc, gt, gt > 0)
+    loss.backward()
+    # d/d depth of mean |log gt - log d| is -1/(d * 16) per pixel, undamped by the uncertainty
+    assert float(depth.grad[0, 0, 0, 0]) == pytest.approx(-1.0 / (2.0 * 16), rel=1e-5)
+    # d/du of (|err| exp(-u) + u) / 16 with err = log 2
+    assert float(unc.grad[0, 0, 0, 0]) == pytest.approx((1 - math.log(2.0) * math.exp(-1.0)) / 16, rel=1e-5)
+    with pytest.raises(ValueError, match="loss mode"):
+        DepthLoss(mode="bogus")(depth, unc, gt, gt > 0)

@@ -7,7 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from edgedepth.metrics import depth_metrics, format_metrics_table, frame_metrics, mean_metrics, rankdata, spearman
+from edgedepth.metrics import (
+    depth_metrics,
+    format_metrics_table,
+    frame_metrics,
+    mean_metrics,
+    rankdata,
+    spearman,
+)
 
 
 def test_frame_metrics_match_hand_computed_values():

@@ -27,7 +27,7 @@ BACKENDS = ("auto", "trt", "ort-cuda", "ort-trt", "ort-cpu")
 # Bundle layout (see README "Bundle layout"); written by `edgedepth export/calibrate/build`.
 FP32_ONNX = "model.onnx"
 INT8_CPU_ONNX = "model.int8.cpu.onnx"
-INT8_TRT_ONNX = "model.int8.trt.onnx"
+INT8_TRT_ONNX = "model.int8.trt.onnx"  # used by `edgedepth build`, not loaded here
 CALIBRATION_REPORT = "calibration.json"
 ENGINES_DIR = "engines"
 PRECISION_PREFERENCE = ("int8", "fp16", "fp32", "best")
@@ -242,10 +242,10 @@ def _load_from_bundle(bundle: Path, backend: str, board: Optional[str], threads:
     if backend in ("auto", "ort-cuda", "ort-trt") and fp32.is_file():
         providers = _ort_providers()
         if backend == "ort-trt" or (backend == "auto" and "TensorrtExecutionProvider" in providers):
-            model = bundle / INT8_TRT_ONNX if (bundle / INT8_TRT_ONNX).is_file() else fp32
             if backend == "ort-trt" or "CUDAExecutionProvider" in providers:
+                # the FP32 model: TensorRT builds its own engine from it (cached by onnxruntime)
                 return _load_ort_for(
-                    model,
+                    fp32,
                     "ort-trt",
                     reason="; ".join(notes + ["onnxruntime has the TensorRT execution provider"]),
                     threads=threads,

@@ -1,0 +1,292 @@
+"""One fleet under one strategy: collect -> build the round -> fine-tune -> gate -> publish -> devices update.
+
+`FleetRun` is the whole improvement loop for one (strategy, seed); `edgedepth simulate` runs several
+side by side on the same videos, `edgedepth demo` runs one. Every step is the product's own code:
+DepthLoop + FrameSelector + SpoolCollector on the devices, the upload daemon, the ingest server
+subprocess, `build_round`, `train`, `gate`, `export_onnx` (+ `calibrate_model`), `publish_bundle`,
+ModelUpdater + the loop's health-checked swap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+from edgedepth.sim.assets import Assets
+from edgedepth.sim.config import SimConfig
+from edgedepth.sim.fleet import IngestServer, RunStats, SimDevice, derive_seed
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model helpers shared with the demo
+
+
+def evaluate_model(model: Path, eval_sets: Dict[str, Path], original: str) -> Dict[str, Dict[str, float]]:
+    """Metrics per domain, plus 'shifted' (all frames of the non-original domains) and 'original'."""
+    from edgedepth.evaluation import evaluate, summarise
+
+    res = evaluate(str(model), [str(p) for p in eval_sets.values()], batch_size=32)
+    out = {d: dict(m) for d, m in res.per_domain.items()}
+    shifted = [f for f in res.frames if f.domain != original]
+    orig = [f for f in res.frames if f.domain == original]
+    out["shifted"] = summarise(shifted)
+    out["original"] = summarise(orig)
+    return out
+
+
+def export_bundle(checkpoint: Path, bundle: Path, parity_data: Path, extra: Dict[str, dict],
+                  calibrate_data: Optional[Path] = None, threads: int = 1) -> Path:
+    """checkpoint -> BUNDLE (model.onnx, optional INT8 cpu model, metrics.json, lineage.json, manifest)."""
+    from edgedepth import bundle as bundle_mod
+    from edgedepth.export.onnx import export_onnx
+
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    export_onnx(str(checkpoint), str(bundle), data=str(parity_data), parity_frames=8)
+    if calibrate_data is not None:
+        from edgedepth.calibrate.pipeline import calibrate_model
+        from edgedepth.errors import GateRefused
+
+        try:
+            calibrate_model(str(bundle / bundle_mod.MODEL_FP32), str(calibrate_data), target="cpu",
+                            n_frames=32, threads=threads, bench_rounds=10)
+        except GateRefused as exc:  # the bundle then runs FP32; the report says why
+            log.warning("INT8 calibration refused for %s: %s", bundle, exc)
+        shutil.rmtree(bundle / ".cache", ignore_errors=True)
+    for name, payload in extra.items():
+        bundle_mod.write_json_atomic(bundle / name, payload)
+    bundle_mod.write_manifest(bundle)
+    return bundle
+
+
+def count_frames(dirs: List[Path]) -> int:
+    from edgedepth.data.formats import open_dataset
+
+    return sum(len(open_dataset(str(d))) for d in dirs)
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundRecord:
+    """Everything one round did, for the JSON report."""
+
+    round: int
+    strategy: str
+    seed: int
+    devices: List[dict] = field(default_factory=list)
+    uploaded: int = 0
+    selected_domains: Dict[str, int] = field(default_factory=dict)
+    build: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)
+    promoted: bool = False
+    version: Optional[str] = None
+    candidate_metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    deployed_metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+
+class FleetRun:
+    """One strategy, one seed: its own registry, ingest store + server, devices and rounds."""
+
+    def __init__(self, cfg: SimConfig, assets: Assets, strategy: str, seed: int, base_bundle: Path,
+                 base_metrics: Dict[str, Dict[str, float]], say: Callable[[str], None] = log.info):
+        self.cfg, self.assets, self.strategy, self.seed, self.say = cfg, assets, strategy, seed, say
+        self.root = Path(cfg.workdir) / "runs" / f"seed{seed}" / strategy
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+        self.registry = str(self.root / "registry")
+        names = [f"{strategy}-s{seed}-dev{i}" for i in range(cfg.devices)]
+        self.devices = [SimDevice(n, self.root / "devices" / n, self.registry, assets.public_key, threads=1)
+                        for n in names]
+        self.server = IngestServer(self.root / "store", names, self.root / "ingest.log")
+        self.current = assets.base_checkpoint
+        self.current_metrics = base_metrics
+        self.round_dirs: List[Path] = [assets.train0]
+        self.records: List[RoundRecord] = []
+        self._dup_order: List[int] = []
+        self._publish(base_bundle, notes="round 0")
+        for d in self.devices:
+            d.token = self.server.tokens[d.name]
+            d.check_for_update()  # a fresh device installs the promoted round-0 model
+
+    def _publish(self, bundle: Path, notes: str) -> str:
+        from edgedepth.registry.publish import publish_bundle
+
+        entry = publish_bundle(bundle, self.registry, self.assets.key, promote=True, notes=notes)
+        return str(entry["version"])
+
+    def start(self) -> "FleetRun":
+        self.server.start()
+        for d in self.devices:
+            d.server = self.server.url
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+        for d in self.devices:
+            d.close()
+
+    # -- 1. the fleet runs and uploads -------------------------------------------------------------
+    def selection(self):
+        from edgedepth.runtime.selection import SelectionConfig
+
+        cfg = self.cfg
+        mode = {"hard": "hard", "random": "random", "duplicate": "none"}[self.strategy]
+        pre_min, pre_max = 0.1, 40.0
+        if self.devices and self.devices[0].backend is not None:
+            pre = self.devices[0].backend.info.preprocessing
+            pre_min, pre_max = pre.min_depth, pre.max_depth
+        return SelectionConfig(mode=mode, rate=min(1.0, cfg.rate), max_per_hour=float(cfg.budget_per_device),
+                               warmup=min(20, max(1, cfg.frames_per_device // 10)),
+                               seed=derive_seed(self.seed, 71), min_depth=pre_min, max_depth=pre_max)
+
+    def collect(self, r: int, clips: List[list], start_time: float,
+                progress: Optional[Callable] = None) -> RoundRecord:
+        """Every device checks for an update, plays its clip through the loop, then uploads."""
+        rec = RoundRecord(round=r, strategy=self.strategy, seed=self.seed)
+        t0 = time.monotonic()
+        sel = self.selection()
+        stats: List[RunStats] = []
+        for d, clip in zip(self.devices, clips):
+            d.check_for_update()
+            st = d.run(clip, sel, start_time, self.cfg.health_frames, progress)
+            if self.strategy == "duplicate":
+                st.spooled = d.spool_copies(self._duplicate_samples(r, self.devices.index(d)), start_time)
+            stats.append(st)
+        rec.seconds["fleet"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        self.since = _utc_now()
+        for d, st in zip(self.devices, stats):
+            up = d.upload(self.cfg.daemon)
+            st.uploaded, st.upload_duplicates, st.upload_failed = up["uploaded"], up["duplicates"], up["failed"]
+        rec.seconds["upload"] = time.monotonic() - t1
+        rec.devices = [dict(asdict(st), device=d.name) for d, st in zip(self.devices, stats)]
+        rec.uploaded = sum(st.uploaded for st in stats)
+        for st in stats:
+            for k, v in st.selected_domains.items():
+                rec.selected_domains[k] = rec.selected_domains.get(k, 0) + v
+        if self.strategy == "duplicate":
+            rec.selected_domains = {self.cfg.original_domain + " (copies)": sum(s.spooled for s in stats)}
+        self.records.append(rec)
+        return rec
+
+    def _duplicate_samples(self, r: int, device_index: int) -> list:
+        """Distinct training frames for every (round, device): a seeded permutation consumed in order."""
+        from edgedepth.data.formats import open_dataset
+
+        ds = open_dataset(str(self.assets.train0))
+        if not self._dup_order:
+            self._dup_order = list(range(len(ds)))
+            random.Random(derive_seed(self.seed, 97)).shuffle(self._dup_order)
+        b = self.cfg.budget_per_device
+        start = ((r - 1) * len(self.devices) + device_index) * b
+        idx = [self._dup_order[(start + i) % len(ds)] for i in range(b)]
+        return [ds[i] for i in idx]
+
+    # -- 2. build -> train -> gate -> publish ------------------------------------------------------
+    def improve(self, r: int, progress: Optional[Callable[[str], None]] = None) -> RoundRecord:
+        from edgedepth.gate import default_evaluator, gate
+        from edgedepth.rounds.build import RoundConfig, build_round, round_val_dir
+        from edgedepth.train.config import TrainConfig
+        from edgedepth.train.loop import train
+
+        cfg, rec = self.cfg, self.records[-1]
+        step = progress or (lambda _s: None)
+        t0 = time.monotonic()
+        out = self.root / "rounds" / str(r)
+        step("build")
+        report = build_round(RoundConfig(store=str(self.server.store), out=str(out), since=self.since,
+                                         replay=[str(p) for p in self.round_dirs],
+                                         replay_fraction=cfg.replay_fraction, val_fraction=cfg.val_fraction,
+                                         time_block_s=cfg.time_block_s, seed=derive_seed(self.seed, r, 5)))
+        rec.build = asdict(report)
+        self.round_dirs.append(out)
+        rec.seconds["build"] = time.monotonic() - t0
+
+        t1 = time.monotonic()
+        step("train")
+        data = self.round_dirs if cfg.train_on_all_rounds else self.round_dirs[1:]
+        val = round_val_dir(str(out))
+        n = count_frames(data)
+        steps_per_epoch = max(1, n // min(cfg.batch_size, n))
+        epochs = max(1, int(round(cfg.finetune_steps / steps_per_epoch)))
+        run_dir = self.root / "train" / str(r)
+        result = train(TrainConfig(
+            data=[str(p) for p in data], val=[val or str(self.assets.gate_set)], out=str(run_dir),
+            init_from=str(self.current), epochs=epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size,
+            seed=derive_seed(self.seed, r, 13) % 100000, threads=cfg.threads, workers=1, progress=False,
+            name="edgedepth-sim", version=f"{self.strategy}-round{r}", training_round=r,
+            extra_lineage={"round": str(out), "strategy": self.strategy, "sim_seed": self.seed}))
+        candidate = result.last_checkpoint  # a fixed step budget: the last weights, not a val-picked epoch
+        rec.train = {"frames": n, "epochs": epochs, "steps": result.steps, "elapsed_s": result.elapsed_s,
+                     "val": val or str(self.assets.gate_set), "last_metrics": result.last_metrics}
+        rec.seconds["train"] = time.monotonic() - t1
+
+        t2 = time.monotonic()
+        step("gate")
+        target = val or str(out)
+        g = gate(candidate, self.current, self.assets.gate_set, target, tolerance=cfg.gate_tolerance,
+                 min_gain=cfg.gate_min_gain, evaluator=default_evaluator(batch_size=32))
+        rec.gate = g.to_dict()
+        if val is None:
+            rec.gate["note"] = "this round has no val split; the target set is its own training data (biased)"
+        rec.candidate_metrics = evaluate_model(candidate, self.assets.eval_sets, cfg.original_domain)
+        rec.seconds["gate"] = time.monotonic() - t2
+
+        t3 = time.monotonic()
+        if g.passed:
+            step("publish")
+            lineage = json.loads((out / "lineage.json").read_text())
+            bundle = export_bundle(candidate, self.root / "bundles" / str(r), self.assets.gate_set, {
+                "metrics.json": {"gate": rec.gate, "eval": rec.candidate_metrics, "train": rec.train},
+                "lineage.json": {"round": str(out), "strategy": self.strategy, "seed": self.seed,
+                                 "init_from": str(self.current), "round_report": lineage["report"],
+                                 "train_data": [str(p) for p in data]}},
+                calibrate_data=self.assets.gate_set if cfg.calibrate else None, threads=cfg.threads)
+            rec.version = self._publish(bundle, notes=f"{self.strategy} round {r}")
+            rec.promoted = True
+            self.current, self.current_metrics = candidate, rec.candidate_metrics
+        rec.deployed_metrics = self.current_metrics
+        rec.seconds["publish"] = time.monotonic() - t3
+        return rec
+
+    # -- 3. the fleet takes the last model --------------------------------------------------------
+    def final_update(self, clip: list, start_time: float) -> List[dict]:
+        """Each device polls once more and runs a short clip so the loop swaps the newest model in."""
+        out = []
+        for d in self.devices:
+            found = d.check_for_update()
+            sel = self.selection()
+            sel.mode = "none"
+            st = d.run(clip, sel, start_time, self.cfg.health_frames)
+            out.append({"device": d.name, "found": found, "version": d.version, "swap": st.swap,
+                        "fps": st.fps})
+        return out
+
+
+def _utc_now() -> str:
+    from edgedepth.fleet.store.base import utc_now_iso
+
+    return utc_now_iso()
+
+
+def mean_sd(values: List[float]):
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    m = sum(vals) / len(vals)
+    sd = (sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+    return m, sd

@@ -1,0 +1,106 @@
+"""The simulation's plumbing end to end in --quick mode: real loop, daemon, ingest server, rounds, gate,
+registry, device updates (the figures of a quick run mean nothing; the structure and counts do)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgedepth.errors import ConfigError
+from edgedepth.sim.config import SimConfig, quick_config
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    from edgedepth.sim.simulate import run_simulation
+
+    work = tmp_path_factory.mktemp("sim")
+    cfg = quick_config(workdir=str(work), progress=False)
+    lines = []
+    result = run_simulation(cfg, say=lines.append)
+    return cfg, result, lines
+
+
+def test_every_strategy_ran_a_round_through_the_whole_pipeline(sim):
+    cfg, result, _ = sim
+    assert set(result["runs"]) == {"hard", "random", "duplicate"}
+    for strategy, per_seed in result["runs"].items():
+        (rec,) = per_seed["0"]  # one seed, one round
+        budget = cfg.budget_per_device * cfg.devices
+        assert 0 < rec["uploaded"] <= budget, strategy
+        assert sum(d["frames"] for d in rec["devices"]) == cfg.devices * cfg.frames_per_device
+        assert rec["build"]["ingested"] == rec["uploaded"]  # the round read exactly this round's uploads
+        assert rec["build"]["train"] >= 1 and rec["train"]["steps"] >= 1
+        assert {c["metric"] for s in rec["gate"]["sets"] for c in s["checks"]} == {"abs_rel", "d1"}
+        for group in ("shifted", "original"):
+            assert 0 < rec["candidate_metrics"][group]["abs_rel"] < 5
+        if rec["promoted"]:
+            assert rec["version"] == "2" and rec["deployed_metrics"] == rec["candidate_metrics"]
+        else:
+            assert rec["deployed_metrics"] == result["base"]
+
+
+def test_duplicate_uploads_are_copies_of_training_data(sim):
+    _, result, _ = sim
+    rec = result["runs"]["duplicate"]["0"][0]
+    assert rec["build"]["domains"] == {"indoor": rec["build"]["train"] + rec["build"]["val"]}
+    assert all(d["selected"] == 0 for d in rec["devices"])  # the loop selected nothing itself
+    hard = result["runs"]["hard"]["0"][0]
+    assert sum(hard["selected_domains"].values()) == sum(d["selected"] for d in hard["devices"])
+
+
+def test_round_folder_store_registry_and_device_updates(sim):
+    cfg, result, _ = sim
+    from pathlib import Path
+
+    from edgedepth.fleet.store import open_store
+
+    root = Path(cfg.workdir) / "runs" / "seed0" / "hard"
+    lineage = json.loads((root / "rounds" / "1" / "lineage.json").read_text())
+    assert lineage["format"] == "edgedepth.round/1"
+    store = open_store(str(root / "store"))
+    try:
+        items = list(store.iter_items())
+    finally:
+        store.close()
+    rec = result["runs"]["hard"]["0"][0]
+    assert len(items) == rec["uploaded"]
+    assert all(it["selection"] == "hard" and it["labels"] == ["depth_gt"] for it in items)
+    index = json.loads((root / "registry" / "index.json").read_text())
+    promoted = [v["version"] for v in index["versions"] if v["promoted"]]
+    assert promoted[0] == "1"
+    for dev in result["final_update"]["hard"]["0"]:
+        if rec["promoted"]:
+            assert dev["version"] == "2" and dev["swap"]["healthy"] is True
+        else:
+            assert dev["version"] == "1"
+
+
+def test_table_plot_and_json(sim):
+    cfg, result, lines = sim
+    from pathlib import Path
+
+    from edgedepth.sim.report import acceptance, table
+
+    text = table(result)
+    for strategy in ("hard", "random", "duplicate"):
+        assert f"\n{strategy}" in text
+    assert "shifted AbsRel" in text and "±" in text
+    names = [c[0] for c in acceptance(result)]
+    assert any("hard vs random" in n for n in names) and any("duplicate" in n for n in names)
+    png = Path(result["plot"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((Path(cfg.workdir) / "simulation.json").read_text())
+    assert saved["runs"].keys() == result["runs"].keys()
+    assert any("round-0 model" in ln for ln in lines)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="unknown strategies"):
+        SimConfig(strategies=["clever"]).validate()
+    with pytest.raises(ConfigError, match="budget"):
+        SimConfig(budget_per_device=0).validate()
+    with pytest.raises(ConfigError, match="original domain"):
+        SimConfig(mix={"night": 1.0}).validate()
+    assert SimConfig().validate().rate == 20 / 400
