@@ -210,6 +210,7 @@ class Spool:
         self.evicted = 0
         self._index: Dict[str, Tuple[float, str, int]] = {}  # id -> (score, captured_at, nbytes)
         self._approx_bytes: Optional[int] = None  # cached total, re-measured when it crosses the cap
+        self._puts = 0
 
     # -- writing -------------------------------------------------------------------------------------
     def put(self, files: Dict[str, FileSpec], meta: dict) -> str:
@@ -249,7 +250,13 @@ class Spool:
                     f"spool disk full at {self.root} even after eviction ({exc2}); free space or lower "
                     "the spool cap"
                 ) from exc2
-        self._index[item_id] = (model.score, model.captured_at, nbytes)
+        if self.max_bytes is not None:  # the eviction ranking; pruned of items others removed
+            self._index[item_id] = (model.score, model.captured_at, nbytes)
+            self._puts += 1
+            if self._puts % 1024 == 0:
+                live = self.item_ids()
+                for stale in set(self._index) - live:
+                    del self._index[stale]
         if self._approx_bytes is not None:
             self._approx_bytes += nbytes
         if self.max_bytes is not None:
@@ -334,7 +341,6 @@ class Spool:
                 raise DataError(f"{p}: size {size} differs from the {entry.bytes} bytes in its metadata")
             paths[name] = p
             nbytes += size
-        self._index[item_id] = (meta.score, meta.captured_at, nbytes)
         return SpoolItem(id=item_id, meta=meta, paths=paths, json_path=json_path, score=meta.score,
                          nbytes=nbytes)
 
@@ -475,7 +481,7 @@ class Spool:
                 item = self.get(item_id)
                 if item is None:
                     continue  # invalid/incomplete: the daemon quarantines it; orphan cleanup the rest
-                info = self._index[item_id]
+                info = self._index[item_id] = (item.score, item.meta.captured_at, item.nbytes)
             ranked.append((info[0], info[1], item_id, info[2]))
         ranked.sort()  # lowest score first, then oldest
         freed = 0

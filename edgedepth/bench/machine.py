@@ -103,6 +103,14 @@ def gpus() -> List[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
+def load_average() -> Optional[List[float]]:
+    """1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_info() -> Dict[str, object]:
     info = _cpuinfo()
     physical = info.get("cpu cores")
@@ -115,6 +123,7 @@ def machine_info() -> Dict[str, object]:
         "python": platform.python_version(),
         "gpus": gpus(),
         "libraries": library_versions(),
+        "load_average_start": load_average(),
     }
 
 
@@ -127,6 +136,13 @@ def format_machine(m: Dict[str, object]) -> str:
         f"         {m['os']}, Python {m['python']}",
         f"         {lib_text}" + (f" (not installed: {', '.join(missing)})" if missing else ""),
     ]
+    load = m.get("load_average_start")
+    if load:
+        lines.append(f"         load average at start {load[0]:.2f} (1 min) on {m['cores_usable']} cores")
+        if load[0] > 0.5 * float(m["cores_usable"]):  # type: ignore[arg-type]
+            lines.append("         WARNING: other processes are using the CPU; figures are noisy and "
+                         "multi-threaded runtimes lose most (PyTorch's OpenMP especially) - compare with "
+                         "--threads 1")
     if m.get("gpus"):
         lines.append("         GPU: " + "; ".join(m["gpus"]))  # type: ignore[arg-type]
     return "\n".join(lines)

@@ -64,7 +64,10 @@ def format_report(report) -> str:
              "memory: process RSS high-water mark in a fresh subprocess per runtime; +model = above the "
              "imported library"]
     for s in report.sizes:
-        lines += ["", f"input {s.height}x{s.width}", format_table(s.rows)]
+        done = sorted({r["latency_ms"]["runs"] for r in s.rows if r.get("latency_ms")})
+        cut = f" (timing budget reached: {done[0]} of {report.runs} runs each)" if done and \
+            done[0] < report.runs else ""
+        lines += ["", f"input {s.height}x{s.width}{cut}", format_table(s.rows)]
         ratios = _ratio_lines(s)
         lines += ratios
     if report.loop:
@@ -73,10 +76,11 @@ def format_report(report) -> str:
         if "error" in lp:
             lines.append(f"live loop: could not be measured - {lp['error']}")
         else:
-            lines.append(f"live loop ({lp['backend']}): {lp['loop_fps']:.1f} fps vs bare backend "
-                         f"{lp['bare_fps']:.1f} fps = pipeline efficiency {lp['efficiency']:.3f} "
-                         f"(medians of {lp['rounds']} interleaved rounds of {lp['frames_per_round']} frames, "
-                         f"{lp['source']})")
+            rng = lp.get("efficiency_range") or [float("nan")] * 2
+            lines.append(f"live loop ({lp['backend']}): pipeline efficiency {lp['efficiency']:.3f} = loop fps / "
+                         f"bare backend fps (median of {lp['rounds']} interleaved rounds of "
+                         f"{lp['frames_per_round']} frames, per-round range {rng[0]:.3f}..{rng[1]:.3f}; "
+                         f"medians loop {lp['loop_fps']:.1f} fps, bare {lp['bare_fps']:.1f} fps; {lp['source']})")
     lines.append(f"\nbench took {report.elapsed_s:.1f} s")
     return "\n".join(lines)
 

@@ -270,16 +270,35 @@ def discover_runtimes(bundle: Path, wanted: Sequence[str], size: Tuple[int, int]
 def _add_onnx(specs, skip, spec, key: str, bundle: Path, onnx_file) -> None:
     name = bundle_layout.MODEL_FP32 if key == "opencv" else ORT_FILES[key]
     if not (bundle / name).is_file():
-        how = "`edgedepth calibrate BUNDLE/model.onnx --target " + ("cpu" if "cpu" in key else "trt") + "`"
-        skip(key, f"no {name} in the bundle" + (f" (make it with {how})" if "int8" in key else ""))
+        target = "cpu" if "cpu" in key else "trt"
+        how = f"`edgedepth calibrate BUNDLE/model.onnx --target {target}`"
+        refused = "int8" in key and _gate_refused(bundle, target)
+        skip(key, f"no {name} in the bundle" + (f": {refused}" if refused else
+                                                  f" (make it with {how})" if "int8" in key else ""))
         return
     try:
         path = onnx_file(name)
     except EdgeDepthError as exc:
         skip(key, str(exc))
         return
-    note = "" if path == bundle / name else f"{name} rewritten to this input size"
-    specs.append(spec(key, path, note))
+    if path == bundle / name:
+        specs.append(spec(key, path))
+    else:
+        specs.append(spec(key, path, f"{name} rewritten to this input size", source=str(bundle / name)))
+
+
+def _gate_refused(bundle: Path, target: str) -> str:
+    """Why calibration.json says the INT8 model for `target` was not written ('' when it does not say)."""
+    try:
+        report = json.loads((bundle / bundle_layout.CALIB_REPORT).read_text())
+        entry = report["targets"][target]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if not isinstance(entry, dict) or entry.get("written") is not False:
+        return ""
+    method = entry.get("chosen_method") or entry.get("method_requested") or "?"
+    return (f"its calibration ({method}) was refused by the accuracy gate ({bundle_layout.CALIB_REPORT}); "
+            "`edgedepth calibrate --allow-drop` writes it anyway")
 
 
 def _add_engines(specs, skip, spec, bundle: Path, wanted: Sequence[str], size: Tuple[int, int]) -> None:
@@ -347,6 +366,13 @@ def resize_onnx(src: Path, dst: Path, height: int, width: int) -> Path:
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst))
     return dst
+
+
+def ensure_model_file(spec: RuntimeSpec) -> None:
+    """Write a rewritten-size model again if its temporary file went away (e.g. a /tmp cleaner)."""
+    source = spec.options.get("source")
+    if source and not Path(spec.path).is_file():
+        resize_onnx(Path(source), Path(spec.path), spec.height, spec.width)
 
 
 # ------------------------------------------------------------------------------------------- runners

@@ -24,12 +24,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedepth import bundle as bundle_layout
-from edgedepth.bench.machine import machine_info, usable_cores
+from edgedepth.bench.machine import load_average, machine_info, usable_cores
 from edgedepth.bench.memory import measure_in_subprocess
 from edgedepth.bench.runtimes import (
     LOOP_KEY,
     RuntimeSpec,
     discover_runtimes,
+    ensure_model_file,
     find_checkpoint,
     open_runner,
     parse_backends,
@@ -153,7 +154,8 @@ def relative_difference(preds: Sequence[np.ndarray], ref: Sequence[np.ndarray]) 
 # ------------------------------------------------------------------------------------------- one size
 def bench_size(bundle: Path, size: Tuple[int, int], native: Tuple[int, int], wanted: Sequence[str],
                threads: int, checkpoint, frames: List[EvalFrame], pre: Preprocessing, runs: int, block: int,
-               memory: bool, workdir: Path, say: Callable[[str], None]) -> SizeResult:
+               memory: bool, workdir: Path, say: Callable[[str], None], budget_s: Optional[float] = None
+               ) -> SizeResult:
     h, w = size
     pre_s = dataclasses.replace(pre, height=h, width=w)
     result = SizeResult(h, w)
@@ -192,7 +194,7 @@ def bench_size(bundle: Path, size: Tuple[int, int], native: Tuple[int, int], wan
     timed = [TimedRuntime(spec.key, _infer_fn(runner, batches)) for spec, runner, _ in loaded]
     if timed:
         say(f"  timing {len(timed)} runtimes: {runs} runs each, round-robin blocks of {block}")
-        round_robin(timed, runs=runs, block=block)
+        round_robin(timed, runs=runs, block=block, budget_s=budget_s)
     for (_spec, _runner, row), t in zip(loaded, timed):
         if t.error:
             row.update(status="failed", reason=f"failed while timed: {t.error}")
@@ -201,6 +203,7 @@ def bench_size(bundle: Path, size: Tuple[int, int], native: Tuple[int, int], wan
     if memory:
         for spec, _runner, row in loaded:
             if row["status"] == "ok":
+                ensure_model_file(spec)
                 row["memory"] = measure_in_subprocess(spec.to_dict())
                 say(f"  {spec.label}: peak RSS {row['memory'].get('peak_rss_mb', '?')} MiB"
                     + (f" ({row['memory']['error']})" if "error" in row["memory"] else ""))
@@ -231,9 +234,10 @@ def size_ratios(s: SizeResult) -> Dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------- live loop
-def loop_efficiency(bundle: Path, threads: int, frames: int = 60, rounds: int = 3, domain: str = "indoor"
-                    ) -> Dict[str, Any]:
-    """Loop fps / bare backend fps on a replayed synthetic:// clip (medians of interleaved rounds).
+def loop_efficiency(bundle: Path, threads: int, frames: int = 0, rounds: int = 8, domain: str = "indoor",
+                    seconds: float = 0.6) -> Dict[str, Any]:
+    """Loop fps / bare backend fps on a replayed synthetic:// clip: the median over interleaved rounds of
+    each round's ratio (bare and loop measured back to back, their order alternating).
 
     The backend is the one `edgedepth run` picks (`auto`). The clip is rendered once and replayed, so the
     figure measures the pipeline (capture thread, preprocessing, inference, postprocessing), not the
@@ -246,6 +250,14 @@ def loop_efficiency(bundle: Path, threads: int, frames: int = 60, rounds: int = 
     backend = load_backend(bundle, backend="auto", threads=threads)
     pre = backend.info.preprocessing
     clip = 30
+    if frames <= 0:  # auto: rounds of about `seconds` each, so scheduler noise averages out
+        batch = np.zeros(backend.input_shape, dtype=np.float32)
+        backend.warmup(3)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            backend.infer(batch)
+        per = (time.perf_counter() - t0) / 10
+        frames = int(min(3000, max(60, seconds / max(per, 1e-5))))
     uri = f"synthetic://{domain}?seed=7&size={pre.height}x{pre.width}&cache={clip}"
     try:
         # The bare backend gets the very frames the source replays (same stream, seed and order): inference
@@ -261,9 +273,13 @@ def loop_efficiency(bundle: Path, threads: int, frames: int = 60, rounds: int = 
                 else:
                     loop.append(_loop_fps(backend, uri, frames, pre, open_source, DepthLoop))
         b, lp = statistics.median(bare), statistics.median(loop)
+        # each round's bare and loop figures were taken back to back: their ratio cancels slow drift
+        pair = sorted(x / y for x, y in zip(loop, bare) if y > 0)
         return {"backend": backend.describe(), "reason": backend.reason, "source": uri,
                 "frames_per_round": frames, "rounds": rounds, "bare_fps": round(b, 2),
-                "loop_fps": round(lp, 2), "efficiency": round(lp / b, 3) if b > 0 else float("nan"),
+                "loop_fps": round(lp, 2),
+                "efficiency": round(statistics.median(pair), 3) if pair else float("nan"),
+                "efficiency_range": [round(pair[0], 3), round(pair[-1], 3)] if pair else [],
                 "bare_fps_rounds": [round(x, 2) for x in bare],
                 "loop_fps_rounds": [round(x, 2) for x in loop]}
     finally:
@@ -294,9 +310,9 @@ def _loop_fps(backend, uri: str, n: int, pre: Preprocessing, open_source, DepthL
 # ------------------------------------------------------------------------------------------- the run
 def run_bench(bundle: str, checkpoint: Optional[str] = None, backends: Optional[str] = None,
               sizes: Optional[List[Tuple[int, int]]] = None, threads: Optional[int] = None,
-              data: Optional[str] = None, frames: int = 16, runs: int = 40, block: int = 5,
-              memory: bool = True, domain: str = "indoor", loop_frames: int = 60,
-              say: Callable[[str], None] = lambda s: None) -> BenchReport:
+              data: Optional[str] = None, frames: int = 16, runs: int = 100, block: int = 10,
+              memory: bool = True, domain: str = "indoor", loop_frames: int = 0,
+              budget_s: Optional[float] = 60.0, say: Callable[[str], None] = lambda s: None) -> BenchReport:
     """Measure every available runtime of `bundle` (see the module docstring); returns the report."""
     t_start = time.perf_counter()
     root = Path(bundle)
@@ -321,12 +337,13 @@ def run_bench(bundle: str, checkpoint: Optional[str] = None, backends: Optional[
                 eval_set, report.data = eval_frames(data, frames, pre_s, domain)
             say(f"size {h}x{w}: {report.data}")
             report.sizes.append(bench_size(root, (h, w), native, wanted, threads, ckpt, eval_set, pre, runs,
-                                           block, memory, Path(work), say))
+                                           block, memory, Path(work), say, budget_s))
     if LOOP_KEY in wanted:
         say("live loop: pipeline efficiency on synthetic://")
         try:
             report.loop = loop_efficiency(root, threads, frames=loop_frames, domain=domain)
         except EdgeDepthError as exc:
             report.loop = {"error": str(exc)}
+    report.machine["load_average_end"] = load_average()
     report.elapsed_s = round(time.perf_counter() - t_start, 1)
     return report

@@ -57,15 +57,22 @@ class TimedRuntime:
 
 def round_robin(runtimes: Sequence[TimedRuntime], runs: int, block: int = 5, warmup: int = 1,
                 clock: Callable[[], float] = time.perf_counter,
-                on_block: Optional[Callable[[int, int], None]] = None) -> List[TimedRuntime]:
+                on_block: Optional[Callable[[int, int], None]] = None, budget_s: Optional[float] = None,
+                min_blocks: int = 2) -> List[TimedRuntime]:
     """Time `runs` runs of every runtime in interleaved blocks (see the module docstring).
 
-    A runtime that raises is dropped from later blocks with its error recorded; the others go on."""
+    A runtime that raises is dropped from later blocks with its error recorded; the others go on.
+    With `budget_s`, no new block starts once that many seconds have passed (after `min_blocks`), so a
+    very slow runtime shortens the run for all alike; every runtime keeps the same number of runs."""
     if runs <= 0 or block <= 0:
         raise ValueError("runs and block must be positive")
     blocks = math.ceil(runs / block)
     counter = 0
+    started = clock()
     for b in range(blocks):
+        if budget_s is not None and b >= min_blocks and clock() - started > budget_s:
+            log.warning("timing budget of %.0f s reached after %d of %d blocks", budget_s, b, blocks)
+            break
         n = min(block, runs - b * block)
         live = [r for r in runtimes if r.error is None]
         if not live:

@@ -101,6 +101,9 @@ def classical(data_dir: str, gap: int, method: str, flow_kind: str, features: st
 @click.option("--runs", default=100, show_default=True, type=int, help="Timed runs per runtime and size.")
 @click.option("--block", default=10, show_default=True, type=int,
               help="Timed runs per runtime in each round-robin block.")
+@click.option("--budget", default=60.0, show_default=True, type=float,
+              help="Seconds of timing per input size; no new round-robin block starts after it (at least 2 "
+                   "blocks run), so a very slow runtime shortens the run for all alike.")
 @click.option("--domain", default="indoor", show_default=True,
               help="Synthetic scene domain of the default held-out frames and of the live-loop clip.")
 @click.option("--memory/--no-memory", default=True, show_default=True,
@@ -110,7 +113,7 @@ def classical(data_dir: str, gap: int, method: str, flow_kind: str, features: st
 @click.option("--png", "png_out", default=None, type=click.Path(dir_okay=False),
               help="Write a latency/accuracy chart to this PNG file.")
 def bench(bundle: str, checkpoint: Optional[str], backends: str, sizes: Optional[str], threads: Optional[int],
-          data: Optional[str], frames: int, runs: int, block: int, domain: str, memory: bool,
+          data: Optional[str], frames: int, runs: int, block: int, budget: float, domain: str, memory: bool,
           json_out: Optional[str], png_out: Optional[str]) -> None:
     """Latency, throughput, peak memory and accuracy of BUNDLE on every runtime a user could pick.
 
@@ -124,7 +127,8 @@ def bench(bundle: str, checkpoint: Optional[str], backends: str, sizes: Optional
 
     report = run_bench(bundle, checkpoint=checkpoint, backends=backends, sizes=parse_sizes(sizes) or None,
                        threads=threads, data=data, frames=frames, runs=runs, block=block, memory=memory,
-                       domain=domain, say=lambda s: click.echo(s, err=True))
+                       domain=domain, budget_s=budget if budget > 0 else None,
+                       say=lambda s: click.echo(s, err=True))
     click.echo(format_report(report))
     if json_out:
         click.echo(f"wrote {write_json(report, json_out)}")

@@ -11,7 +11,8 @@ import click
 @click.option("--workdir", default="edgedepth-demo", show_default=True, type=click.Path(file_okay=False),
               help="Where everything is written (data, models, bundles, registry, store, plot). The round-0 "
                    "model is cached under WORKDIR/shared and reused by the next run.")
-@click.option("--quick", is_flag=True, help="A tiny run of every stage (under a minute; figures mean nothing).")
+@click.option("--quick", is_flag=True,
+              help="A tiny run of every stage (under a minute; the figures mean nothing).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def demo(workdir: str, quick: bool, no_progress: bool) -> None:
     """Synthesise -> train -> export -> calibrate -> run the loop on synthetic cameras (headless) ->

@@ -30,9 +30,10 @@ def round_group() -> None:
               help="Share of the new frames held out for validation (whole device/time groups).")
 @click.option("--time-block", "time_block_s", default=600.0, show_default=True, type=float,
               help="Seconds: frames of one device within one block always land on the same side.")
-@click.option("--dedupe-distance", default=0.02, show_default=True, type=float,
-              help="Frames whose 16x16 grey thumbnails differ by less than this (mean abs, 0..1) are "
-                   "near-duplicates; the higher-scored one is kept. 0 turns de-duplication off.")
+@click.option("--dedupe-distance", default=0.1, show_default=True, type=float,
+              help="Frames whose 16x16 grey thumbnails (normalised for brightness and contrast) differ by "
+                   "less than this (mean abs z-score) are near-duplicates; the higher-scored one is kept. "
+                   "0 turns de-duplication off.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split and replay sample.")
 def build(store: str, endpoint_url: Optional[str], since: Optional[str], out: str, teacher: Optional[str],
           replay: Optional[str], replay_fraction: float, val_fraction: float, time_block_s: float,

@@ -1,4 +1,4 @@
-"""`edgedepth simulate`: a fleet under domain shift, improved round by round with different upload strategies."""
+"""`edgedepth simulate`: a shifted fleet improved round by round under several upload strategies."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import click
 @click.command("simulate")
 @click.option("--workdir", default="edgedepth-sim", show_default=True, type=click.Path(file_okay=False),
               help="Working directory (shared round-0 assets are cached in WORKDIR/shared and reused).")
-@click.option("--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds of the fleet videos.")
+@click.option("--seeds", default="0,1,2", show_default=True,
+              help="Comma-separated seeds of the fleet videos.")
 @click.option("--strategies", default="hard,random,duplicate", show_default=True,
               help="hard (the loop's selection), random (same budget), duplicate (copies of training data).")
 @click.option("--rounds", type=int, default=None, help="Improvement rounds per strategy [2].")
@@ -20,18 +21,19 @@ import click
               help="Frames each device processes per round [400].")
 @click.option("--budget", "budget_per_device", type=int, default=None,
               help="Uploads per device per round, equal for every strategy [20].")
-@click.option("--finetune-steps", type=int, default=None, help="Optimiser steps per round [200].")
+@click.option("--finetune-steps", type=int, default=None, help="Optimiser steps per round [150].")
 @click.option("--base-epochs", type=int, default=None, help="Epochs of the shared round-0 model [25].")
-@click.option("--model", type=click.Choice(["tiny", "small", "base"]), default=None, help="Model size [tiny].")
+@click.option("--model", type=click.Choice(["tiny", "small", "base"]), default=None,
+              help="Model size [tiny].")
 @click.option("--threads", type=int, default=None, help="torch threads for training [1].")
 @click.option("--daemon", type=click.Choice(["inprocess", "subprocess"]), default=None,
               help="Run the upload daemon in-process or as `edgedepth upload --once` [inprocess].")
 @click.option("--quick", is_flag=True, help="A tiny run of every stage (seconds; the figures mean nothing).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def simulate(workdir: str, seeds: str, strategies: str, rounds: Optional[int], devices: Optional[int],
-             frames_per_device: Optional[int], budget_per_device: Optional[int], finetune_steps: Optional[int],
-             base_epochs: Optional[int], model: Optional[str], threads: Optional[int], daemon: Optional[str],
-             quick: bool, no_progress: bool) -> None:
+             frames_per_device: Optional[int], budget_per_device: Optional[int],
+             finetune_steps: Optional[int], base_epochs: Optional[int], model: Optional[str],
+             threads: Optional[int], daemon: Optional[str], quick: bool, no_progress: bool) -> None:
     """Prove (or disprove) that uploading hard frames beats random ones and copy-paste at an equal budget.
 
     K devices run the real live loop on synthetic videos whose domain mix has shifted (the round-0 model
@@ -59,7 +61,8 @@ def simulate(workdir: str, seeds: str, strategies: str, rounds: Optional[int], d
     cfg = replace(base, workdir=workdir, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
                   progress=not no_progress, **overrides)
     if not (click.get_current_context().find_root().obj or {}).get("verbose"):
-        logging.getLogger("edgedepth").setLevel(logging.ERROR)  # warnings from every stage would drown the table
+        # warnings from every stage would drown the table; -v shows them
+        logging.getLogger("edgedepth").setLevel(logging.ERROR)
     result = run_simulation(cfg, say=lambda line: click.echo(line, err=True))
     click.echo(table(result))
     click.echo("acceptance (last round, mean ± sd over seeds):")

@@ -15,8 +15,10 @@ Output layout (a folder the trainer reads directly)::
 so `edgedepth train --init-from CURRENT --data rounds/0,rounds/1 --val rounds/1/val` works as is.
 
 The split is by (device, time block): every frame of one device inside one block goes to the same
-side, so near-identical neighbouring frames never straddle train and val. Near-duplicates (tiny grey
-thumbnails closer than `dedupe_distance`) are dropped, keeping the higher-scored frame. Items are read
+side, so near-identical neighbouring frames never straddle train and val. Near-duplicates (16x16 grey
+thumbnails, normalised for brightness and contrast, closer than `dedupe_distance` in mean absolute
+z-score; consecutive video frames are ~0.02-0.1 apart, different scenes > 0.5) are dropped, keeping
+the higher-scored frame. Items are read
 twice (a cheap first pass for labels, thumbnails and metadata, then only the kept ones in full), so a
 large store is never held in memory.
 """
@@ -57,7 +59,7 @@ class RoundConfig:
     replay_fraction: float = 0.3  # replay frames as a fraction of the new training frames
     val_fraction: float = 0.2
     time_block_s: float = 600.0  # frames of one device within this span stay on one side of the split
-    dedupe_distance: float = 0.02  # thumbnails closer than this (mean abs, 0..1) count as duplicates
+    dedupe_distance: float = 0.1  # normalised thumbnails closer than this (mean abs) are duplicates
     seed: int = 0
     endpoint_url: Optional[str] = None
 
@@ -115,9 +117,14 @@ class _Candidate:
 
 
 def thumbnail(rgb: np.ndarray, size: int = 16) -> np.ndarray:
-    """A tiny grey embedding for near-duplicate detection (0..1 floats)."""
+    """A tiny grey embedding for near-duplicate detection: 16x16, zero mean, unit variance.
+
+    Normalising brightness and contrast matters: without it every dark (night) or hazy (fog) frame
+    is within a few grey levels of every other one and would be dropped as a "duplicate".
+    """
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32).ravel() / 255.0
+    t = cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+    return (t - t.mean()) / (t.std() + 1.0)
 
 
 def dedupe(embeddings: List[np.ndarray], scores: List[float], distance: float) -> List[int]:

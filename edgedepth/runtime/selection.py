@@ -36,11 +36,11 @@ class SelectionConfig:
     min_spacing_frames: int = 0
     min_spacing_seconds: float = 0.0
     novelty_min: float = 0.05  # closer than this to a kept frame = a near-duplicate, never kept
-    novelty_ref: float = 0.25  # at or beyond this distance novelty does not lower the score
     temporal_weight: float = 1.0
-    atypicality_weight: float = 1.0  # how much "unlike the usual input" raises the score (0: off)
-    atypicality_halflife: float = 3000.0  # frames: memory of what the usual input looks like
+    q90_weight: float = 0.5
+    temporal_smoothing: float = 0.3  # EWMA factor: flicker that persists over frames, not one cut
     window: int = 600  # recent scores for the running quantile
+    rate_control: bool = True  # steer the quantile so the achieved keep rate meets `rate`
     warmup: int = 20  # frames scored before the first keep (the quantile needs data)
     ring: int = 256  # embeddings of kept frames remembered
     stride: int = 4  # downsampling of depth/uncertainty maps
@@ -65,58 +65,6 @@ class Decision:
     score: float
     scores: Dict[str, float] = field(default_factory=dict)
     reason: str = ""
-
-
-class StreamTypicality:
-    """How unlike the device's usual input a frame is, with no training statistics needed.
-
-    Mahalanobis distance of a compact descriptor (brightness layout, colour moments, gradient energy,
-    predicted log-depth and log-uncertainty statistics) to an exponentially weighted mean and covariance
-    of the stream itself, shrunk towards a scaled identity. Returned per dimension (about 1 for a typical
-    frame), so conditions the camera rarely sees (a new place, the night, fog) stand out.
-    """
-
-    def __init__(
-        self, dim: int, halflife: float = 3000.0, warmup: int = 50, shrink: float = 0.1, refresh: int = 32
-    ):
-        self.dim, self.warmup, self.shrink, self.refresh = dim, int(warmup), float(shrink), int(refresh)
-        self.alpha = 1.0 - 0.5 ** (1.0 / max(1.0, halflife))
-        self._buf = np.zeros((self.warmup, dim), dtype=np.float64)
-        self.n = 0
-        self.mean = np.zeros(dim)
-        self.cov = np.eye(dim)
-        self._prec: Optional[np.ndarray] = None
-
-    def distance(self, x: np.ndarray) -> float:
-        if self._prec is None:
-            return 1.0
-        d = x - self.mean
-        return math.sqrt(max(0.0, float(d @ self._prec @ d)) / self.dim)
-
-    def update(self, x: np.ndarray) -> None:
-        if self.n < self.warmup:
-            self._buf[self.n] = x
-            self.n += 1
-            if self.n == self.warmup:
-                self.mean = self._buf.mean(axis=0)
-                self.cov = np.cov(self._buf.T) + 1e-6 * np.eye(self.dim)
-                self._refresh()
-            return
-        a = self.alpha
-        d = x - self.mean
-        self.mean += a * d
-        self.cov = (1.0 - a) * (self.cov + a * np.outer(d, d))
-        self.n += 1
-        if self.n % self.refresh == 0:
-            self._refresh()
-
-    def _refresh(self) -> None:
-        k = self.dim
-        c = (1.0 - self.shrink) * self.cov + self.shrink * (np.trace(self.cov) / k + 1e-9) * np.eye(k)
-        self._prec = np.linalg.inv(c)
-
-
-TYPICALITY_DIM = 12 + 3 + 3 + 1 + 8 + 4
 
 
 class FrameSelector:
@@ -144,12 +92,11 @@ class FrameSelector:
         self._log_lo = math.log(self.cfg.min_depth)
         self._bin_scale = 16.0 / (math.log(self.cfg.max_depth) - self._log_lo)
         self._luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        self.typicality = StreamTypicality(TYPICALITY_DIM, halflife=self.cfg.atypicality_halflife)
-        self._desc = np.zeros(TYPICALITY_DIM, dtype=np.float64)
+        self._temporal = 0.0
 
     # -- signals (everything from one downsampled pass) --------------------------------------------
     def features(self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray):
-        """(signals dict, 64-d embedding, typicality descriptor) computed with shared intermediates."""
+        """(signals dict, 64-d embedding) computed with shared intermediates."""
         s = self.cfg.stride
         # uncertainty: exp(u) is the expected |log error|
         u = uncertainty[::s, ::s]
@@ -181,22 +128,7 @@ class FrameSelector:
         emb[:48] = t * np.float32(EMB_HALF / norm) if norm > 1e-3 else 0.0
         emb[48:] = np.sqrt(hist) * np.float32(EMB_HALF)
         sig = {"uncertainty": float(eu.mean()), "uncertainty_q90": q90, "temporal": temporal}
-        desc = None
-        if self.cfg.atypicality_weight > 0:
-            desc = self._desc
-            desc[0:12] = thumb.reshape(3, 2, 4, 2).mean(axis=(1, 3)).ravel() * (1 / 255.0)
-            flat = small.reshape(-1, 3) * np.float32(1 / 255.0)
-            cm = flat.mean(axis=0)
-            desc[12:15] = cm
-            desc[15:18] = np.sqrt(np.maximum((flat * flat).mean(axis=0) - cm * cm, 0.0))
-            desc[18] = float(np.abs(np.diff(grey)).mean()) * (1 / 255.0)
-            desc[19:27] = np.sqrt(hist.reshape(8, 2).sum(axis=1))
-            ld, uf = logd.ravel(), u.ravel()
-            n = float(ld.size)
-            lm, um = float(ld.sum()) / n, float(uf.sum()) / n
-            desc[27], desc[28] = lm, math.sqrt(max(0.0, float(ld @ ld) / n - lm * lm))
-            desc[29], desc[30] = um, math.sqrt(max(0.0, float(uf @ uf) / n - um * um))
-        return sig, emb, desc
+        return sig, emb
 
     def novelty(self, emb: np.ndarray) -> float:
         """Distance to the nearest kept frame's embedding (2.0 when nothing is kept yet)."""
@@ -211,16 +143,14 @@ class FrameSelector:
         self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray, seq: int, t: float
     ) -> Decision:
         cfg = self.cfg
-        sig, emb, desc = self.features(rgb, depth, uncertainty)
+        sig, emb = self.features(rgb, depth, uncertainty)
         nov = self.novelty(emb)
-        atyp = 1.0
-        if desc is not None:
-            atyp = self.typicality.distance(desc)
-            self.typicality.update(desc)
-        difficulty = sig["uncertainty"] + 0.5 * sig["uncertainty_q90"] + cfg.temporal_weight * sig["temporal"]
-        unusual = 1.0 + cfg.atypicality_weight * max(0.0, atyp - 1.0)
-        score = difficulty * unusual * min(1.0, nov / cfg.novelty_ref)
-        sig.update({"novelty": min(nov, 2.0), "atypicality": atyp, "difficulty": difficulty, "score": score})
+        a = cfg.temporal_smoothing
+        tmp = sig["temporal"]
+        self._temporal = tmp if self._seen == 0 else (1 - a) * self._temporal + a * tmp
+        score = sig["uncertainty"] + cfg.q90_weight * sig["uncertainty_q90"]
+        score += cfg.temporal_weight * self._temporal
+        sig.update({"novelty": min(nov, 2.0), "temporal_smoothed": self._temporal, "score": score})
         self._seen += 1
         self._push_score(score)
         if cfg.mode == "none":
@@ -258,7 +188,7 @@ class FrameSelector:
         n = min(self._n_scores, w)
         if n < min(cfg.warmup, w) or (self._n_scores % 8 and math.isfinite(self._threshold)):
             return
-        if cfg.mode == "hard" and self._seen > cfg.warmup + w // 4:
+        if cfg.rate_control and cfg.mode == "hard" and self._seen > cfg.warmup + w // 4:
             achieved = sum(1 for s in self._keep_seqs if s > self._seen - w) / float(min(w, self._seen))
             self._q *= math.exp(0.05 * (cfg.rate - achieved) / cfg.rate)
             self._q = min(max(self._q, cfg.rate / 4.0), min(1.0, 4.0 * cfg.rate))

@@ -81,8 +81,9 @@ def prepare_assets(cfg: SimConfig, say: Callable[[str], None] = log.info) -> Ass
         from edgedepth.train.config import TrainConfig
         from edgedepth.train.loop import train
 
-        result = train(TrainConfig(data=[str(train0)], val=[str(gate_set)], out=str(base_dir), model=cfg.model,
-                                   size=cfg.size, epochs=cfg.base_epochs, batch_size=cfg.batch_size,
+        result = train(TrainConfig(data=[str(train0)], val=[str(gate_set)], out=str(base_dir),
+                                   model=cfg.model, size=cfg.size, epochs=cfg.base_epochs,
+                                   batch_size=cfg.batch_size,
                                    lr=2e-3, seed=0, threads=cfg.threads, workers=1, progress=cfg.progress,
                                    name="edgedepth-sim", version="1", training_round=0))
         _mark(base_dir, {"best_metrics": result.best_metrics, "steps": result.steps,

@@ -37,16 +37,17 @@ class SimConfig:
     eval_frames: int = 64  # per domain, unseen scene seeds, fixed across strategies and seeds
     gate_frames: int = 48  # original-domain regression set of the gate (not the evaluation set)
     # each round
-    finetune_steps: int = 200  # fixed optimiser-step budget per round (same for every strategy)
-    finetune_lr: float = 5e-4
+    finetune_steps: int = 150  # fixed optimiser-step budget per round (same for every strategy)
+    finetune_lr: float = 3e-4
     batch_size: int = 16
-    replay_fraction: float = 0.3
-    train_on_all_rounds: bool = True  # --data rounds/0,...,rounds/N (else the new rounds + their replay)
+    replay_fraction: float = 3.0  # replay frames per new training frame, drawn from every earlier round
+    train_on_all_rounds: bool = False  # True: --data rounds/0,...,rounds/N; False: rounds 1..N (+ replay)
     val_fraction: float = 0.25
     time_block_s: float = 4.0  # of video time; frames of one device within a block stay on one side
     gate_tolerance: float = 0.02
     gate_min_gain: float = 0.0
     health_frames: int = 10
+    prime_frames: int = 600  # hard: the selector first scores this many of the model's training frames
     # machinery
     threads: int = 1  # torch threads: on a small shared CPU one thread beats two (no spin-waiting)
     daemon: str = "inprocess"  # inprocess | subprocess (`edgedepth upload --once`)
@@ -66,8 +67,8 @@ class SimConfig:
         if self.rounds < 1 or self.devices < 1 or self.frames_per_device < 4:
             raise ConfigError("need rounds >= 1, devices >= 1 and frames per device >= 4")
         if not 1 <= self.budget_per_device <= self.frames_per_device:
-            raise ConfigError(f"budget per device must be in 1..frames per device ({self.frames_per_device}), "
-                              f"got {self.budget_per_device}")
+            raise ConfigError(f"budget per device must be in 1..frames per device "
+                              f"({self.frames_per_device}), got {self.budget_per_device}")
         if self.original_domain not in self.mix:
             raise ConfigError(f"the original domain {self.original_domain!r} must be part of the fleet mix")
         if not self.shifted_domains:
@@ -112,6 +113,6 @@ def quick_config(**overrides) -> SimConfig:
     cfg = SimConfig(seeds=[0], rounds=1, devices=2, frames_per_device=40, budget_per_device=6,
                     scene_length=10, segment_length=5, model="tiny", size=(32, 64), base_frames=24,
                     base_epochs=1, eval_frames=6, gate_frames=6, finetune_steps=3, batch_size=8,
-                    health_frames=3, threads=1, quick=True,
+                    health_frames=3, threads=1, quick=True, prime_frames=16,
                     mix={"indoor": 0.5, "night": 0.25, "fog": 0.25})
     return replace(cfg, **overrides)

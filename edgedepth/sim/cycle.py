@@ -9,6 +9,7 @@ ModelUpdater + the loop's health-checked swap.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -19,11 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
+
 from edgedepth.sim.assets import Assets
 from edgedepth.sim.config import SimConfig
 from edgedepth.sim.fleet import IngestServer, RunStats, SimDevice, derive_seed
 
 log = logging.getLogger(__name__)
+
+PRIME_GAP_S = 7200.0  # stream time of a round's first frame: after priming, with the hourly budget reset
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -158,11 +163,14 @@ class FleetRun:
         """Every device checks for an update, plays its clip through the loop, then uploads."""
         rec = RoundRecord(round=r, strategy=self.strategy, seed=self.seed)
         t0 = time.monotonic()
+        for d in self.devices:
+            d.check_for_update()
         sel = self.selection()
+        primed = self.primed_selector(sel) if self.strategy == "hard" and self.cfg.prime_frames else None
         stats: List[RunStats] = []
         for d, clip in zip(self.devices, clips):
-            d.check_for_update()
-            st = d.run(clip, sel, start_time, self.cfg.health_frames, progress)
+            selector = copy.deepcopy(primed) if primed is not None else sel
+            st = d.run(clip, selector, start_time, self.cfg.health_frames, progress, t_offset=PRIME_GAP_S)
             if self.strategy == "duplicate":
                 st.spooled = d.spool_copies(self._duplicate_samples(r, self.devices.index(d)), start_time)
             stats.append(st)
@@ -171,7 +179,8 @@ class FleetRun:
         self.since = _utc_now()
         for d, st in zip(self.devices, stats):
             up = d.upload(self.cfg.daemon)
-            st.uploaded, st.upload_duplicates, st.upload_failed = up["uploaded"], up["duplicates"], up["failed"]
+            st.uploaded, st.upload_duplicates = up["uploaded"], up["duplicates"]
+            st.upload_failed = up["failed"]
         rec.seconds["upload"] = time.monotonic() - t1
         rec.devices = [dict(asdict(st), device=d.name) for d, st in zip(self.devices, stats)]
         rec.uploaded = sum(st.uploaded for st in stats)
@@ -182,6 +191,40 @@ class FleetRun:
             rec.selected_domains = {self.cfg.original_domain + " (copies)": sum(s.spooled for s in stats)}
         self.records.append(rec)
         return rec
+
+    def primed_selector(self, sel):
+        """A FrameSelector that has already scored a sample of the current model's training frames.
+
+        The selector's stream statistics (atypicality) and score quantiles then start from what the
+        model was trained on, as on a device that has been running for a while, instead of from the
+        first seconds of a round; "unusual" then means unlike the training data. Priming uses stream
+        times before 0 and negative sequence numbers, so it spends none of the round's upload budget.
+        """
+        from edgedepth.runtime.selection import FrameSelector
+
+        backend = self.devices[0].next_backend
+        pre = backend.info.preprocessing
+        selector = FrameSelector(sel)
+        frames = self._prime_frames()
+        buf = np.empty(backend.input_shape, dtype=np.float32)
+        n = len(frames)
+        for j, rgb in enumerate(frames):
+            pre.apply(rgb, out=buf)
+            depth, unc = backend.infer(buf)
+            selector.score(rgb, np.array(depth[0, 0]), np.array(unc[0, 0]), j - n - 1, j / 30.0)
+        return selector
+
+    def _prime_frames(self) -> list:
+        """Up to cfg.prime_frames RGB frames drawn (seeded) from every training split the model has seen."""
+        from edgedepth.data.formats import open_dataset
+
+        pool = []
+        for d in self.round_dirs:
+            ds = open_dataset(str(d))
+            pool.extend((ds, i) for i in range(len(ds)))
+        rng = random.Random(derive_seed(self.seed, len(self.round_dirs), 41))
+        chosen = rng.sample(pool, min(self.cfg.prime_frames, len(pool)))
+        return [ds[i].rgb for ds, i in chosen]
 
     def _duplicate_samples(self, r: int, device_index: int) -> list:
         """Distinct training frames for every (round, device): a seeded permutation consumed in order."""

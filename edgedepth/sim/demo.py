@@ -36,9 +36,9 @@ def run_demo(cfg: SimConfig, say: Callable[[str], None] = print) -> dict:
 
     from edgedepth.sim.assets import prepare_assets
     from edgedepth.sim.cycle import FleetRun
+    from edgedepth.sim.fleet import derive_seed, render_clip
     from edgedepth.sim.report import plot
     from edgedepth.sim.simulate import _bar, _record, _write, device_clips
-    from edgedepth.sim.fleet import derive_seed, render_clip
 
     cfg = replace(cfg, strategies=["hard"], seeds=cfg.seeds[:1], rounds=1).validate()
     torch.set_num_threads(cfg.threads)
@@ -116,19 +116,25 @@ def summary_table(result: dict) -> str:
     for group, label in (("shifted", "shifted domains"), ("original", "original domain")):
         for metric, name in (("abs_rel", "AbsRel"), ("d1", "δ1")):
             b, a = s["before"][group][metric], s["after"][group][metric]
-            rows.append((f"{name} ({label})", f"{b:.3f}", f"{a:.3f}", f"{(a - b) / b * 100:+.1f}%" if b else "n/a"))
+            change = f"{(a - b) / b * 100:+.1f}%" if b else "n/a"
+            rows.append((f"{name} ({label})", f"{b:.3f}", f"{a:.3f}", change))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     doms = ", ".join(f"{d} {n}" for d, n in sorted(s["selected_domains"].items(), key=lambda kv: -kv[1]))
-    versions = ", ".join(f"{d['device']} -> v{d['version']}"
-                         + ("" if not d.get("swap") else f" ({'healthy' if d['swap'].get('healthy') else 'ROLLED BACK'})")
-                         for d in s["devices_after"])
+    def swap(d: dict) -> str:
+        if not d.get("swap"):
+            return ""
+        if d["swap"].get("healthy"):
+            return " (healthy)"
+        return " (ROLLED BACK: " + str(d["swap"].get("reason", "")) + ")"
+
+    versions = ", ".join(f"{d['device']} -> v{d['version']}{swap(d)}" for d in s["devices_after"])
     lines += [
         f"fleet: {s['frames']} frames at {s['fps_per_device']:.0f} fps per device (inference p50 "
         f"{s['infer_ms_p50']:.2f} ms); {s['selected']} selected ({doms}); {s['uploaded']} uploaded",
-        f"round: {s['round']['train']} train frames (incl. {s['round']['replay']} replay), {s['round']['val']} "
-        f"val, {s['round']['duplicates']} near-duplicates dropped",
+        f"round: {s['round']['train']} train frames (incl. {s['round']['replay']} replay), "
+        f"{s['round']['val']} val, {s['round']['duplicates']} near-duplicates dropped",
         "gate: " + (f"PROMOTED as version {s['version']}" if s["promoted"] else
                     "REFUSED - " + "; ".join(s["gate_reasons"])),
         f"devices: {versions}",

@@ -40,7 +40,8 @@ def derive_seed(*parts: int) -> int:
 
 
 def render_clip(mix: Dict[str, float], seed: int, frames: int, height: int, width: int,
-                scene_length: int = 30, segment_length: int = 15, progress: Optional[Callable] = None) -> list:
+                scene_length: int = 30, segment_length: int = 15,
+                progress: Optional[Callable] = None) -> list:
     """A device's video: `frames` SynthFrames of a domain mix, a new scene every `scene_length` frames."""
     from edgedepth.data.synth import MixedStream
 
@@ -65,8 +66,9 @@ class ClipSource(RawSource):
     live = False
     finite = True
 
-    def __init__(self, uri: str, frames: list, start_time: float, fps: float = 30.0):
+    def __init__(self, uri: str, frames: list, start_time: float, fps: float = 30.0, t_offset: float = 0.0):
         self.uri, self.frames, self.start_time, self.fps = uri, frames, float(start_time), float(fps)
+        self.t_offset = float(t_offset)  # stream clock (Frame.t) of the first frame
         self.i = 0
 
     def open(self) -> None:
@@ -77,7 +79,8 @@ class ClipSource(RawSource):
             return None
         sf = self.frames[self.i]
         t = self.i / self.fps
-        frame = Frame(rgb=sf.rgb, index=self.i, t=t, captured=time.monotonic(), wall_time=self.start_time + t,
+        frame = Frame(rgb=sf.rgb, index=self.i, t=self.t_offset + t, captured=time.monotonic(),
+                      wall_time=self.start_time + t,
                       depth_gt=sf.depth, intrinsics=sf.intrinsics, pose=sf.pose, domain=sf.domain,
                       extra={"scene_seed": sf.scene_seed})
         self.i += 1
@@ -237,9 +240,15 @@ class SimDevice:
         return handle
 
     # -- the live loop ------------------------------------------------------------------------------
+    @property
+    def next_backend(self):
+        """The backend the next run will use (a pending update, else the current one)."""
+        return self._pending[0] if self._pending is not None else self.backend
+
     def run(self, frames: list, selection, start_time: float, health_frames: int = 10,
-            progress: Optional[Callable] = None) -> RunStats:
-        """Play `frames` through the real loop with `selection` (a SelectionConfig); spool kept frames."""
+            progress: Optional[Callable] = None, t_offset: float = 0.0) -> RunStats:
+        """Play `frames` through the real loop with `selection` (a SelectionConfig or a ready FrameSelector);
+        spool kept frames. `t_offset` is the stream clock of the first frame (selection budgets use it)."""
         from edgedepth.registry.health import HealthCheck
         from edgedepth.runtime.capture import Source
         from edgedepth.runtime.collect import SpoolCollector
@@ -254,8 +263,9 @@ class SimDevice:
         uri = f"synthetic://clip/{self.name}"
         collector = SpoolCollector(Spool(self.spool_dir), device_id=self.name, source_uri=uri,
                                    info=self.backend.info, model_sha256=self.backend.model_sha256,
-                                   selection_mode=selection.mode, count=stats.count)
-        source = Source(ClipSource(uri, frames, start_time), reconnect=False).start()
+                                   selection_mode=getattr(selection, "cfg", selection).mode,
+                                   count=stats.count)
+        source = Source(ClipSource(uri, frames, start_time, t_offset=t_offset), reconnect=False).start()
         stats.source_stats = source.stats
         out = RunStats()
 
@@ -267,7 +277,8 @@ class SimDevice:
             if progress is not None:
                 progress(1)
 
-        loop = DepthLoop(source, self.backend, selector=FrameSelector(selection), collector=collector,
+        selector = selection if isinstance(selection, FrameSelector) else FrameSelector(selection)
+        loop = DepthLoop(source, self.backend, selector=selector, collector=collector,
                          stats=stats, on_result=on_result)
         swap_version = None
         if self._pending is not None:
@@ -276,8 +287,8 @@ class SimDevice:
             # The latency rule compares medians of a few frames; at sub-millisecond inference on a shared
             # CPU, scheduler jitter alone exceeds 2-4x, so the baseline gets a floor of LATENCY_FLOOR_MS.
             base_ms = max(self._last_infer_ms or 0.0, LATENCY_FLOOR_MS)
-            check = HealthCheck(frames=max(1, min(health_frames, len(frames) // 2)), latency_budget_factor=4.0,
-                                baseline_latency_ms=base_ms)
+            check = HealthCheck(frames=max(1, min(health_frames, len(frames) // 2)),
+                                latency_budget_factor=4.0, baseline_latency_ms=base_ms)
             loop.swap_backend(new, health_check=check, on_verdict=self._on_verdict(swap_version))
         try:
             summary = loop.run()
@@ -293,8 +304,8 @@ class SimDevice:
         out.selected, out.spooled = int(snap.get("selected", 0)), collector.written
         out.model_version = self.version
         if swap_version is not None:
-            out.swap = next((v for v in reversed(self.verdicts) if v["version"] == swap_version),
-                            {"version": swap_version, "healthy": None, "reason": "no verdict (too few frames)"})
+            none = {"version": swap_version, "healthy": None, "reason": "no verdict (too few frames)"}
+            out.swap = next((v for v in reversed(self.verdicts) if v["version"] == swap_version), none)
         return out
 
     _last_infer_ms: Optional[float] = None

@@ -115,7 +115,8 @@ def _record(rec) -> dict:
 
 def _domains(counts: Dict[str, int]) -> str:
     total = sum(counts.values()) or 1
-    return ", ".join(f"{d} {v / total:.0%}" for d, v in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
+    parts = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{d} {v / total:.0%}" for d, v in parts) or "none"
 
 
 def _fps(devices: List[dict]) -> float:

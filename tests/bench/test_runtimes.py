@@ -249,3 +249,15 @@ def test_other_sizes_rewrite_the_onnx_graph(tiny):
     assert size.row("ort-int8-cpu")["status"] == "ok"
     # the rewritten graph computes what PyTorch computes at that size
     assert size.row("pytorch")["rel_diff_vs"]["mean_rel_depth_diff"] < 1e-4
+
+
+def test_round_robin_budget_stops_all_runtimes_at_the_same_count():
+    now = [0.0]
+
+    def slow(i):
+        now[0] += 1.0  # one second per run
+
+    rts = [TimedRuntime("slow", slow), TimedRuntime("fast", lambda i: None)]
+    round_robin(rts, runs=100, block=5, warmup=0, clock=lambda: now[0], budget_s=12.0)
+    # blocks of 5 s: the budget is passed after block 3 (15 s), so no 4th block starts
+    assert [len(r.samples_ms) for r in rts] == [15, 15]

@@ -101,7 +101,7 @@ def test_transient_answers_keep_the_data_and_retry(env, mode):
     d = uk.start_daemon(env["spool"], env["port"], env["tok"], env["tmp"] / "daemon.log", "--once",
                         "--once-timeout", "40")
     env["procs"].append(d)
-    time.sleep(2.5)
+    time.sleep(1.5)
     assert d.poll() is None and uk.spool_item_count(env["spool"]) == 4  # nothing dropped
     set_mode(env, "normal")
     assert d.wait(40) == 0
