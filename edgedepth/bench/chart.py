@@ -43,11 +43,11 @@ def write_chart(report, path: str) -> Path:
                 text += f"   AbsRel {acc['abs_rel']:.3f}  \u03b41 {acc['d1']:.3f}"
             ax.text(b * (1.05 if ax.get_xscale() == "log" else 1.0) + (0 if ax.get_xscale() == "log"
                     else 0.01 * top), yi, text, va="center", fontsize=8)
-        right = top * (8 if ax.get_xscale() == "log" else 1.9)
+        right = top * (40 if ax.get_xscale() == "log" else 2.1)
         ax.set_xlim(right=right if math.isfinite(right) else None)
         label = "latency per frame, ms (batch 1); bar = p50, whisker = p99"
         if missing:
-            label += "\n" + "\n".join(f"not run - {r['label']}: {r['status']}, {str(r.get('reason'))[:110]}"
+            label += "\n" + "\n".join(f"not run - {r['label']}: {r['status']}, {str(r.get('reason'))[:95]}"
                                        for r in missing)
         ax.set_xlabel(label, loc="left", fontsize=8)
         ax.set_title(f"input {s.height}x{s.width}, {report.threads} threads, {report.runs} runs/runtime "

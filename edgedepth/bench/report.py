@@ -77,10 +77,11 @@ def format_report(report) -> str:
             lines.append(f"live loop: could not be measured - {lp['error']}")
         else:
             rng = lp.get("efficiency_range") or [float("nan")] * 2
-            lines.append(f"live loop ({lp['backend']}): pipeline efficiency {lp['efficiency']:.3f} = loop fps / "
-                         f"bare backend fps (median of {lp['rounds']} interleaved rounds of "
+            lines.append(f"live loop ({lp['backend']}): pipeline efficiency {lp['efficiency']:.3f} = loop "
+                         f"fps / bare backend fps (median of {lp['rounds']} interleaved rounds of "
                          f"{lp['frames_per_round']} frames, per-round range {rng[0]:.3f}..{rng[1]:.3f}; "
-                         f"medians loop {lp['loop_fps']:.1f} fps, bare {lp['bare_fps']:.1f} fps; {lp['source']})")
+                         f"medians loop {lp['loop_fps']:.1f} fps, bare {lp['bare_fps']:.1f} fps; "
+                         f"{lp['source']})")
     lines.append(f"\nbench took {report.elapsed_s:.1f} s")
     return "\n".join(lines)
 
