@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads libgom
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
@@ -31,16 +32,20 @@ TARGETS = {"d1": 0.93, "abs_rel": 0.08, "unc_spearman": 0.6}
 def synth(job):
     """Render one dataset folder unless a complete one is already there (reruns reuse the data)."""
     out, domain, frames, height, width, seed = job
-    from edgedepth.data.synth import write_synth_dataset
+    from edgedepth.data.synth import RENDERER_VERSION, write_synth_dataset
 
     meta = Path(out) / "meta.json"
     if meta.is_file():
         try:
             doc = json.loads(meta.read_text())
-            if len(doc.get("frames", {})) == frames and doc.get("seed") == seed:
+            if (len(doc.get("frames", {})) == frames and doc.get("seed") == seed
+                    and doc.get("renderer_version") == RENDERER_VERSION
+                    and [doc.get("height"), doc.get("width")] == [height, width]):
                 return out, 0.0
         except ValueError:
             pass
+    if Path(out).exists():  # stale (other renderer version, size, seed or count): render afresh
+        shutil.rmtree(out)
     t = time.monotonic()
     write_synth_dataset(out, domain, frames, height, width, seed, progress=False)
     return out, time.monotonic() - t

@@ -6,9 +6,9 @@
     python scripts/bench_upload.py --only memory --memory-frames 10000
 
 throughput  the same server (`edgedepth ingest serve`) receives N frames from a bare httpx client
-            (bodies encoded in memory beforehand, one keep-alive connection, sequential POSTs; half
-            before and half after the daemon) and N other frames of the same sizes from the daemon
-            (`edgedepth upload`); rate of each, in one run.
+            (bodies encoded in memory beforehand, one keep-alive connection, sequential POSTs) and N
+            other frames of the same sizes from the daemon (`edgedepth upload --once`), in 4
+            alternating rounds (bare, daemon, bare, ...); rate of each over the whole run.
             The daemon's time runs from its "queued" log line to its "final" line (no interpreter start).
 bandwidth   the daemon with --max-bandwidth; rate = bytes_sent_total slope from its /metrics endpoint
             over the steady part of the upload, compared with the cap.
@@ -79,7 +79,7 @@ def metric(port: int, name: str) -> float:
     return float(m.group(1)) if m else float("nan")
 
 
-def bench_throughput(work: Path, frames: int, h: int, w: int) -> dict:
+def bench_throughput(work: Path, frames: int, h: int, w: int, rounds: int = 4) -> dict:
     from edgedepth.fleet.wire import encode_item
     from edgedepth.spool import Spool
 
@@ -87,38 +87,38 @@ def bench_throughput(work: Path, frames: int, h: int, w: int) -> dict:
     tok = token_file(work, store)
     port = uk.free_port()
     server = start_server(store, port, work / "server.log")
+    rounds = max(1, min(rounds, frames // 10))
+    per = frames // rounds
+    frames = per * rounds
+    bare_s = daemon_s = 0.0
+    bare_bytes = daemon_bytes = left = 0
     try:
-        bare_spool, daemon_spool = work / "bare", work / "spool"
-        uk.make_frames(bare_spool, frames, seed=1, h=h, w=w)
-        uk.make_frames(daemon_spool, frames, seed=2, h=h, w=w)
-        items = Spool(bare_spool).items()
-        bodies = [(it.id, *encode_item(it)) for it in items]
-        bare_bytes = sum(len(b) for _, b, _ in bodies)
         client = httpx.Client(headers={"Authorization": f"Bearer {tok.read_text().strip()}"}, timeout=60)
-
-        def bare(part) -> float:
+        # alternate rounds (bare, daemon, bare, daemon, ...) so that the load of a shared machine, which
+        # drifts during a run, weighs on both sides alike
+        for k in range(rounds):
+            bare_spool, daemon_spool = work / f"bare{k}", work / f"spool{k}"
+            uk.make_frames(bare_spool, per, seed=1000 + k, h=h, w=w)
+            uk.make_frames(daemon_spool, per, seed=2000 + k, h=h, w=w)
+            bodies = [(it.id, *encode_item(it)) for it in Spool(bare_spool).items()]
+            bare_bytes += sum(len(b) for _, b, _ in bodies)
+            daemon_bytes += sum(len(encode_item(it)[0]) for it in Spool(daemon_spool).items())
             t0 = time.perf_counter()
-            for item_id, body, sha in part:
+            for item_id, body, sha in bodies:
                 r = client.post(f"http://127.0.0.1:{port}/v1/items/{item_id}", content=body,
                                 headers={"X-Edgedepth-Body-Sha256": sha, "Content-Type": "application/x-tar"})
                 if r.status_code != 201:
                     raise RuntimeError(f"bare client: HTTP {r.status_code} {r.text}")
-            return time.perf_counter() - t0
-
-        # bare client: half before the daemon and half after, so a drift of the server or the machine
-        # during the run weighs on both sides alike
-        bare_s = bare(bodies[: frames // 2])
-        daemon_bytes = sum(encode_item(it)[0].__len__() for it in Spool(daemon_spool).items())
-        r = subprocess.run(uk.daemon_cmd(daemon_spool, port, tok, "--once", "--once-timeout", "600"),
-                           capture_output=True, text=True, env=uk.env(), cwd=uk.REPO)
-        if r.returncode != 0:
-            raise RuntimeError(f"daemon exited {r.returncode}: {r.stderr[-2000:]}")
-        lines = r.stderr.splitlines()
-        t_start = log_time(next(ln for ln in lines if "new spool items" in ln))
-        t_end = log_time(next(ln for ln in lines if " final: " in ln))
-        daemon_s = t_end - t_start
-        left = uk.spool_item_count(daemon_spool)
-        bare_s += bare(bodies[frames // 2:])
+            bare_s += time.perf_counter() - t0
+            r = subprocess.run(uk.daemon_cmd(daemon_spool, port, tok, "--once", "--once-timeout", "600"),
+                               capture_output=True, text=True, env=uk.env(), cwd=uk.REPO)
+            if r.returncode != 0:
+                raise RuntimeError(f"daemon exited {r.returncode}: {r.stderr[-2000:]}")
+            lines = r.stderr.splitlines()
+            t_start = log_time(next(ln for ln in lines if "new spool items" in ln))
+            t_end = log_time(next(ln for ln in lines if " final: " in ln))
+            daemon_s += t_end - t_start
+            left += uk.spool_item_count(daemon_spool)
         client.close()
     finally:
         uk.stop(server)

@@ -5,6 +5,7 @@
 #   scripts/jetson_smoke.sh BUNDLE_DIR BOARD [SOURCE]      e.g. scripts/jetson_smoke.sh bundle orin-nano-8gb
 #
 # BOARD is a name from `edgedepth devices`; SOURCE defaults to csi://0 (use 0 or v4l2:///dev/video0 for USB).
+# PRECISION=int8 builds from model.int8.trt.onnx (explicit Q/DQ); default: the board's default precision.
 set -euo pipefail
 
 BUNDLE=${1:?usage: jetson_smoke.sh BUNDLE_DIR BOARD [SOURCE]}
@@ -27,8 +28,10 @@ gst = [l.split(":", 1)[1].strip() for l in cv2.getBuildInformation().splitlines(
 print("opencv", cv2.__version__, "GStreamer:", gst[0] if gst else "unknown")
 PY
 
-echo "== build the engine on this board"
-edgedepth build "$BUNDLE" --device "$BOARD"
+echo "== build the engine on this board (into $BUNDLE/engines)"
+ONNX="$BUNDLE/model.onnx"
+if [ -f "$BUNDLE/model.int8.trt.onnx" ] && [ "${PRECISION:-}" = "int8" ]; then ONNX="$BUNDLE/model.int8.trt.onnx"; fi
+edgedepth build "$ONNX" --device "$BOARD" ${PRECISION:+--precision "$PRECISION"}
 
 echo "== run $FRAMES frames headless from $SOURCE"
 edgedepth run "$BUNDLE" --device "$BOARD" --backend trt --input "$SOURCE" --headless \

@@ -15,24 +15,35 @@ import numpy as np
 
 from edgedepth.data import textures
 
-# Per-kind typical tile size in metres (the texture's repeat length on a surface).
-TILE_SCALE = {
-    "planks": (1.2, 2.0),
-    "tiles": (0.8, 2.4),
-    "carpet": (0.8, 1.5),
-    "plaster": (1.5, 3.0),
-    "brick": (1.0, 1.6),
-    "concrete": (1.5, 3.0),
-    "asphalt": (1.5, 3.0),
-    "grass": (1.0, 2.0),
-    "wood": (0.5, 1.0),
-    "checker": (0.2, 0.5),
-    "fabric": (0.4, 0.8),
-    "plastic": (1.0, 2.0),
-    "dirt": (1.5, 3.0),
-    "leaves": (0.8, 1.5),
-    "facade": (6.0, 12.0),
+# Metres per texture tile, fixed per kind (with the element counts fixed in edgedepth.data.textures) so
+# surface detail has a real-world size: 0.20 m planks, 0.30 m floor tiles, 0.075 m brick courses
+# (0.3 m bricks), 0.10 m checker squares. Only building facades keep a range (storey heights vary).
+TILE_METRES = {
+    "planks": 1.6,
+    "tiles": 1.2,
+    "carpet": 1.0,
+    "plaster": 2.0,
+    "brick": 1.2,
+    "concrete": 2.0,
+    "asphalt": 2.0,
+    "grass": 1.5,
+    "wood": 0.8,
+    "checker": 0.4,
+    "fabric": 0.6,
+    "plastic": 1.5,
+    "dirt": 2.0,
+    "leaves": 1.0,
 }
+TILE_SCALE = {k: (v, v) for k, v in TILE_METRES.items()}
+TILE_SCALE["facade"] = (6.0, 12.0)
+
+# Standard sizes in metres (building codes / furniture norms) that give a single view its metric scale.
+DOOR_SIZE = ((0.80, 0.92), (2.0, 2.1))  # width, height
+WINDOW_SIZE = ((0.9, 1.6), (1.1, 1.5), (0.8, 1.0))  # width, height, sill height
+TABLE_HEIGHT = (0.72, 0.76)
+CHAIR_SEAT, CHAIR_BACK = 0.45, 0.9  # seat and backrest heights
+ROOM_HEIGHT = (2.5, 2.8)
+CAMERA_HEIGHT = (1.3, 1.45)  # a hand-held or body/robot-mounted device at chest height
 
 
 class Path:
@@ -112,6 +123,7 @@ class Scene:
     inward: float = 0.0  # radians the camera looks towards the inside of a closed path (across the room)
     phases: np.ndarray = field(default_factory=lambda: np.zeros(6))
     footprints: List[Tuple[float, float, float]] = field(default_factory=list)
+    window_mats: List[int] = field(default_factory=list)  # emissive daylight windows (dark at night)
 
     # -- building helpers -------------------------------------------------------------------------
     def material(
@@ -176,11 +188,12 @@ def _camera_defaults(sc: Scene, rng, height=(1.0, 1.6), pitch=(-0.2, 0.05), spee
 
 
 # -- indoor furniture ------------------------------------------------------------------------------
-def _add_table(sc: Scene, rng, x, y, yaw_swap: bool, mat: int, leg_mat: int) -> None:
+def _add_table(sc: Scene, rng, x, y, yaw_swap: bool, mat: int, leg_mat: int, seat_mat: int) -> None:
+    """A table of standard height with 0-4 chairs (seat 0.45 m, backrest 0.9 m) around it."""
     w, d = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0)
     if yaw_swap:
         w, d = d, w
-    h, th = rng.uniform(0.7, 0.78), 0.04
+    h, th = rng.uniform(*TABLE_HEIGHT), 0.04
     sc.boxes.append((x, y, h - th / 2, w / 2, d / 2, th / 2, 0.0, mat))
     lw = 0.03
     for sx in (-1, 1):
@@ -197,7 +210,63 @@ def _add_table(sc: Scene, rng, x, y, yaw_swap: bool, mat: int, leg_mat: int) -> 
                     leg_mat,
                 )
             )
-    sc.footprints.append((x, y, float(np.hypot(w, d) / 2)))
+    reach = 0.0
+    for side in rng.permutation(4)[: int(rng.integers(0, 5))]:
+        # chair centre just off the table edge, backrest on the far side
+        axis, sgn = int(side) // 2, 1 if int(side) % 2 else -1
+        off = (w if axis == 0 else d) / 2 + 0.2
+        cx, cy = (x + sgn * off, y) if axis == 0 else (x, y + sgn * off)
+        s, st = 0.22, 0.03  # half seat size, half seat thickness
+        sc.boxes.append((cx, cy, CHAIR_SEAT - st, s, s, st, 0.0, seat_mat))
+        bx, by = (cx + sgn * (s - 0.02), cy) if axis == 0 else (cx, cy + sgn * (s - 0.02))
+        bhx, bhy = (0.02, s) if axis == 0 else (s, 0.02)
+        top = CHAIR_BACK - CHAIR_SEAT
+        sc.boxes.append((bx, by, CHAIR_SEAT + top / 2, bhx, bhy, top / 2, 0.0, seat_mat))
+        for lx in (-1, 1):
+            for ly in (-1, 1):
+                sc.boxes.append((cx + lx * (s - 0.02), cy + ly * (s - 0.02), (CHAIR_SEAT - 2 * st) / 2,
+                                 0.015, 0.015, (CHAIR_SEAT - 2 * st) / 2, 0.0, leg_mat))
+        reach = max(reach, off + s)
+    sc.footprints.append((x, y, float(max(np.hypot(w, d) / 2, reach))))
+
+
+def _wall_openings(sc: Scene, rng, x0, y0, x1, y1, zc, door_mat: int) -> None:
+    """Doors (standard 0.8-0.92 x 2.0-2.1 m) and bright daylight windows on the room walls."""
+    glass = sc.material(rng, "plaster", tint=0.05, emit=float(rng.uniform(0.4, 0.9)))
+    sc.mat_tint[glass] = tuple(float(c) for c in rng.uniform([0.75, 0.85, 0.95], [0.85, 0.92, 1.0]))
+    sc.window_mats.append(glass)
+    frame = sc.material(rng, "plaster", tint=0.03)
+    sc.mat_tint[frame] = (0.9, 0.9, 0.88)
+    n_doors, n_windows = int(rng.integers(1, 3)), int(rng.integers(0, 3))
+    for k in range(n_doors + n_windows):
+        door = k < n_doors
+        if door:
+            (wlo, whi), (hlo, hhi) = DOOR_SIZE
+            w, h = rng.uniform(wlo, whi), rng.uniform(hlo, hhi)
+            z0 = 0.0
+        else:
+            (wlo, whi), (hlo, hhi), (slo, shi) = WINDOW_SIZE
+            w, h, z0 = rng.uniform(wlo, whi), rng.uniform(hlo, hhi), rng.uniform(slo, shi)
+            h = min(h, zc - 0.25 - z0)
+        wall = int(rng.integers(4))
+        span = (y1 - y0) if wall < 2 else (x1 - x0)
+        if span < w + 0.6:
+            continue
+        t = rng.uniform(-span / 2 + w / 2 + 0.3, span / 2 - w / 2 - 0.3)
+        mat = door_mat if door else glass
+        th = 0.02  # proud of the wall, so depth changes at the edge as at a real frame
+        if wall < 2:
+            x = x0 + th if wall == 0 else x1 - th
+            yc = (y0 + y1) / 2 + t
+            sc.boxes.append((x, yc, z0 + h / 2, th, w / 2, h / 2, 0.0, mat))
+            if not door:
+                sc.boxes.append((x, yc, z0 - 0.02, th * 2.5, w / 2 + 0.05, 0.02, 0.0, frame))  # sill
+        else:
+            y = y0 + th if wall == 2 else y1 - th
+            xc = (x0 + x1) / 2 + t
+            sc.boxes.append((xc, y, z0 + h / 2, w / 2, th, h / 2, 0.0, mat))
+            if not door:
+                sc.boxes.append((xc, y, z0 - 0.02, w / 2 + 0.05, th * 2.5, 0.02, 0.0, frame))
 
 
 def _room_objects(sc: Scene, rng, n: int, x0, y0, x1, y1, zc, clutter: bool) -> None:
@@ -211,8 +280,9 @@ def _room_objects(sc: Scene, rng, n: int, x0, y0, x1, y1, zc, clutter: bool) -> 
         tries += 1
         kind = kinds[int(rng.choice(len(kinds), p=probs / probs.sum()))]
         m = mats[int(rng.integers(len(mats)))]
-        if kind == "cabinet":  # against a wall, axis aligned
-            w, d, h = rng.uniform(0.5, 1.6), rng.uniform(0.3, 0.6), rng.uniform(0.6, min(2.2, zc - 0.2))
+        if kind == "cabinet":  # against a wall, axis aligned: sideboard/counter height or tall shelf
+            w, d = rng.uniform(0.5, 1.6), rng.uniform(0.3, 0.6)
+            h = rng.uniform(0.75, 0.92) if rng.random() < 0.6 else rng.uniform(1.8, min(2.1, zc - 0.2))
             wall = int(rng.integers(4))
             if wall < 2:
                 x = x0 + d / 2 + 0.01 if wall == 0 else x1 - d / 2 - 0.01
@@ -230,8 +300,8 @@ def _room_objects(sc: Scene, rng, n: int, x0, y0, x1, y1, zc, clutter: bool) -> 
             continue
         x, y = rng.uniform(x0 + 0.3, x1 - 0.3), rng.uniform(y0 + 0.3, y1 - 0.3)
         if kind == "table":
-            if sc.free(x, y, 0.9, 0.5):
-                _add_table(sc, rng, x, y, bool(rng.random() < 0.5), m, mats[0])
+            if sc.free(x, y, 1.3, 0.4):
+                _add_table(sc, rng, x, y, bool(rng.random() < 0.5), m, mats[0], mats[3])
                 placed += 1
         elif kind == "sofa":
             w, d, h = rng.uniform(1.4, 2.2), rng.uniform(0.7, 1.0), rng.uniform(0.35, 0.5)
@@ -356,7 +426,7 @@ def _indoor_lights(sc: Scene, rng, x0, y0, x1, y1, zc, count: int, power=(3.0, 6
 
 def room_scene(rng: np.random.Generator, clutter: bool = False) -> Scene:
     sc = Scene(layout="room")
-    W, L, H = rng.uniform(3.5, 8.0), rng.uniform(4.5, 10.0), rng.uniform(2.4, 3.2)
+    W, L, H = rng.uniform(3.5, 8.0), rng.uniform(4.5, 10.0), rng.uniform(*ROOM_HEIGHT)
     x0, y0, x1, y1 = -W / 2, -L / 2, W / 2, L / 2
     sc.room = (x0, y0, 0.0, x1, y1, H)
     floor = sc.material(rng, str(rng.choice(["planks", "tiles", "carpet", "concrete"])))
@@ -381,10 +451,11 @@ def room_scene(rng: np.random.Generator, clutter: bool = False) -> Scene:
         else 0
     )
     sc.path = _loop_path(rng, cx, cy, ax, ay)
-    _camera_defaults(sc, rng, height=(1.2, 1.5), pitch=(-0.28, 0.0))
+    _camera_defaults(sc, rng, height=CAMERA_HEIGHT, pitch=(-0.28, 0.0))
     sc.inward = float(rng.uniform(0.35, 0.75))
     sc.max_range = 12.0
     n = int(rng.integers(3, 6)) if clutter else int(rng.integers(4, 11))
+    _wall_openings(sc, rng, x0, y0, x1, y1, H, sc.material(rng, str(rng.choice(["wood", "plastic"]))))
     _room_objects(sc, rng, n, x0, y0, x1, y1, H, clutter)
     _indoor_lights(sc, rng, x0, y0, x1, y1, H, int(rng.integers(1, 4)))
     return sc
@@ -392,7 +463,7 @@ def room_scene(rng: np.random.Generator, clutter: bool = False) -> Scene:
 
 def corridor_scene(rng: np.random.Generator) -> Scene:
     sc = Scene(layout="corridor")
-    W, L, H = rng.uniform(1.9, 3.2), rng.uniform(8.0, 12.0), rng.uniform(2.4, 3.0)
+    W, L, H = rng.uniform(1.9, 3.2), rng.uniform(8.0, 12.0), rng.uniform(*ROOM_HEIGHT)
     if rng.random() < 0.5:
         sc.room = (-L / 2, -W / 2, 0.0, L / 2, W / 2, H)
         along_x = True
@@ -406,7 +477,7 @@ def corridor_scene(rng: np.random.Generator) -> Scene:
     sc.room_mats = (end, end, wall, wall, floor, ceil) if along_x else (wall, wall, end, end, floor, ceil)
     a_long, a_short = L / 2 - 1.6, max(0.15, min(0.4, W / 2 - 0.75))
     sc.path = _loop_path(rng, 0.0, 0.0, a_long if along_x else a_short, a_short if along_x else a_long)
-    _camera_defaults(sc, rng, height=(1.2, 1.5), pitch=(-0.25, 0.02), look=0.25)
+    _camera_defaults(sc, rng, height=CAMERA_HEIGHT, pitch=(-0.25, 0.02), look=0.25)
     sc.inward = 0.15
     sc.max_range = 12.0
     # doors (thin dark boxes on the walls), cabinets and bins along the walls
@@ -415,10 +486,11 @@ def corridor_scene(rng: np.random.Generator) -> Scene:
     for _ in range(int(rng.integers(2, 6))):
         t = rng.uniform(-L / 2 + 0.8, L / 2 - 0.8)
         side = 1 if rng.random() < 0.5 else -1
+        hw, hh = rng.uniform(*DOOR_SIZE[0]) / 2, rng.uniform(*DOOR_SIZE[1]) / 2
         if along_x:
-            sc.boxes.append((t, side * (W / 2 - 0.01), 1.05, 0.45, 0.03, 1.05, 0.0, door))
+            sc.boxes.append((t, side * (W / 2 - 0.01), hh, hw, 0.03, hh, 0.0, door))
         else:
-            sc.boxes.append((side * (W / 2 - 0.01), t, 1.05, 0.03, 0.45, 1.05, 0.0, door))
+            sc.boxes.append((side * (W / 2 - 0.01), t, hh, 0.03, hw, hh, 0.0, door))
     _room_objects(sc, rng, int(rng.integers(2, 5)), x0, y0, x1, y1, H, False)
     n_l = int(rng.integers(2, 5))
     for k in range(n_l):

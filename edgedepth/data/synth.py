@@ -27,6 +27,9 @@ from edgedepth.errors import ConfigError
 DOMAINS = ("indoor", "outdoor", "night", "fog", "clutter")
 FPS = 30.0  # trajectory time base: frames per second of a SceneStream
 HFOV_DEG = 60.0
+# Bumped whenever scenes or rendering change what a seed produces; written to meta.json so scripts that
+# cache rendered folders (scripts/bench_train.py) re-render instead of reusing stale frames.
+RENDERER_VERSION = 2
 MAX_SPEED = 6.0  # m/s, bounds the path length a scene must provide
 
 
@@ -62,6 +65,9 @@ def intrinsics_for(height: int, width: int, hfov_deg: float = HFOV_DEG) -> np.nd
 # -- domains ---------------------------------------------------------------------------------------
 def _night(sc: Scene, rng: np.random.Generator) -> None:
     sc.sun_col = (0.0, 0.0, 0.0)
+    for m in sc.window_mats:  # dark glass: no daylight at night
+        sc.mat_emit[m] = 0.0
+        sc.mat_tint[m] = (0.15, 0.17, 0.22)
     lamp = sc.material(rng, "plastic", tint=0.0, emit=1.0)
     sc.mat_tint[lamp] = (1.0, 0.9, 0.7)
     sodium = rng.random() < 0.5
@@ -368,6 +374,7 @@ def write_synth_dataset(
         out,
         {
             "source": "synthetic",
+            "renderer_version": RENDERER_VERSION,
             "domain": domain,
             "intrinsics": intrinsics_for(height, width).tolist(),
             "height": int(height),

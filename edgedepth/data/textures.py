@@ -62,8 +62,16 @@ def _palette(rng: np.random.Generator, base, spread: float = 0.08) -> np.ndarray
     return np.clip(np.asarray(base, np.float32) + rng.uniform(-spread, spread, 3).astype(np.float32), 0.02, 1)
 
 
+# Element counts per tile are fixed per kind so that, with the fixed metres per tile of
+# edgedepth.data.scenes.TILE_METRES, every plank, tile, brick and checker square has a real-world size
+# (a monocular network can then read metric scale from texture, as in real rooms).
+PLANK_ROWS = 8  # 1.6 m tile -> 0.20 m wide planks, ends staggered every ~0.8 m
+TILE_ROWS = 4  # 1.2 m tile -> 0.30 m ceramic tiles
+CHECKER_ROWS = 4  # 0.4 m tile -> 0.10 m squares
+
+
 def tex_planks(rng):
-    n_rows = int(rng.choice([4, 6, 8]))
+    n_rows = PLANK_ROWS
     row, _, fv, fu = _grid_cells(n_rows, 1, False)
     u = np.arange(SIZE, dtype=np.float32)[None, :] / SIZE * np.ones((SIZE, 1), np.float32)
     cut = rng.random(n_rows)[row]  # plank end joints at a random place per row
@@ -75,7 +83,7 @@ def tex_planks(rng):
 
 
 def tex_tiles(rng):
-    n = int(rng.choice([4, 8]))
+    n = TILE_ROWS
     row, col, fv, fu = _grid_cells(n, n, False)
     grout = (np.minimum(fv, 1 - fv) < 0.05) | (np.minimum(fu, 1 - fu) < 0.05)
     checker = rng.random() < 0.4
@@ -136,7 +144,7 @@ def tex_wood(rng):
 
 
 def tex_checker(rng):
-    n = int(rng.choice([2, 4]))
+    n = CHECKER_ROWS
     row, col, _, _ = _grid_cells(n, n, False)
     cell = ((row + col) % 2).astype(np.float32)
     return _colorize(

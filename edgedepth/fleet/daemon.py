@@ -76,11 +76,12 @@ class Finalizer:
 
     This takes the fsync of the 'done' commit and the unlinks off the path between two uploads. An
     item waits here in state 'uploading'; a crash before its turn leaves it 'uploading', and the next
-    start asks the server (HEAD), which confirms it: nothing is lost or sent twice.
+    start asks the server (HEAD), which confirms it: nothing is lost or sent twice. Its JobQueue shares
+    the loop's write lock, so the two connections never meet in SQLite's sleeping busy handler.
     """
 
-    def __init__(self, db_path: Path, spool_root: Path, max_pending: int = 64):
-        self._db_path, self._root = db_path, spool_root
+    def __init__(self, db_path: Path, spool_root: Path, write_lock: threading.Lock, max_pending: int = 64):
+        self._db_path, self._root, self._write_lock = db_path, spool_root, write_lock
         self._tasks: "queue_mod.Queue[Optional[str]]" = queue_mod.Queue(maxsize=max_pending)
         self._idle = threading.Condition()
         self._pending = 0
@@ -113,7 +114,7 @@ class Finalizer:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        queue = JobQueue(self._db_path)
+        queue = JobQueue(self._db_path, write_lock=self._write_lock)
         spool = Spool(self._root)
         try:
             while True:
@@ -122,13 +123,13 @@ class Finalizer:
                     return
                 for attempt in (1, 2, 3):
                     try:
-                        queue.mark_done(item_id)  # first: a crash before the delete only re-checks
+                        queue.mark_done(item_id)  # first: a crash before the delete only costs a HEAD
                         spool.remove(item_id)
                         break
                     except Exception:  # noqa: BLE001 - logged; the row stays 'uploading' (HEAD on restart)
+                        self.errors += 1
                         log.exception("finishing delivered item %s failed (attempt %d)", item_id[:12],
                                       attempt)
-                        self.errors += 1
                         time.sleep(0.5 * attempt)
                 with self._idle:
                     self._pending -= 1
@@ -142,7 +143,8 @@ class Daemon:
     def __init__(self, cfg: DaemonConfig):
         self.cfg = cfg
         self.spool = Spool(cfg.spool, max_bytes=cfg.spool_max_bytes)
-        self.queue = JobQueue(cfg.db or default_db_path(self.spool.root))
+        write_lock = threading.Lock()
+        self.queue = JobQueue(cfg.db or default_db_path(self.spool.root), write_lock=write_lock)
         limiter = TokenBucket(cfg.max_bandwidth) if cfg.max_bandwidth else None
         self.client = UploadClient(cfg.server, cfg.token, ca_cert=cfg.ca_cert, timeout=cfg.timeout,
                                    limiter=limiter)
@@ -161,7 +163,7 @@ class Daemon:
         self._signals = 0
         self._wake = threading.Event()
         self._metrics_server: Optional[MetricsServer] = None
-        self._finalizer = Finalizer(self.queue.path, self.spool.root)
+        self._finalizer = Finalizer(self.queue.path, self.spool.root, write_lock)
         self.metrics_port: Optional[int] = None
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -209,7 +211,7 @@ class Daemon:
                     log.exception("unexpected error in the upload loop (%s); retrying in %.1f s", exc, delay)
                     self._sleep(delay)
         finally:
-            self._finalizer.close()  # delivered items: marked done and deleted before the last figures
+            self._finalizer.close()  # the files of delivered items are deleted before exiting
             self._refresh_gauges()
             self._log_stats("final")
             self._shutdown()
@@ -275,7 +277,7 @@ class Daemon:
                 self._transient(job, out)
 
     def _delivered(self, job: Job, duplicate: bool, how: str) -> None:
-        self._finalizer.submit(job.id)  # mark done, then delete the local files
+        self._finalizer.submit(job.id)  # marked done, then the local files deleted, in the background
         self._known.discard(job.id)
         if duplicate:
             self.stats.duplicates += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,12 @@ class Job:
 class JobQueue:
     """Durable job table. One process writes it (the daemon); `status` may read it at the same time."""
 
-    def __init__(self, path: Union[str, Path], readonly: bool = False):
+    def __init__(self, path: Union[str, Path], readonly: bool = False,
+                 write_lock: Optional[threading.Lock] = None):
+        """`write_lock`: shared by JobQueues of one process on the same file (one per thread), so their
+        write transactions queue on it and wake at once, instead of in SQLite's sleeping busy handler."""
         self.path = Path(path)
+        self._write_lock = write_lock or threading.Lock()
         try:
             if readonly:
                 if not self.path.exists():
@@ -81,13 +86,14 @@ class JobQueue:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._write_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     # -- transitions ---------------------------------------------------------------------------------
     def recover(self) -> int:
@@ -142,11 +148,19 @@ class JobQueue:
         # The one transition committed without its own fsync (synchronous=NORMAL; the next FULL commit
         # makes it durable): if a power loss drops it, the row is simply 'queued' again and the item is
         # re-sent, which the server answers as a duplicate. Saves one fsync per upload.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            self._set(item_id, UPLOADING)
-        finally:
-            self._db.execute("PRAGMA synchronous=FULL")
+        with self._write_lock:  # the pragma is per connection: keep it NORMAL only for this commit
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("UPDATE jobs SET state=?, updated_at=? WHERE id=?",
+                                     (UPLOADING, time.time(), item_id))
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def mark_done(self, item_id: str) -> None:
         self._set(item_id, DONE, last_error="")

@@ -9,6 +9,7 @@ It is a one-strategy, one-seed fleet simulation: the same FleetRun code as `edge
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import replace
@@ -25,7 +26,7 @@ def demo_config(workdir: str = "edgedepth-demo", quick: bool = False) -> SimConf
         return quick_config(workdir=workdir, strategies=["hard"], calibrate=True, daemon="subprocess",
                             progress=False)
     return SimConfig(workdir=workdir, seeds=[0], strategies=["hard"], rounds=1, devices=2,
-                     frames_per_device=300, budget_per_device=30, base_frames=400, base_epochs=15,
+                     frames_per_device=300, budget_per_device=15, base_frames=400, base_epochs=15,
                      eval_frames=32, gate_frames=32, finetune_steps=150, calibrate=True,
                      daemon="subprocess")
 
@@ -36,7 +37,7 @@ def run_demo(cfg: SimConfig, say: Callable[[str], None] = print) -> dict:
 
     from edgedepth.sim.assets import prepare_assets
     from edgedepth.sim.cycle import FleetRun
-    from edgedepth.sim.fleet import derive_seed, render_clip
+    from edgedepth.sim.fleet import derive_seed, render_clip, sigterm_as_exit
     from edgedepth.sim.report import plot
     from edgedepth.sim.simulate import _bar, _record, _write, device_clips
 
@@ -58,6 +59,8 @@ def run_demo(cfg: SimConfig, say: Callable[[str], None] = print) -> dict:
     seed = cfg.seeds[0]
     stage("publish the round-0 bundle (signed) and install it on the devices")
     run = FleetRun(cfg, assets, "hard", seed, assets.base_bundle, assets.base_metrics, say)
+    stack = contextlib.ExitStack()
+    stack.enter_context(sigterm_as_exit())
     try:
         stage("start the ingest server (127.0.0.1)")
         run.start()
@@ -80,6 +83,7 @@ def run_demo(cfg: SimConfig, say: Callable[[str], None] = print) -> dict:
         updates = run.final_update(clip, time.time())
     finally:
         run.stop()
+        stack.close()
     stage("report")
     result = {"config": cfg.to_dict(), "base": assets.base_metrics, "runs": {"hard": {str(seed): [
         _record(r) for r in run.records]}}, "final_update": {"hard": {str(seed): updates}}}

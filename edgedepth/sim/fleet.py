@@ -10,6 +10,7 @@ to the spool and the upload daemon drains the spool into the ingest server (a su
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -89,6 +90,26 @@ class ClipSource(RawSource):
 
 # ---------------------------------------------------------------------------------------------------
 # The ingest server (a real subprocess)
+
+
+@contextlib.contextmanager
+def sigterm_as_exit():
+    """SIGTERM raises SystemExit inside the block (main thread only), so `finally` clauses stop the
+    ingest servers this process started instead of leaving them orphaned."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _python_env() -> dict:

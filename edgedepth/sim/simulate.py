@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional
 from edgedepth.sim.assets import prepare_assets
 from edgedepth.sim.config import SimConfig
 from edgedepth.sim.cycle import FleetRun
-from edgedepth.sim.fleet import derive_seed, render_clip
+from edgedepth.sim.fleet import derive_seed, render_clip, sigterm_as_exit
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ def device_clips(cfg: SimConfig, seed: int, r: int, progress: bool = False) -> L
 def run_simulation(cfg: SimConfig, say: Callable[[str], None] = print,
                    runs_hook: Optional[Callable[[List[FleetRun]], None]] = None) -> dict:
     """Run the simulation; returns the result dict (also written to WORKDIR/simulation.json)."""
+    with sigterm_as_exit():
+        return _run_simulation(cfg, say, runs_hook)
+
+
+def _run_simulation(cfg: SimConfig, say: Callable[[str], None],
+                    runs_hook: Optional[Callable[[List[FleetRun]], None]]) -> dict:
     cfg.validate()
     t_start = time.monotonic()
     import torch

@@ -57,6 +57,7 @@ class TrainConfig:
     final_lr_fraction: float = 0.02  # cosine decays to lr * this
     grad_weight: float = 0.5
     loss_mode: str = "nll"  # nll | decoupled (see edgedepth.train.losses.DepthLoss)
+    frame_weight: float = 0.0  # per-frame uncertainty term (edgedepth.train.losses.frame_uncertainty_nll)
     workers: int = 2  # decoding threads while loading datasets into memory
     threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)
     min_depth: float = 0.1
@@ -95,6 +96,10 @@ class TrainConfig:
             raise ConfigError(f"--init-from {self.init_from} does not exist")
         if self.resume and not (Path(self.out) / "last.pt").is_file():
             raise ConfigError(f"--resume needs {Path(self.out) / 'last.pt'}; run without --resume first")
+        if self.loss_mode not in ("nll", "decoupled"):
+            raise ConfigError(f"loss mode must be nll or decoupled, got {self.loss_mode!r}")
+        if not self.frame_weight >= 0:
+            raise ConfigError(f"frame_weight must be >= 0, got {self.frame_weight}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         return self

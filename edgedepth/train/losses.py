@@ -3,6 +3,13 @@
 - `laplacian_nll`: |log d* - log d| * exp(-u) + u, the Laplace negative log-likelihood up to a
   constant (Kendall & Gal 2017), averaged over valid pixels. Its minimum over u is at
   exp(u) = |log d* - log d|, so u learns the expected log error (what frame selection ranks by).
+- `frame_uncertainty_nll`: the same Laplace likelihood one level up. A frame's score is the mean of
+  b = exp(u) over its pixels (`edgedepth.metrics.frame_uncertainty`, what a device ranks frames by)
+  and its target is the frame's mean |log error| (detached). The optimum of m / B + log B is
+  B = E[m | image], i.e. the expected per-frame error, which is the quantity frame selection needs;
+  it agrees with the pixel term's optimum (a mean of calibrated b is the expected mean error) but
+  gives the frame-level mean a direct, low-variance signal. Per-frame error is mostly a global scale
+  error that no single pixel can see, which the pixel term alone learns poorly.
 - `gradient_matching`: a scale-invariant multi-scale gradient term on R = log d - log d*
   (Li & Snavely, MegaDepth) that sharpens depth edges; it is invariant to a global scale, so it
   adds structure without fighting the metric NLL.
@@ -28,6 +35,18 @@ def laplacian_nll(log_pred: torch.Tensor, log_gt: torch.Tensor, u: torch.Tensor,
     """Masked mean of |log_gt - log_pred| * exp(-u) + u (all tensors N,1,H,W)."""
     err = (log_gt - log_pred).abs()
     return masked_mean(err * torch.exp(-u) + u, mask)
+
+
+def frame_uncertainty_nll(log_pred: torch.Tensor, log_gt: torch.Tensor, u: torch.Tensor, mask: torch.Tensor
+                          ) -> torch.Tensor:
+    """Mean over frames of m / B + log B (m: masked mean |error|, detached; B: mean of exp(u))."""
+    m = mask.to(log_pred.dtype)
+    count = m.sum(dim=(1, 2, 3))
+    err = ((log_gt - log_pred).detach().abs() * m).sum(dim=(1, 2, 3)) / count.clamp_min(1.0)
+    b = torch.exp(u).mean(dim=(1, 2, 3))
+    per_frame = err / b + torch.log(b)
+    keep = (count > 0).to(per_frame.dtype)
+    return (per_frame * keep).sum() / keep.sum().clamp_min(1.0)
 
 
 def gradient_matching(log_pred: torch.Tensor, log_gt: torch.Tensor, mask: torch.Tensor, scales: int = 4
@@ -62,6 +81,8 @@ class DepthLoss:
     # log-depth and the NLL trains only the uncertainty (error detached), so confident-looking hard
     # pixels are not down-weighted while the depth is still being learned.
     mode: str = "nll"
+    # weight of `frame_uncertainty_nll` (0 = off): trains the per-frame mean of b to the frame's error
+    frame_weight: float = 0.0
 
     def __call__(self, depth: torch.Tensor, uncertainty: torch.Tensor, gt: torch.Tensor,
                  valid: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
@@ -81,6 +102,10 @@ class DepthLoss:
         else:
             raise ValueError(f"unknown loss mode {self.mode!r}; use 'nll' or 'decoupled'")
         parts = {"nll": float(nll.detach())}
+        if self.frame_weight > 0:
+            frame = frame_uncertainty_nll(log_pred, log_gt, uncertainty, valid)
+            total = total + self.frame_weight * frame
+            parts["frame_nll"] = float(frame.detach())
         if self.grad_weight > 0:
             grad = gradient_matching(log_pred, log_gt, valid, self.grad_scales)
             total = total + self.grad_weight * grad

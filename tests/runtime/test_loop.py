@@ -296,3 +296,29 @@ def test_random_selection_rate_and_none():
     assert 330 < keeps < 470
     off = FrameSelector(SelectionConfig(mode="none"))
     assert not any(off.score(rgb, depth, depth * 0, i, float(i)).keep for i in range(50))
+
+
+def test_flicker_signal_separates_unstable_depth_from_camera_motion():
+    sel = FrameSelector(SelectionConfig(mode="none"))
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    u = np.full((64, 64), np.log(0.1), np.float32)
+    d1, d2 = np.full((64, 64), 2.0, np.float32), np.full((64, 64), 2.6, np.float32)
+    sel.score(img, d1, u, 0, 0.0)
+    unstable = sel.score(img, d2, u, 1, 0.03).scores  # same picture, different depth
+    moved = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    sel.score(img, d1, u, 2, 0.06)
+    motion = sel.score(moved, d2, u, 3, 0.1).scores  # new picture, new depth
+    assert unstable["image_change"] == 0.0 and unstable["flicker"] > 4 * motion["flicker"]
+    assert abs(unstable["temporal"] - motion["temporal"]) < 1e-6
+
+
+def test_hard_selection_never_exceeds_its_rate():
+    sel = FrameSelector(SelectionConfig(mode="hard", rate=0.05, warmup=50, window=200, novelty_min=0.0))
+    rng = np.random.default_rng(7)
+    depth = np.full((32, 32), 2.0, np.float32)
+    kept = 0
+    for i in range(3000):
+        u = np.full((32, 32), np.log(rng.uniform(0.02, 0.5)), np.float32)
+        kept += sel.score(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), depth, u, i, i / 30).keep
+    assert 0.03 * 3000 < kept <= 0.05 * 3000 + 0.05 * 200 / 4

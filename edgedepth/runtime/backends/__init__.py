@@ -218,7 +218,7 @@ def _load_from_bundle(bundle: Path, backend: str, board: Optional[str], threads:
         if backend == "trt" and not engines:
             raise ModelError(
                 f"--backend trt: no engine for board {board or '(any)'} in {bundle / ENGINES_DIR}; "
-                f"build one on the board with `edgedepth build {bundle} --device <board>`"
+                f"build one on the board with `edgedepth build {bundle / FP32_ONNX} --device <board>`"
             )
         if ok and engines:
             errors = []

@@ -65,7 +65,7 @@ def check_manifest(
     if board and built_for and built_for != board:
         raise ModelError(
             f"{engine_path.name} was built for board {built_for}, not {board}; build one for this "
-            f"board with `edgedepth build BUNDLE --device {board}`"
+            f"board with `edgedepth build BUNDLE/model.onnx --device {board}`"
         )
     want = manifest.get("engine_sha256")
     if want and _file_sha256(engine_path) != want:
