@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+from pathlib import Path
 from typing import Optional, Tuple
 
 import click
@@ -170,6 +171,29 @@ def _echo(line: str) -> None:
 )
 @click.option("--device-id", default=None, help="Device id in spool metadata (default: the host name).")
 @click.option(
+    "--registry",
+    default=None,
+    help="Model registry (DIR, file://, http(s)://, s3://) to poll for newer promoted, signed versions.",
+)
+@click.option(
+    "--update-every",
+    default="10m",
+    show_default=True,
+    help="How often to poll --registry (e.g. 30s, 10m, 1h).",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Ed25519 public key (signing.pub) that registry bundles must be signed with.",
+)
+@click.option(
+    "--model-cache",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where verified updates are kept (default: ~/.cache/edgedepth/models).",
+)
+@click.option(
     "--evaluate",
     is_flag=True,
     help="Compute AbsRel etc. against the source's ground truth (synthetic sources) and report it.",
@@ -206,6 +230,10 @@ def run(
     neighbors: int,
     device_id: Optional[str],
     evaluate: bool,
+    registry: Optional[str],
+    update_every: str,
+    public_key: Optional[str],
+    model_cache: Optional[str],
 ) -> None:
     """Run depth estimation live: MODEL (a bundle directory, .onnx or .engine) on a source.
 
@@ -221,6 +249,9 @@ def run(
 
     if max_frames is not None and max_frames <= 0:
         raise ConfigError("--max-frames must be positive")
+    if registry and not public_key:
+        raise ConfigError("--registry needs --public-key (the signing.pub of the publisher)")
+    poll_every_s = parse_duration(update_every)
     device = None
     if device_name:
         from edgedepth.devices import load_device
@@ -316,6 +347,21 @@ def run(
         evaluate=evaluate,
     )
     loop_ref["loop"] = loop
+    watcher = None
+    if registry:
+        from edgedepth.registry.updater import ModelUpdater, installed_version
+        from edgedepth.runtime.updates import RegistryWatcher
+
+        cache = Path(model_cache) if model_cache else Path.home() / ".cache" / "edgedepth" / "models"
+        current = installed_version(model) if Path(model).is_dir() else None
+        updater = ModelUpdater(registry, public_key, cache, current_version=current,
+                               poll_every_s=poll_every_s)
+        watcher = RegistryWatcher(
+            loop, updater, lambda path: load_backend(path, backend=backend, device=device, threads=threads),
+            echo=_echo,
+        ).start()
+        _echo(f"updates: polling {registry} every {poll_every_s:g} s "
+              f"(running version {current or 'unknown'})")
     previous = _install_signal_handlers(loop)
     _echo(
         f"running {input_uri} -> {', '.join(uris) or 'no display'}"
@@ -325,6 +371,8 @@ def run(
     try:
         summary = loop.run()
     finally:
+        if watcher is not None:
+            watcher.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         source.close()
@@ -342,6 +390,19 @@ def run(
     if source.error and not summary.frames:
         raise ConfigError(f"source {input_uri} failed: {source.error}")
     _echo(f"stopped: {summary.reason}; {summary.frames} frames, {summary.errors} errors")
+
+
+def parse_duration(text: str) -> float:
+    """'45', '30s', '10m', '1h' -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    t = str(text).strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise ConfigError(f"bad duration {text!r}: use seconds or a number with s/m/h, e.g. 10m") from None
+    if value <= 0:
+        raise ConfigError(f"duration {text!r} must be positive")
+    return value
 
 
 def _default_device_id() -> str:
