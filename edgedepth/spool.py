@@ -313,6 +313,21 @@ class Spool:
                         out.add(item_id)
         return out
 
+    def orphan_ids(self) -> Set[str]:
+        """Ids that have files but no metadata: a put in progress or one that died, or a removal cut
+        short (the metadata goes first)."""
+        with_meta, seen = set(), set()
+        with os.scandir(self.root) as it:
+            for entry in it:
+                item_id = _item_id_of(entry.name)
+                if item_id is None:
+                    continue
+                if len(entry.name) == 69 and entry.name.endswith(META_SUFFIX):
+                    with_meta.add(item_id)
+                else:
+                    seen.add(item_id)
+        return seen - with_meta
+
     def get(self, item_id: str) -> Optional[SpoolItem]:
         """The complete, valid item `item_id`, or None (absent, metadata invalid, or a file missing)."""
         try:

@@ -330,6 +330,7 @@ class Daemon:
     def _housekeeping(self, now: float) -> None:
         if now >= self._next_full_scan:
             self._scan(full=True)
+            self._finish_interrupted_removals()
             self.spool.cleanup_orphans(self.cfg.orphan_age)
             self._next_full_scan = now + self.cfg.rescan_interval
         elif now >= self._next_quick_scan:
@@ -394,6 +395,27 @@ class Daemon:
                 self.queue.mark_gone(item_id, "left the spool before upload (evicted or deleted)")
                 self.stats.gone += 1
                 log.info("item %s left the spool before upload (evicted or deleted)", item_id[:12])
+
+    def _finish_interrupted_removals(self, min_age_s: float = 10.0) -> None:
+        """Files without metadata whose job is done: a delete cut short by a crash; finish it now.
+
+        Only files older than `min_age_s`: younger ones may be the same content being spooled again
+        (a put writes the files first and the metadata last, within milliseconds).
+        """
+        busy = self._finalizer.pending_ids()
+        now = time.time()
+        for item_id in self.spool.orphan_ids() - busy:
+            job = self.queue.get(item_id)
+            if job is None or job.state != DONE:
+                continue
+            paths = list(self.spool.root.glob(f"{item_id}.*"))
+            try:
+                if any(now - p.stat().st_mtime < min_age_s for p in paths):
+                    continue
+            except FileNotFoundError:
+                continue
+            self.spool.remove(item_id)
+            log.info("removed the leftover files of delivered item %s", item_id[:12])
 
     def _pending_count(self) -> int:
         counts = self.queue.counts()

@@ -274,3 +274,23 @@ def test_token_from_the_environment_never_appears_in_logs(env):
     assert r.returncode == 0, r.stderr[-2000:]
     assert stored(env["store"]) == frames
     assert "s3cr3t" not in r.stderr and "s3cr3t" not in r.stdout
+
+
+def test_a_delete_cut_short_by_a_crash_is_finished_on_restart(env):
+    import os
+
+    frames = uk.make_frames(env["spool"], 2)
+    first = sorted(frames)[0]
+    saved = {p.name: p.read_bytes() for p in env["spool"].glob(f"{first}.*") if not p.name.endswith(".json")}
+    env["procs"].append(uk.start_stub(env["store"], env["port"]))
+    assert run_once(env).returncode == 0
+    # as if the daemon died between deleting the metadata and the files: data files, no metadata
+    old = time.time() - 60
+    for name, data in saved.items():
+        (env["spool"] / name).write_bytes(data)
+        os.utime(env["spool"] / name, (old, old))
+    fresh = env["spool"] / f"{'a' * 64}.rgb.png"  # an unrelated put in progress: left alone
+    fresh.write_bytes(b"x")
+    r = run_once(env)
+    assert r.returncode == 0 and "removed the leftover files of delivered item" in r.stderr, r.stderr[-2000:]
+    assert not any(env["spool"].glob(f"{first}.*")) and fresh.exists()
