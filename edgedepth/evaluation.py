@@ -3,8 +3,9 @@
 Torch-free for ONNX models. Metrics are computed at the ground truth's resolution (the prediction is
 resized back to each image's size), with the conventions of edgedepth.metrics. Each frame also
 records its mean predicted uncertainty (model resolution, all pixels: the score a device can compute
-without ground truth), and the result reports Spearman(mean uncertainty, per-frame AbsRel), the figure
-frame selection relies on.
+without ground truth). The result reports `frame_spearman`, Spearman(per-frame score, per-frame AbsRel)
+with the score of edgedepth.metrics.frame_uncertainty (mean of b = exp(u), the expected mean |log error|;
+the figure frame selection relies on), plus `unc_spearman` (mean of u) for comparison.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class FrameResult:
     dataset: str
     metrics: Optional[Dict[str, float]]  # None when the frame has no valid ground-truth pixel
     mean_uncertainty: float
-    mean_scale: float = float("nan")
+    mean_scale: float = float("nan")  # mean of b = exp(u) = metrics.frame_uncertainty(u): the frame's score
 
 
 @dataclass
@@ -45,8 +46,8 @@ class EvalResult:
         if len(self.per_domain) > 1 or any(d != "unknown" for d in self.per_domain):
             rows.update({f"  {d}": m for d, m in sorted(self.per_domain.items())})
         lines = [format_metrics_table(rows, title=f"model: {self.model}")]
-        lines.append("Spearman(per-frame mean uncertainty, per-frame AbsRel): " + ", ".join(
-            f"{name.strip()} {m['unc_spearman']:.3f}" for name, m in rows.items()))
+        lines.append("Spearman(per-frame uncertainty score mean exp(u), per-frame AbsRel): " + ", ".join(
+            f"{name.strip()} {m['frame_spearman']:.3f}" for name, m in rows.items()))
         return "\n".join(lines)
 
     def to_dict(self, with_frames: bool = True) -> Dict[str, Any]:
@@ -64,12 +65,13 @@ class EvalResult:
 
 
 def summarise(frames: Sequence[FrameResult]) -> Dict[str, float]:
-    """Mean metrics over frames + Spearman(mean uncertainty, AbsRel) + mean uncertainty."""
+    """Mean metrics over frames + Spearman of uncertainty scores with AbsRel + mean uncertainty."""
     out = mean_metrics(f.metrics for f in frames)
     scored = [f for f in frames if f.metrics is not None]
     out["unc_spearman"] = spearman([f.mean_uncertainty for f in scored],
                                    [f.metrics["abs_rel"] for f in scored])
     out["scale_spearman"] = spearman([f.mean_scale for f in scored], [f.metrics["abs_rel"] for f in scored])
+    out["frame_spearman"] = out["scale_spearman"]  # mean b = the frame_uncertainty score to rank by
     out["mean_uncertainty"] = float(np.mean([f.mean_uncertainty for f in frames])) if frames else float("nan")
     return out
 

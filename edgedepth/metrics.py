@@ -93,6 +93,37 @@ def depth_metrics(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
     return mean_metrics(frame_metrics(p, g, None, min_depth, max_depth) for p, g in zip(preds, gts))
 
 
+FRAME_UNCERTAINTY_METHODS = ("mean_b", "mean_u", "median_b", "q90_b")
+
+
+def frame_uncertainty(uncertainty: np.ndarray, valid: Optional[np.ndarray] = None, method: str = "mean_b"
+                      ) -> float:
+    """One score per frame from the uncertainty map u = log b (higher = the frame is expected to be worse).
+
+    The default, `mean_b`, is the mean over pixels of b = exp(u): under the Laplace model b is the
+    expected |log-depth error| of a pixel, so its mean is the frame's expected mean |log error|, which
+    tracks per-frame AbsRel; training fits exactly this quantity (edgedepth.train.losses
+    .frame_uncertainty_nll). It ranks held-out frames by error best of the aggregations measured
+    (mean of u, median or 90th percentile of b). `valid` (bool, same shape) restricts the pixels; the
+    runtime passes none (all pixels), as evaluation does. Any leading singleton axes are ignored.
+    """
+    u = np.asarray(uncertainty, dtype=np.float64)
+    if valid is not None:
+        u = u[np.broadcast_to(np.asarray(valid, dtype=bool), u.shape)]
+    u = u[np.isfinite(u)]
+    if u.size == 0:
+        return float("nan")
+    if method == "mean_b":
+        return float(np.exp(u).mean())
+    if method == "mean_u":
+        return float(u.mean())
+    if method == "median_b":
+        return float(np.exp(np.median(u)))
+    if method == "q90_b":
+        return float(np.exp(np.quantile(u, 0.9)))
+    raise ValueError(f"unknown frame uncertainty method {method!r}; use one of {FRAME_UNCERTAINTY_METHODS}")
+
+
 def rankdata(values: Sequence[float]) -> np.ndarray:
     """Ranks starting at 1, ties given their average rank (as scipy.stats.rankdata)."""
     x = np.asarray(values, dtype=np.float64)

@@ -3,7 +3,8 @@
     recover 'uploading' rows -> full scan ->
     loop: stop requested? --once done or out of time? -> housekeeping (scan, cap, stats) ->
           next ready job (highest score) -> upload it (HEAD first if an earlier try may have landed) ->
-          2xx: mark done, delete the local files | 400/413/415/422: move to failed/ |
+          2xx: mark done, then delete the local files (a helper thread, off the upload path) |
+          400/413/415/422: move to failed/ with the reason |
           anything else: back off (exponential, full jitter, capped) and keep the data
           -> nothing ready: sleep until the next poll or retry time (no busy loop)
 

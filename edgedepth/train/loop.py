@@ -23,7 +23,7 @@ import torch
 from edgedepth import __version__
 from edgedepth.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from edgedepth.errors import ConfigError, DataError
-from edgedepth.metrics import frame_metrics, mean_metrics, spearman
+from edgedepth.metrics import frame_metrics, frame_uncertainty, mean_metrics, spearman
 from edgedepth.models import build_model
 from edgedepth.models.registry import model_config
 from edgedepth.preprocess import Preprocessing
@@ -108,6 +108,8 @@ def validate(model, frames: Frames, pre: Preprocessing, device: torch.device, ba
     kept = [i for i, r in enumerate(rows) if r is not None]
     out["unc_spearman"] = spearman([float(unc[i].mean()) for i in kept], [rows[i]["abs_rel"] for i in kept])
     out["scale_spearman"] = spearman([float(np.exp(unc[i]).mean()) for i in kept],
+                                     [rows[i]["abs_rel"] for i in kept])
+    out["frame_spearman"] = spearman([frame_uncertainty(unc[i]) for i in kept],
                                      [rows[i]["abs_rel"] for i in kept])
     out["mean_uncertainty"] = float(unc.mean())
     return out
@@ -315,7 +317,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
                     tqdm.write(f"epoch {epoch + 1}: loss {row.get('train_loss', float('nan')):.4f}  "
                                f"val AbsRel {last_metrics['abs_rel']:.4f}  d1 {last_metrics['d1']:.4f}  "
                                f"RMSE {last_metrics['rmse']:.3f}  unc-Spearman "
-                               f"{last_metrics['unc_spearman']:.3f}  ({row['epoch_s']:.0f}s)")
+                               f"{last_metrics['frame_spearman']:.3f}  ({row['epoch_s']:.0f}s)")
             reserve_s = broadcast_float(info, reserve_s, device)
             if out_of_time or (budget_s and progress_now() >= 1.0):
                 break

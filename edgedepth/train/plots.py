@@ -23,8 +23,8 @@ def plot_history(history: List[Dict[str, float]], path: Path) -> Path:
     axes[1].plot(epochs, [h.get("val_rmse_log", float("nan")) for h in history], "s--", label="RMSE log")
     axes[1].set_title("validation error")
     axes[2].plot(epochs, [h.get("val_d1", float("nan")) for h in history], "o-", label="delta<1.25")
-    axes[2].plot(epochs, [h.get("val_unc_spearman", float("nan")) for h in history], "s--",
-                 label="Spearman(unc, AbsRel)")
+    spear = [h.get("val_frame_spearman", h.get("val_unc_spearman", float("nan"))) for h in history]
+    axes[2].plot(epochs, spear, "s--", label="Spearman(frame uncertainty, AbsRel)")
     axes[2].set_title("validation accuracy")
     for ax in axes:
         ax.set_xlabel("epoch")

@@ -150,3 +150,16 @@ def test_open_store_rejects_bad_uris_and_names(tmp_path):
     with pytest.raises(DataError, match="bad item id"):
         store.put_item("../" + iid[3:], files, meta)
     assert list(store.iter_items()) == []
+
+
+def test_head_style_has_heals_an_unindexed_item(tmp_path):
+    """Killed between the rename and the index insert, then asked by HEAD: the daemon will never POST
+    again, so `has` must index the committed item itself."""
+    store = LocalStore(tmp_path, min_free_bytes=0)
+    iid, files, meta = item(4)
+    store.put_item(iid, files, meta)
+    store.index._db.execute("DELETE FROM items WHERE id = ?", (iid,))
+    assert iid not in {m["id"] for m in store.iter_items()}
+    assert store.has(iid) is True
+    assert iid in {m["id"] for m in store.iter_items()}
+    assert store.has("0" * 64) is False

@@ -59,3 +59,26 @@ def test_decoupled_mode_trains_depth_by_l1_and_uncertainty_by_detached_nll():
     assert float(unc.grad[0, 0, 0, 0]) == pytest.approx((1 - math.log(2.0) * math.exp(-1.0)) / 16, rel=1e-5)
     with pytest.raises(ValueError, match="loss mode"):
         DepthLoss(mode="bogus")(depth, unc, gt, gt > 0)
+
+
+def test_frame_uncertainty_nll_is_minimised_at_the_frame_mean_error():
+    import torch
+
+    from edgedepth.train.losses import frame_uncertainty_nll
+
+    log_gt = torch.zeros(2, 1, 4, 4)
+    log_pred = torch.full((2, 1, 4, 4), 0.1)
+    log_pred[1] = 0.3  # the second frame is three times worse
+    mask = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    u = torch.zeros(2, 1, 4, 4, requires_grad=True)
+    opt = torch.optim.Adam([u], lr=0.05)
+    for _ in range(400):
+        opt.zero_grad()
+        frame_uncertainty_nll(log_pred, log_gt, u, mask).backward()
+        opt.step()
+    b = torch.exp(u.detach()).mean(dim=(1, 2, 3))
+    assert b[0].item() == pytest.approx(0.1, rel=0.05) and b[1].item() == pytest.approx(0.3, rel=0.05)
+    # the error is detached: the term never moves the depth prediction
+    lp = log_pred.clone().requires_grad_(True)
+    frame_uncertainty_nll(lp, log_gt, torch.zeros(2, 1, 4, 4, requires_grad=True), mask).backward()
+    assert lp.grad is None or float(lp.grad.abs().sum()) == 0.0

@@ -60,3 +60,18 @@ def test_spearman_and_ranks():
     # hand value: ranks a=(1,2,3,4,5), b=(2,1,4,3,5): d^2 sum = 4 -> 1 - 6*4/(5*24) = 0.8
     assert spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) == pytest.approx(0.8)
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_frame_uncertainty_aggregations():
+    from edgedepth.metrics import frame_uncertainty
+
+    u = np.log(np.array([[0.1, 0.2], [0.3, 0.4]]))
+    assert frame_uncertainty(u) == pytest.approx(0.25)  # mean of b = exp(u)
+    assert frame_uncertainty(u[None, None]) == pytest.approx(0.25)  # (1,1,H,W) maps from a runtime
+    assert frame_uncertainty(u, method="mean_u") == pytest.approx(np.log([0.1, 0.2, 0.3, 0.4]).mean())
+    assert frame_uncertainty(u, valid=np.array([[True, False], [False, True]])) == pytest.approx(0.25)
+    assert frame_uncertainty(u, valid=np.array([[False, False], [True, True]])) == pytest.approx(0.35)
+    assert frame_uncertainty(u, method="q90_b") == pytest.approx(np.exp(np.quantile(u, 0.9)))
+    assert math.isnan(frame_uncertainty(u, valid=np.zeros((2, 2), bool)))
+    with pytest.raises(ValueError):
+        frame_uncertainty(u, method="max")

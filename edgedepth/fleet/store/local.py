@@ -160,7 +160,13 @@ class LocalStore(Store):
 
     # -- reading -------------------------------------------------------------------------------
     def has(self, item_id: str) -> bool:
-        return (self.item_dir(item_id) / META_NAME).is_file()
+        """Whether the item is committed. A committed item missing from the index (the server was killed
+        between the rename and the index insert) is indexed now, so a device that learns from HEAD that
+        the item is stored and never re-sends it cannot leave it out of the next training round."""
+        if not (self.item_dir(item_id) / META_NAME).is_file():
+            return False
+        self._heal_index(item_id)
+        return True
 
     def get_meta(self, item_id: str) -> dict:
         path = self.item_dir(item_id) / META_NAME
