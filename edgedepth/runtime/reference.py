@@ -1,0 +1,141 @@
+"""Epistemic novelty: how far a frame's appearance is from the frames the model was trained on.
+
+A model's aleatoric uncertainty head does not flag inputs unlike its training data (it learned the noise of
+familiar inputs, not what it has never seen). A domain shift (night, fog, a street instead of a room) shows
+in plain image statistics, though: brightness, contrast, saturation, colour, texture energy. So each frame
+gets a small appearance embedding that keeps exactly those cues (nothing is normalised away), standardised
+per dimension with the statistics of a REFERENCE SET of training-frame embeddings that ships with the model
+bundle (`reference_embeddings.npz`, written by `build_reference` + `save_reference`). A frame's novelty is
+its mean distance to its k nearest reference embeddings, divided by the same quantity measured within the
+reference set (leave-one-out median): about 1 on training-like frames, larger the further out a frame is.
+Cost: a 32x24 resize and a (n_ref x 60) matrix-vector product, well under 0.1 ms.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from edgedepth.errors import DataError
+
+REFERENCE_FILE = "reference_embeddings.npz"
+THUMB = (4, 3)  # colour thumbnail, width x height
+HIST_BINS = 8
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# dimension groups: global colour/brightness stats 9, grey histogram 8, texture 3, colour thumbnail 36
+GROUPS = (("stats", 9), ("hist", HIST_BINS), ("texture", 3), ("thumb", THUMB[0] * THUMB[1] * 3))
+EMBED_DIM = sum(n for _, n in GROUPS)
+
+
+def appearance_embedding(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 HxWx3 -> float32 (EMBED_DIM,) of raw (unstandardised) appearance features."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise DataError(f"expected an RGB image HxWx3, got shape {rgb.shape}")
+    h, w = rgb.shape[:2]
+    if h > 96 or w > 128:  # constant cost for any frame size
+        rgb = cv2.resize(rgb, (64, 48), interpolation=cv2.INTER_NEAREST)
+    small = cv2.resize(rgb, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32) * (1.0 / 255.0)
+    px = small.reshape(-1, 3)
+    grey = (px @ _LUMA).reshape(24, 32)
+    mx, mn = px.max(axis=1), px.min(axis=1)
+    sat = (mx - mn) / (mx + 1e-3)
+    stats = np.concatenate([px.mean(axis=0), px.std(axis=0),
+                            [grey.mean(), grey.std(), sat.mean()]]).astype(np.float32)
+    hist = np.sqrt(np.bincount(np.minimum((grey * HIST_BINS).astype(np.int32), HIST_BINS - 1).ravel(),
+                               minlength=HIST_BINS)[:HIST_BINS] * (1.0 / grey.size)).astype(np.float32)
+    gx = np.abs(np.diff(grey, axis=1)).mean()
+    gy = np.abs(np.diff(grey, axis=0)).mean()
+    lap = np.abs(grey[1:-1, 1:-1] * 4 - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]).mean()
+    texture = np.array([gx, gy, lap], dtype=np.float32)
+    thumb = cv2.resize(small, THUMB, interpolation=cv2.INTER_AREA).ravel()
+    return np.concatenate([stats, hist, texture, thumb]).astype(np.float32)
+
+
+def _group_weights() -> np.ndarray:
+    """Each group weighs the same in the distance, whatever its number of dimensions."""
+    return np.concatenate([np.full(n, 1.0 / np.sqrt(n), dtype=np.float32) for _, n in GROUPS])
+
+
+class Reference:
+    """Standardised reference embeddings + the scale that makes in-distribution novelty about 1."""
+
+    def __init__(self, embeddings: np.ndarray, k: int = 5):
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != EMBED_DIM or len(emb) < 2:
+            raise DataError(f"reference embeddings must be (n >= 2, {EMBED_DIM}), got {emb.shape}")
+        self.raw = emb
+        self.k = max(1, min(int(k), len(emb) - 1))
+        self.mean = emb.mean(axis=0)
+        std = emb.std(axis=0)
+        self.scale = _group_weights() / np.maximum(std, 0.02 * float(np.median(std)) + 1e-6)
+        self.z = (emb - self.mean) * self.scale
+        self.z_sq = (self.z * self.z).sum(axis=1)
+        # leave-one-out k-NN distance inside the reference set: what "familiar" looks like
+        d2 = self.z_sq[:, None] - 2.0 * self.z @ self.z.T + self.z_sq[None, :]
+        np.fill_diagonal(d2, np.inf)
+        knn = np.sqrt(np.maximum(np.partition(d2, self.k - 1, axis=1)[:, :self.k], 0.0)).mean(axis=1)
+        self.unit = float(np.median(knn)) or 1.0
+
+    def novelty(self, emb: np.ndarray) -> float:
+        """Mean distance to the k nearest reference frames, in units of the reference's own spacing."""
+        z = (emb - self.mean) * self.scale
+        d2 = self.z_sq - 2.0 * (self.z @ z) + float(z @ z)
+        k = self.k
+        near = np.partition(d2, k - 1)[:k] if len(d2) > k else d2
+        return float(np.sqrt(np.maximum(near, 0.0)).mean()) / self.unit
+
+
+def build_reference(dataset_dirs: Sequence[Union[str, Path]], n: int = 600, seed: int = 0) -> np.ndarray:
+    """Embeddings of up to `n` frames drawn (seeded) from the training data sets the model was trained on."""
+    from edgedepth.data.formats import open_dataset
+
+    pool = []
+    for d in dataset_dirs:
+        ds = open_dataset(str(d))
+        pool.extend((ds, i) for i in range(len(ds)))
+    if len(pool) < 2:
+        raise DataError(f"need at least 2 training frames for a reference set, found {len(pool)} in "
+                        f"{', '.join(str(d) for d in dataset_dirs)}")
+    chosen = random.Random(seed).sample(pool, min(int(n), len(pool)))
+    return np.stack([appearance_embedding(ds[i].rgb) for ds, i in chosen])
+
+
+def save_reference(path: Union[str, Path], embeddings: np.ndarray) -> Path:
+    """Write REFERENCE_FILE (or `path` when it is a file name); a bundle directory gets BUNDLE/REFERENCE_FILE."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / REFERENCE_FILE
+    with open(path, "wb") as f:
+        np.savez_compressed(f, embeddings=np.asarray(embeddings, dtype=np.float32),
+                            dim=np.array(EMBED_DIM), version=np.array(1))
+    return path
+
+
+def load_reference(path: Union[str, Path, None], k: int = 5) -> Optional[Reference]:
+    """The Reference in `path` (a bundle directory or the .npz), or None when there is none."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        path = path / REFERENCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            emb = z["embeddings"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"cannot read reference embeddings {path}: {exc}; re-export the bundle") from exc
+    return Reference(emb, k=k)
+
+
+def bundle_of(model_path: str) -> Optional[Path]:
+    """The bundle directory a backend's model file lives in."""
+    return Path(model_path).parent if model_path else None
+
+
+__all__: List[str] = ["REFERENCE_FILE", "EMBED_DIM", "appearance_embedding", "Reference", "build_reference",
+                      "save_reference", "load_reference", "bundle_of"]
