@@ -4,9 +4,11 @@
     python scripts/scaling_study.py --out runs/scaling            # full: 2^5..2^12 frames, 2 seeds (~30 min)
     python scripts/scaling_study.py --out runs/scaling-quick --quick   # plumbing check (~1-2 min)
 
-Compute rule: every run gets the same number of optimisation steps (--steps, batch --batch-size),
-spread over about --epochs epochs; a small set is repeated within an epoch, a set larger than the
-budget gets one epoch (4096 frames = 256 steps of 16 = exactly one epoch at the defaults).
+Compute rule (--rule): "fixed" (default) gives every run the same number of optimisation steps
+(--steps, batch --batch-size) spread over about --epochs epochs: a small set is repeated within an
+epoch, a set larger than the budget gets one epoch (4096 frames = 256 steps of 16 = one epoch).
+"proportional" gives --epochs epochs of the set, at least --steps and at most --max-steps (bigger
+sets get more compute too, as when a model is trained to convergence on each set).
 Everything (training, validation and the held-out test sequences) is rendered at --render-size;
 the network sees it resized to --input-size, the classical method at full resolution. Both are
 scored with edgedepth.metrics on the same frames, pixels and depth range.
@@ -42,7 +44,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=_ints, default=None,
                     help="training-set sizes, e.g. 32,64,128 (default 2^5..2^12)")
     ap.add_argument("--seeds", type=_ints, default=None, help="training seeds, e.g. 0,1")
+    ap.add_argument("--rule", choices=["fixed", "proportional"], default=None,
+                    help="compute rule: fixed = --steps at every size (default); proportional = --epochs "
+                         "epochs of the set, at least --steps, at most --max-steps")
     ap.add_argument("--steps", type=int, default=None, help="optimisation steps per run (default 256)")
+    ap.add_argument("--max-steps", type=int, default=None, help="cap of the proportional rule (default 1024)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs the steps are spread over (default 4)")
     ap.add_argument("--batch-size", type=int, default=None, help="batch size (default 16)")
     ap.add_argument("--model", default=None, help="model size: tiny | small | base (default small)")
@@ -78,7 +84,8 @@ def main(argv=None) -> int:
         base.update(sizes=[8, 16, 32], seeds=[0], steps=8, epochs=2, batch_size=8, model="tiny",
                     input_size=(64, 96), render_size=(144, 192), test_frames=24, test_sequences=2,
                     val_frames=8, gap=6)
-    overrides = dict(sizes=args.sizes, seeds=args.seeds, steps=args.steps, epochs=args.epochs,
+    overrides = dict(sizes=args.sizes, seeds=args.seeds, rule=args.rule, steps=args.steps,
+                     max_steps=args.max_steps, epochs=args.epochs,
                      batch_size=args.batch_size, model=args.model, input_size=args.input_size,
                      render_size=args.render_size, domain=args.domain, test_frames=args.test_frames,
                      test_sequences=args.test_sequences,

@@ -286,8 +286,11 @@ class StudyConfig:
     out_dir: str
     sizes: List[int] = field(default_factory=lambda: [2 ** k for k in range(5, 13)])
     seeds: List[int] = field(default_factory=lambda: [0, 1])
-    steps: int = 256  # optimisation steps per run, the same for every size (the compute rule)
-    epochs: int = 4  # ... spread over about this many epochs (small sets repeated within an epoch)
+    rule: str = "fixed"  # compute rule: "fixed" = `steps` at every size; "proportional" = `epochs`
+    # epochs of the set, at least `steps` and at most `max_steps` (bigger sets also get more compute)
+    steps: int = 256  # optimisation steps per run (the floor under "proportional")
+    epochs: int = 4  # the steps are spread over about this many epochs (small sets repeated in an epoch)
+    max_steps: int = 1024  # cap of the "proportional" rule
     batch_size: int = 16
     model: str = "small"
     input_size: Tuple[int, int] = (96, 128)  # network input
@@ -309,11 +312,28 @@ class StudyConfig:
             raise ConfigError("the study needs training sizes >= 2 frames and at least one seed")
         if self.steps < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("steps, epochs and batch size must be >= 1")
+        if self.rule not in ("fixed", "proportional"):
+            raise ConfigError(f"unknown compute rule {self.rule!r}; use fixed or proportional")
         if self.test_sequences < 1 or self.test_frames // self.test_sequences <= self.gap:
             raise ConfigError(f"each test sequence needs more than gap={self.gap} frames: raise "
                               f"--test-frames or lower --test-sequences ({self.test_frames} frames in "
                               f"{self.test_sequences})")
         return self
+
+
+def target_steps(cfg: StudyConfig, frames: int) -> int:
+    """Optimisation steps a run on `frames` frames gets under the study's compute rule."""
+    if cfg.rule == "fixed":
+        return cfg.steps
+    return int(min(cfg.max_steps, max(cfg.steps, round(cfg.epochs * frames / cfg.batch_size))))
+
+
+def rule_text(cfg: StudyConfig) -> str:
+    if cfg.rule == "fixed":
+        return (f"about {cfg.steps} optimisation steps of batch {cfg.batch_size} per run at every size, over "
+                f"~{cfg.epochs} epochs (small sets repeated within an epoch)")
+    return (f"{cfg.epochs} epochs of the training set per run (batch {cfg.batch_size}), at least "
+            f"{cfg.steps} and at most {cfg.max_steps} steps (small sets repeated within an epoch)")
 
 
 @dataclass
@@ -384,7 +404,7 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
     plan = json.loads(json.dumps(plan))
     rows: List[Dict[str, Any]] = []
     for n in sorted(cfg.sizes):
-        repeat, epochs, _ = compute_plan(n, cfg.steps, cfg.batch_size, cfg.epochs)
+        repeat, epochs, _ = compute_plan(n, target_steps(cfg, n), cfg.batch_size, cfg.epochs)
         for seed in cfg.seeds:
             run_dir = out / "runs" / f"n{n:05d}_s{seed}"
             done = run_dir / "result.json"
@@ -418,9 +438,7 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
     crossovers_cov = {m: crossover(sizes, [s[m] for s in summary_cov], classical["covered"][m], m)
                       for m in ("d1", "abs_rel")}
     result = {
-        "config": {**asdict(cfg), "compute_rule": f"about {cfg.steps} optimisation steps of batch "
-                   f"{cfg.batch_size} per run at every size, over ~{cfg.epochs} epochs (small sets repeated "
-                   "within an epoch)"},
+        "config": {**asdict(cfg), "compute_rule": rule_text(cfg)},
         "test_frames": len(data.test), "classical": classical, "runs": rows, "summary": summary,
         "summary_on_classical_pixels": summary_cov,
         "crossover": {m: c.to_dict() for m, c in crossovers.items()},
@@ -433,9 +451,10 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
     }
     (out / "scaling.json").write_text(json.dumps(result, indent=1, default=float))
     write_table(out / "scaling.csv", rows, classical)
+    steps_txt = str(cfg.steps) if cfg.rule == "fixed" else f"{cfg.steps}..{cfg.max_steps}"
     plot_study(out / "scaling.png", rows, summary, classical, crossovers,
                f"{cfg.model} model, {cfg.domain}, {len(data.test)} held-out frames; classical {rep.method} "
-               f"(gap {cfg.gap}); {cfg.steps} steps/run")
+               f"(gap {cfg.gap}); compute: {cfg.rule}, {steps_txt} steps/run")
     for c in crossovers.values():
         progress(c.note)
     return result

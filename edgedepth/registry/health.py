@@ -9,7 +9,8 @@ swaps the old one back and marks the version bad. Rules, in order:
 3. after N frames: more than `max_degenerate_fraction` of the frames are degenerate (all zero,
    all <= 0, or one constant value)                         -> roll back;
 4. after N frames: median latency (warm-up frames excluded) above `latency_budget_factor` x the old
-   model's median latency, or above `max_latency_ms`        -> roll back;
+   model's median latency (and above `min_latency_budget_ms`, default 5 ms: at sub-millisecond
+   inference scheduler jitter alone exceeds 2-4x), or above `max_latency_ms` -> roll back;
 5. otherwise healthy.
 """
 
@@ -47,7 +48,8 @@ class HealthCheck:
 
     def __init__(self, frames: int = 20, latency_budget_factor: float = 2.0,
                  baseline_latency_ms: Optional[float] = None, max_latency_ms: Optional[float] = None,
-                 warmup_frames: int = 2, max_degenerate_fraction: float = 0.5):
+                 warmup_frames: int = 2, max_degenerate_fraction: float = 0.5,
+                 min_latency_budget_ms: float = 5.0):
         if frames < 1 or warmup_frames < 0 or latency_budget_factor <= 0:
             raise ValueError("HealthCheck needs frames >= 1, warmup_frames >= 0, latency_budget_factor > 0")
         self.frames = int(frames)
@@ -56,6 +58,8 @@ class HealthCheck:
         self.max_latency_ms = max_latency_ms
         self.warmup_frames = int(warmup_frames)
         self.max_degenerate_fraction = float(max_degenerate_fraction)
+        # below this absolute budget a slower median is scheduler noise, not a slower model (0.4 -> 1.6 ms)
+        self.min_latency_budget_ms = float(min_latency_budget_ms)
         self.seen = 0
         self.degenerate = 0
         self.latencies: List[float] = []
@@ -108,7 +112,8 @@ class HealthCheck:
                                        "(all zero, non-positive or constant depth)")
         med = self._median_latency()
         if med is not None and self.baseline_latency_ms:
-            budget = self.latency_budget_factor * float(self.baseline_latency_ms)
+            budget = max(self.latency_budget_factor * float(self.baseline_latency_ms),
+                         self.min_latency_budget_ms)
             if med > budget:
                 return self._decide(False, f"median latency {med:.1f} ms is over "
                                            f"{self.latency_budget_factor:g}x the previous model's "

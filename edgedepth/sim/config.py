@@ -47,6 +47,8 @@ class SimConfig:
     gate_tolerance: float = 0.02
     gate_min_gain: float = 0.0
     health_frames: int = 10
+    reference_frames: int = 600  # training-frame embeddings shipped in every bundle (epistemic novelty)
+    freeze_bn: bool = True  # fine-tune with BatchNorm running statistics frozen
     prime_frames: int = 600  # hard: the selector first scores this many of the model's training frames
     # machinery
     threads: int = 1  # torch threads: on a small shared CPU one thread beats two (no spin-waiting)

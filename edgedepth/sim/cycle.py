@@ -49,8 +49,10 @@ def evaluate_model(model: Path, eval_sets: Dict[str, Path], original: str) -> Di
 
 
 def export_bundle(checkpoint: Path, bundle: Path, parity_data: Path, extra: Dict[str, dict],
-                  calibrate_data: Optional[Path] = None, threads: int = 1) -> Path:
-    """checkpoint -> BUNDLE (model.onnx, optional INT8 cpu model, metrics.json, lineage.json, manifest)."""
+                  calibrate_data: Optional[Path] = None, threads: int = 1,
+                  reference_data: Optional[List[Path]] = None, reference_frames: int = 600) -> Path:
+    """checkpoint -> BUNDLE (model.onnx, optional INT8 cpu model, metrics.json, lineage.json, manifest);
+    with `reference_data` (the model's training sets) also the selector's reference_embeddings.npz."""
     from edgedepth import bundle as bundle_mod
     from edgedepth.export.onnx import export_onnx
 
@@ -69,6 +71,10 @@ def export_bundle(checkpoint: Path, bundle: Path, parity_data: Path, extra: Dict
         shutil.rmtree(bundle / ".cache", ignore_errors=True)
     for name, payload in extra.items():
         bundle_mod.write_json_atomic(bundle / name, payload)
+    if reference_data:
+        from edgedepth.runtime.reference import build_reference, save_reference
+
+        save_reference(bundle, build_reference(reference_data, n=reference_frames))
     bundle_mod.write_manifest(bundle)
     return bundle
 
@@ -204,7 +210,7 @@ class FleetRun:
 
         backend = self.devices[0].next_backend
         pre = backend.info.preprocessing
-        selector = FrameSelector(sel)
+        selector = FrameSelector(sel, reference=self.reference(backend))
         frames = self._prime_frames()
         buf = np.empty(backend.input_shape, dtype=np.float32)
         n = len(frames)
@@ -213,6 +219,13 @@ class FleetRun:
             depth, unc = backend.infer(buf)
             selector.score(rgb, np.array(depth[0, 0]), np.array(unc[0, 0]), j - n - 1, j / 30.0)
         return selector
+
+    @staticmethod
+    def reference(backend):
+        """The training-frame reference set shipped in the backend's bundle (None when it has none)."""
+        from edgedepth.runtime.reference import bundle_of, load_reference
+
+        return load_reference(bundle_of(getattr(backend, "model_path", "")))
 
     def _prime_frames(self) -> list:
         """Up to cfg.prime_frames RGB frames drawn (seeded) from every training split the model has seen."""
@@ -270,6 +283,7 @@ class FleetRun:
         result = train(TrainConfig(
             data=[str(p) for p in data], val=[val or str(self.assets.gate_set)], out=str(run_dir),
             init_from=str(self.current), epochs=epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size,
+            freeze_bn=cfg.freeze_bn,
             seed=derive_seed(self.seed, r, 13) % 100000, threads=cfg.threads, workers=1, progress=False,
             name="edgedepth-sim", version=f"{self.strategy}-round{r}", training_round=r,
             extra_lineage={"round": str(out), "strategy": self.strategy, "sim_seed": self.seed}))
@@ -298,7 +312,9 @@ class FleetRun:
                 "lineage.json": {"round": str(out), "strategy": self.strategy, "seed": self.seed,
                                  "init_from": str(self.current), "round_report": lineage["report"],
                                  "train_data": [str(p) for p in data]}},
-                calibrate_data=self.assets.gate_set if cfg.calibrate else None, threads=cfg.threads)
+                calibrate_data=self.assets.gate_set if cfg.calibrate else None, threads=cfg.threads,
+                reference_data=list(self.round_dirs) if cfg.reference_frames else None,
+                reference_frames=cfg.reference_frames)
             rec.version = self._publish(bundle, notes=f"{self.strategy} round {r}")
             rec.promoted = True
             self.current, self.current_metrics = candidate, rec.candidate_metrics

@@ -29,7 +29,7 @@ from edgedepth.runtime.sources import Frame, RawSource
 
 log = logging.getLogger(__name__)
 
-LATENCY_FLOOR_MS = 5.0  # health check: a swap is judged slow only beyond 4x max(previous median, this)
+LATENCY_FLOOR_MS = 5.0  # health check: a swap is judged slow only beyond max(4x previous median, this)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -305,11 +305,11 @@ class SimDevice:
         if self._pending is not None:
             new, swap_version = self._pending
             self._pending = None
-            # The latency rule compares medians of a few frames; at sub-millisecond inference on a shared
-            # CPU, scheduler jitter alone exceeds 2-4x, so the baseline gets a floor of LATENCY_FLOOR_MS.
-            base_ms = max(self._last_infer_ms or 0.0, LATENCY_FLOOR_MS)
+            # at sub-millisecond inference on a shared CPU scheduler jitter alone exceeds 2-4x: the
+            # health check's absolute floor (min_latency_budget_ms) keeps that from rolling back
             check = HealthCheck(frames=max(1, min(health_frames, len(frames) // 2)),
-                                latency_budget_factor=4.0, baseline_latency_ms=base_ms)
+                                latency_budget_factor=4.0, baseline_latency_ms=self._last_infer_ms or None,
+                                min_latency_budget_ms=LATENCY_FLOOR_MS)
             loop.swap_backend(new, health_check=check, on_verdict=self._on_verdict(swap_version))
         try:
             summary = loop.run()

@@ -258,6 +258,10 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
         for epoch in range(start_epoch, last_epoch_cap):
             t_epoch = time.monotonic()
             net.train()
+            if cfg.freeze_bn:  # keep the running statistics the model was trained with
+                for m in net.modules():
+                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                        m.eval()
             sampler.set_epoch(epoch)
             order = np.fromiter(iter(sampler), dtype=np.int64)
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + info.rank)

@@ -19,6 +19,7 @@ from edgedepth.bench.scaling import (
     crossover,
     format_summary,
     run_study,
+    target_steps,
 )
 from edgedepth.errors import ConfigError
 
@@ -59,6 +60,15 @@ def test_compute_rule_gives_the_same_steps_at_every_size():
     assert compute_plan(3, 10, 16, 1)[2] >= 1  # batch larger than the set: still trains
     with pytest.raises(ConfigError):
         compute_plan(0, 256, 16, 4)
+
+
+def test_proportional_rule_grows_with_the_set_and_is_capped(tmp_path):
+    cfg = StudyConfig(out_dir=str(tmp_path), rule="proportional", steps=256, epochs=4, max_steps=1024)
+    plan = {n: compute_plan(n, target_steps(cfg, n), 16, 4)[2] for n in (32, 1024, 2048, 4096, 8192)}
+    assert plan == {32: 256, 1024: 256, 2048: 512, 4096: 1024, 8192: 1024}
+    assert target_steps(StudyConfig(out_dir=str(tmp_path)), 4096) == 256  # "fixed" is the default
+    with pytest.raises(ConfigError):
+        StudyConfig(out_dir=str(tmp_path), rule="more").validate()
 
 
 def _plane_sequence(n: int, Z: float = 3.0, f: float = 100.0, shift_px: int = 4, seed: int = 0):

@@ -203,3 +203,24 @@ def test_domains_differ():
     out = synth.render_frame("outdoor", 1, 48, 64)
     assert (out.depth == 0).mean() > 0.05  # sky / beyond range is invalid
     assert out.depth.max() > 15 and max(f.depth.max() for f in indoor) < 12.5
+
+
+def test_indoor_scenes_have_real_world_scale_cues():
+    from edgedepth.data import scenes
+    from edgedepth.data.synth import make_scene
+
+    per_kind = {}
+    for seed in range(12):
+        sc = make_scene("indoor", seed)
+        x0, y0, z0, x1, y1, z1 = sc.room
+        assert scenes.ROOM_HEIGHT[0] <= z1 <= scenes.ROOM_HEIGHT[1]
+        assert scenes.CAMERA_HEIGHT[0] <= sc.cam_height <= scenes.CAMERA_HEIGHT[1]
+        for tex, scale in zip(sc.mat_tex, sc.mat_scale):
+            per_kind.setdefault(tex // 3, set()).add(round(scale, 6))
+        # at least one standard door: 0.8-0.92 m wide, 2.0-2.1 m tall, standing on the floor
+        (wlo, whi), (hlo, hhi) = scenes.DOOR_SIZE
+        doors = [b for b in sc.boxes if abs(b[2] - b[5]) < 1e-9 and hlo <= 2 * b[5] <= hhi
+                 and wlo - 1e-9 <= 2 * max(b[3], b[4]) <= whi + 1e-9]
+        assert doors, f"scene {seed} ({sc.layout}) has no standard-size door"
+    # every material kind (bar building facades) has one metres-per-tile, whatever the scene
+    assert all(len(v) == 1 for v in per_kind.values()), per_kind

@@ -53,3 +53,17 @@ def test_load_error_and_absolute_budget():
     assert HealthCheck().load_failed("boom").reason.endswith("boom")
     assert assess([good()] * 4, [30.0] * 4, max_latency_ms=20.0, warmup_frames=0).rollback
     assert assess([None], [1.0]).rollback
+
+
+def test_latency_rule_has_an_absolute_floor():
+    """0.4 ms -> 1.6 ms is scheduler noise at sub-millisecond inference, not a slower model."""
+    import numpy as np
+
+    from edgedepth.registry.health import assess
+
+    depths = [np.linspace(1.0, 5.0, 64, dtype=np.float32).reshape(8, 8) for _ in range(10)]
+    assert assess(depths, [1.6] * 10, baseline_latency_ms=0.4, latency_budget_factor=2.0).healthy
+    slow = assess(depths, [9.0] * 10, baseline_latency_ms=0.4, latency_budget_factor=2.0)
+    assert not slow.healthy and "latency" in slow.reason
+    assert not assess(depths, [1.6] * 10, baseline_latency_ms=0.4, latency_budget_factor=2.0,
+                      min_latency_budget_ms=0.0).healthy
