@@ -49,15 +49,19 @@ def appearance_embedding(rgb: np.ndarray) -> np.ndarray:
                                minlength=HIST_BINS)[:HIST_BINS] * (1.0 / grey.size)).astype(np.float32)
     gx = np.abs(np.diff(grey, axis=1)).mean()
     gy = np.abs(np.diff(grey, axis=0)).mean()
-    lap = np.abs(grey[1:-1, 1:-1] * 4 - grey[:-2, 1:-1] - grey[2:, 1:-1] - grey[1:-1, :-2] - grey[1:-1, 2:]).mean()
+    lap = np.abs(grey[1:-1, 1:-1] * 4 - grey[:-2, 1:-1] - grey[2:, 1:-1]
+                 - grey[1:-1, :-2] - grey[1:-1, 2:]).mean()
     texture = np.array([gx, gy, lap], dtype=np.float32)
     thumb = cv2.resize(small, THUMB, interpolation=cv2.INTER_AREA).ravel()
     return np.concatenate([stats, hist, texture, thumb]).astype(np.float32)
 
 
+GROUP_WEIGHTS = {"stats": 1.0, "hist": 1.0, "texture": 0.5, "thumb": 1.0}
+
+
 def _group_weights() -> np.ndarray:
-    """Each group weighs the same in the distance, whatever its number of dimensions."""
-    return np.concatenate([np.full(n, 1.0 / np.sqrt(n), dtype=np.float32) for _, n in GROUPS])
+    """Each group weighs GROUP_WEIGHTS[group] in the distance, whatever its number of dimensions."""
+    return np.concatenate([np.full(n, GROUP_WEIGHTS[g] / np.sqrt(n), dtype=np.float32) for g, n in GROUPS])
 
 
 class Reference:
@@ -105,7 +109,7 @@ def build_reference(dataset_dirs: Sequence[Union[str, Path]], n: int = 600, seed
 
 
 def save_reference(path: Union[str, Path], embeddings: np.ndarray) -> Path:
-    """Write REFERENCE_FILE (or `path` when it is a file name); a bundle directory gets BUNDLE/REFERENCE_FILE."""
+    """Write the reference to `path` (a file), or to BUNDLE/REFERENCE_FILE when `path` is a directory."""
     path = Path(path)
     if path.is_dir():
         path = path / REFERENCE_FILE

@@ -20,7 +20,8 @@ score = (mean exp(u) + w_q q90 exp(u)) * (1 + w_t flicker).
     Measured on the simulation's fleet videos (seed 6, tiny model, 64x96): novelty_ref medians indoor 1.2,
     outdoor 1.3, fog 3.9, night 87 - night and fog separate fully, outdoor does not (its appearance
     statistics overlap the indoor frames'; see reference.py).
-The keep threshold adapts: the (1 - rate)
+With a reference the keep rule is absolute (novelty_ref >= novelty_threshold: well outside the training
+data), otherwise the keep threshold adapts: the (1 - rate)
 quantile of the last `window` scores (after `warmup` frames); a token bucket holds the long-run keep rate
 at `rate`. Budgets (max per hour, minimum spacing in frames and seconds) apply in every mode; `random`
 keeps frames at the same rate without looking at them (the baseline), `none` keeps nothing.
@@ -66,8 +67,9 @@ class SelectionConfig:
     min_depth: float = 0.1
     max_depth: float = 40.0
     # with a reference set (training-frame embeddings)
-    uncertainty_weight: float = 1.0  # score = min(novelty_ref, novelty_cap) + w_u * (uncertainty score)
+    uncertainty_weight: float = 0.25  # score = min(novelty_ref, novelty_cap) + w_u * uncertainty score
     novelty_cap: float = 3.0  # beyond this many reference units a frame is simply out of distribution
+    novelty_threshold: float = 2.5  # with a reference: keep only frames this far from the training data
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -194,6 +196,13 @@ class FrameSelector:
         if cfg.mode == "random":
             if self.rng.random() >= cfg.rate:
                 return Decision(False, score, sig, "random")
+        elif self.reference is not None:  # a calibrated, absolute threshold: no stream quantile needed
+            if sig["novelty_ref"] < cfg.novelty_threshold:
+                self.rejected["threshold"] += 1
+                return Decision(False, score, sig, "like the training data")
+            if nov < cfg.novelty_min:
+                self.rejected["duplicate"] += 1
+                return Decision(False, score, sig, "near-duplicate of a kept frame")
         else:
             if self._seen <= cfg.warmup:
                 self.rejected["warmup"] += 1

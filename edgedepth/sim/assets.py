@@ -114,7 +114,7 @@ def prepare_assets(cfg: SimConfig, say: Callable[[str], None] = log.info) -> Ass
             "lineage.json": {"round": 0, "train_data": [str(train0)], "checkpoint": str(checkpoint)}},
             calibrate_data=gate_set if cfg.calibrate else None, threads=cfg.threads,
             reference_data=[train0] if cfg.reference_frames else None, reference_frames=cfg.reference_frames)
-        _mark(bundle, {"reference_frames": cfg.reference_frames})  # a dot file: bundles ignore it (not listed, not published)
+        _mark(bundle, {"reference_frames": cfg.reference_frames})  # a dot file: not listed, not published
     timings["export_s"] = time.monotonic() - t2
     return Assets(root=root, train0=train0, gate_set=gate_set, eval_sets=eval_sets,
                   base_checkpoint=checkpoint, key=keys / "signing.key", public_key=keys / "signing.pub",

@@ -23,11 +23,11 @@ class SimConfig:
     rounds: int = 2
     # the fleet
     devices: int = 4
-    frames_per_device: int = 400  # frames each device processes per round
+    frames_per_device: int = 1000  # frames each device processes per round (stream length is free)
     budget_per_device: int = 20  # uploads per device per round, the same for every strategy
     mix: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     original_domain: str = "indoor"
-    scene_length: int = 30  # frames per scene of a device's video
+    scene_length: int = 15  # frames per scene of a device's video (= a segment: more distinct scenes)
     segment_length: int = 15  # frames per domain segment of a device's video
     # models and data
     model: str = "tiny"
@@ -37,8 +37,8 @@ class SimConfig:
     eval_frames: int = 64  # per domain, unseen scene seeds, fixed across strategies and seeds
     gate_frames: int = 48  # original-domain regression set of the gate (not the evaluation set)
     # each round
-    finetune_steps: int = 150  # fixed optimiser-step budget per round (same for every strategy)
-    finetune_lr: float = 3e-4
+    finetune_steps: int = 300  # fixed optimiser-step budget per round (same for every strategy)
+    finetune_lr: float = 5e-4
     batch_size: int = 16
     replay_fraction: float = 3.0  # replay frames per new training frame, drawn from every earlier round
     train_on_all_rounds: bool = False  # True: --data rounds/0,...,rounds/N; False: rounds 1..N (+ replay)
@@ -49,6 +49,8 @@ class SimConfig:
     health_frames: int = 10
     reference_frames: int = 600  # training-frame embeddings shipped in every bundle (epistemic novelty)
     freeze_bn: bool = True  # fine-tune with BatchNorm running statistics frozen
+    rate_factor: float = 1.5  # keep rate = this x budget/frames, so every strategy spends its (capped) budget
+    min_spacing_frames: int = 8  # every strategy: at most ~2 uploads per 15-frame scene
     prime_frames: int = 600  # hard: the selector first scores this many of the model's training frames
     # machinery
     threads: int = 1  # torch threads: on a small shared CPU one thread beats two (no spin-waiting)
@@ -115,6 +117,7 @@ def quick_config(**overrides) -> SimConfig:
     cfg = SimConfig(seeds=[0], rounds=1, devices=2, frames_per_device=40, budget_per_device=6,
                     scene_length=10, segment_length=5, model="tiny", size=(32, 64), base_frames=24,
                     base_epochs=1, eval_frames=6, gate_frames=6, finetune_steps=3, batch_size=8,
-                    health_frames=3, threads=1, quick=True, prime_frames=16,
+                    health_frames=3, threads=1, quick=True, prime_frames=16, reference_frames=16,
+                    min_spacing_frames=1,
                     mix={"indoor": 0.5, "night": 0.25, "fog": 0.25})
     return replace(cfg, **overrides)

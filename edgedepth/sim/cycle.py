@@ -160,19 +160,29 @@ class FleetRun:
         if self.devices and self.devices[0].backend is not None:
             pre = self.devices[0].backend.info.preprocessing
             pre_min, pre_max = pre.min_depth, pre.max_depth
-        return SelectionConfig(mode=mode, rate=min(1.0, cfg.rate), max_per_hour=float(cfg.budget_per_device),
+        rate = cfg.rate * cfg.rate_factor
+        return SelectionConfig(mode=mode, rate=min(1.0, rate), max_per_hour=float(cfg.budget_per_device),
+                               min_spacing_frames=cfg.min_spacing_frames,
                                warmup=min(20, max(1, cfg.frames_per_device // 10)),
                                seed=derive_seed(self.seed, 71), min_depth=pre_min, max_depth=pre_max)
 
     def collect(self, r: int, clips: List[list], start_time: float,
                 progress: Optional[Callable] = None) -> RoundRecord:
         """Every device checks for an update, plays its clip through the loop, then uploads."""
+        from edgedepth.runtime.selection import FrameSelector
+
         rec = RoundRecord(round=r, strategy=self.strategy, seed=self.seed)
         t0 = time.monotonic()
         for d in self.devices:
             d.check_for_update()
         sel = self.selection()
-        primed = self.primed_selector(sel) if self.strategy == "hard" and self.cfg.prime_frames else None
+        primed = None
+        if self.strategy == "hard":
+            reference = self.reference(self.devices[0].next_backend)
+            if reference is not None:  # novelty against the training data: an absolute, calibrated score
+                primed = FrameSelector(sel, reference=reference)
+            elif self.cfg.prime_frames:  # no reference: start the stream statistics from training frames
+                primed = self.primed_selector(sel)
         stats: List[RunStats] = []
         for d, clip in zip(self.devices, clips):
             selector = copy.deepcopy(primed) if primed is not None else sel

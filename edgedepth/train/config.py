@@ -65,6 +65,7 @@ class TrainConfig:
     val_fraction: float = 0.05  # held out of the training data when no --val is given
     limit: Optional[int] = None  # at most this many frames per dataset directory
     augment: bool = True
+    channels_last: bool = True  # NHWC memory format on CPU: ~1.5x faster depthwise-conv steps (2-core CPU)
     freeze_bn: bool = False  # BatchNorm in eval mode (running stats frozen): fine-tuning on a few new frames
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True

@@ -180,6 +180,8 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
     if resume is not None or init is not None:
         model.load_state_dict((resume or init)["state_dict"])
     model.to(device)
+    memory_format = torch.channels_last if cfg.channels_last and not use_cuda else torch.contiguous_format
+    model.to(memory_format=memory_format)
 
     train_frames = load_many(cfg.data, pre.height, pre.width, cfg.workers, cfg.limit)
     if cfg.val:
@@ -280,7 +282,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
                 x = to_unit_float(rgb)
                 if augment is not None:
                     x, depth = augment(x, depth, gen)
-                x = normalise(x, pre.mean, pre.std)
+                x = normalise(x, pre.mean, pre.std).contiguous(memory_format=memory_format)
                 valid = (depth >= pre.min_depth) & (depth <= pre.max_depth)
                 pred, unc = net(x)
                 loss, parts = loss_fn(pred, unc, depth, valid)

@@ -103,4 +103,4 @@ def test_config_validation():
         SimConfig(budget_per_device=0).validate()
     with pytest.raises(ConfigError, match="original domain"):
         SimConfig(mix={"night": 1.0}).validate()
-    assert SimConfig().validate().rate == 20 / 400
+    assert SimConfig().validate().rate == 20 / 1000
