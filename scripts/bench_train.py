@@ -64,7 +64,7 @@ def main() -> int:
     ap.add_argument("--synth-size", default="120x160", help="rendered frame HxW")
     ap.add_argument("--batch-size", type=int, default=8,
                     help="8 beats 16 at equal samples/time on 2 cores (twice the updates)")
-    ap.add_argument("--lr", type=float, default=1.2e-2, help="peak LR (best of 4e-3, 8e-3, 1.2e-2 at batch 8)")
+    ap.add_argument("--lr", type=float, default=1.2e-2, help="peak LR (best of 4e-3, 8e-3, 1.2e-2, batch 8)")
     ap.add_argument("--grad-weight", type=float, default=0.5)
     ap.add_argument("--loss-mode", default="nll", choices=["nll", "decoupled"])
     ap.add_argument("--frame-weight", type=float, default=1.0,

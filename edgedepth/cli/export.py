@@ -61,6 +61,12 @@ def _echo_lines(lines) -> None:
     type=float,
     help="Max relative depth error vs PyTorch before the export is refused.",
 )
+@click.option(
+    "--reference-data",
+    default=None,
+    help="The model's training data, DIR or DIR,DIR: ships appearance embeddings of up to 600 of its frames "
+    "in the bundle so the live loop scores novelty against what the model was trained on.",
+)
 def export_cmd(
     checkpoint: str,
     out_dir: str,
@@ -71,6 +77,7 @@ def export_cmd(
     data: Optional[str],
     parity_frames: int,
     tolerance: float,
+    reference_data: Optional[str],
 ) -> None:
     """Export a checkpoint to BUNDLE/model.onnx (FP32) and check it against PyTorch."""
     from edgedepth.export.onnx import export_onnx, parse_size
@@ -88,6 +95,13 @@ def export_cmd(
         click.echo(f"INT64 initializers: {', '.join(report['int64_initializers'])}")
     _echo_lines(report["lines"])
     click.echo("times: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["times_s"].items()))
+    if reference_data:
+        from edgedepth.bundle import write_manifest
+        from edgedepth.runtime.reference import build_reference, save_reference
+
+        emb = build_reference([d for d in reference_data.split(",") if d])
+        click.echo(f"wrote {save_reference(out_dir, emb)} ({len(emb)} training-frame embeddings)")
+        write_manifest(out_dir)
 
 
 @click.command()

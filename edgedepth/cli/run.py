@@ -308,7 +308,8 @@ def run(
                 min_spacing_seconds=select_min_seconds,
                 min_depth=pre.min_depth,
                 max_depth=pre.max_depth,
-            )
+            ),
+            reference=_bundle_reference(be),
         )
     if spool_dir:
         from edgedepth.runtime.collect import SpoolCollector
@@ -390,6 +391,16 @@ def run(
     if source.error and not summary.frames:
         raise ConfigError(f"source {input_uri} failed: {source.error}")
     _echo(f"stopped: {summary.reason}; {summary.frames} frames, {summary.errors} errors")
+
+
+def _bundle_reference(backend):
+    """The training-set appearance reference shipped in the bundle (novelty vs what the model has seen)."""
+    from edgedepth.runtime.reference import bundle_of, load_reference
+
+    ref = load_reference(bundle_of(getattr(backend, "model_path", "")))
+    _echo("selection: novelty against the bundle's training reference" if ref is not None else
+          "selection: no training reference in the bundle; scoring by uncertainty and flicker only")
+    return ref
 
 
 def parse_duration(text: str) -> float:

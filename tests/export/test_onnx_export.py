@@ -74,3 +74,20 @@ def test_dynamic_batch_and_other_size_via_cli(tmp_path, tiny_ckpt, frames_dir):
     assert depth.shape == (3, 1, 64, 96) and unc.shape == (3, 1, 64, 96) and np.all(depth > 0)
     res = CliRunner().invoke(cli, ["export", str(tiny_ckpt), "--out", str(tmp_path), "--size", "60x96"])
     assert res.exit_code == 2 and "multiples of 32" in res.output
+
+
+def test_export_ships_the_training_reference_for_novelty(tiny_ckpt, frames_dir, tmp_path):
+    from click.testing import CliRunner
+
+    from edgedepth.bundle import read_manifest, verify_bundle
+    from edgedepth.cli.main import cli
+    from edgedepth.runtime.reference import REFERENCE_FILE, load_reference
+
+    res = CliRunner().invoke(cli, ["export", str(tiny_ckpt), "--out", str(tmp_path), "--size", "64x64",
+                                   "--data", str(frames_dir), "--frames", "4",
+                                   "--reference-data", str(frames_dir)])
+    assert res.exit_code == 0, res.output
+    ref = load_reference(tmp_path)
+    assert ref is not None and REFERENCE_FILE in str(res.output)
+    assert any(REFERENCE_FILE in str(f) for f in read_manifest(tmp_path)["files"])
+    verify_bundle(tmp_path)

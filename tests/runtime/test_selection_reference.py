@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from edgedepth.errors import DataError
-from edgedepth.runtime.reference import (EMBED_DIM, REFERENCE_FILE, Reference, appearance_embedding,
-                                         load_reference, save_reference)
+from edgedepth.runtime.reference import (
+    EMBED_DIM,
+    REFERENCE_FILE,
+    Reference,
+    appearance_embedding,
+    load_reference,
+    save_reference,
+)
 from edgedepth.runtime.selection import FrameSelector, SelectionConfig
 
 
@@ -35,7 +41,8 @@ def test_novelty_is_about_one_on_familiar_frames_and_large_on_unfamiliar_ones():
     assert min(night) > 3 * max(familiar)
     # the embedding keeps brightness: the same picture darker is further from the reference
     img = _day(rng)
-    assert ref.novelty(appearance_embedding((img * 0.3).astype(np.uint8))) > ref.novelty(appearance_embedding(img))
+    dark = appearance_embedding((img * 0.3).astype(np.uint8))
+    assert ref.novelty(dark) > ref.novelty(appearance_embedding(img))
 
 
 def test_embedding_shape_and_bad_input():
@@ -79,7 +86,8 @@ def test_selector_with_a_reference_keeps_the_unfamiliar_frames():
     kept = _run(FrameSelector(cfg, reference=ref), frames)
     assert len(kept) == 20 and kept.count("night") >= 18
     # without a reference the aleatoric score cannot tell them apart here (identical depth/uncertainty)
-    kept_plain = _run(FrameSelector(SelectionConfig(mode="hard", rate=0.1, max_per_hour=20, warmup=20)), frames)
+    plain = FrameSelector(SelectionConfig(mode="hard", rate=0.1, max_per_hour=20, warmup=20))
+    kept_plain = _run(plain, frames)
     assert kept_plain.count("night") < 18
 
 
