@@ -223,7 +223,7 @@ def enforce(result: GateResult) -> GateResult:
 
 
 def write_result(result: GateResult, path: PathLike) -> Path:
-    from edgedepth.registry.storage import write_bytes_atomic
+    from edgedepth.fsutil import write_bytes_atomic
 
     out = Path(path)
     text = json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str) + "\n"

@@ -29,6 +29,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgedepth.errors import DataError
+from edgedepth.fsutil import fsync_dir as _fsync_dir
 
 SCHEMA = "edgedepth.spool/1"
 ITEM_ID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -153,14 +154,6 @@ class SpoolItem:
     json_path: Path
     score: float
     nbytes: int  # all files + the json
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(directory: Path, final_name: str, data: bytes) -> None:

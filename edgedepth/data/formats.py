@@ -24,8 +24,6 @@ Invalid depth (0, NaN, inf, negative) is 0 in every Sample.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -34,6 +32,7 @@ import cv2
 import numpy as np
 
 from edgedepth.errors import DataError
+from edgedepth.fsutil import write_bytes_atomic as _atomic_write
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 # Kinect intrinsics of the NYU Depth v2 RGB camera at 640x480 (from the dataset's toolbox).
@@ -111,21 +110,6 @@ def _check_pair(rgb: np.ndarray, depth: np.ndarray, rgb_path, depth_path) -> Non
 
 
 # -- writers ---------------------------------------------------------------------------------------
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_sample(
     out_dir: Union[str, Path],
     name: str,

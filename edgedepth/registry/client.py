@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edgedepth.bundle import MANIFEST, SIGNATURE
+from edgedepth.fsutil import fsync_dir as _fsync_dir
 from edgedepth.registry.index import (
     INDEX,
     VERSIONS_DIR,
@@ -37,7 +38,7 @@ from edgedepth.registry.signing import (
     verify_manifest_bytes,
     verify_signed_bundle,
 )
-from edgedepth.registry.storage import RegistryUnavailable, _fsync_dir, open_store
+from edgedepth.registry.storage import RegistryUnavailable, open_store
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgedepth.bundle import MANIFEST, METRICS, MODEL_FP32, SIGNATURE, verify_bundle, write_manifest
 from edgedepth.errors import ConfigError, ModelError
+from edgedepth.fsutil import fsync_dir as _fsync_dir
 from edgedepth.registry.index import (
     INDEX,
     VERSIONS_DIR,
@@ -44,7 +45,7 @@ from edgedepth.registry.index import (
 )
 from edgedepth.registry.keys import key_id, load_private_key
 from edgedepth.registry.signing import manifest_sha256, sign_bundle
-from edgedepth.registry.storage import DirStore, HttpStore, S3Store, _fsync_dir, open_store
+from edgedepth.registry.storage import DirStore, HttpStore, S3Store, open_store
 
 log = logging.getLogger(__name__)
 

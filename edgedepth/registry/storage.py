@@ -8,47 +8,18 @@ boto3 is imported only for s3:// URLs; httpx only for http(s)://.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
 from edgedepth.errors import ConfigError, EdgeDepthError, require
+from edgedepth.fsutil import write_bytes_atomic
 
 CHUNK = 1 << 20
 
 
 class RegistryUnavailable(EdgeDepthError):
     """The registry could not be reached or an object is missing; retrying later may succeed."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """temp file in the same directory, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 class DirStore:

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 from edgedepth.errors import EdgeDepthError
+from edgedepth.fsutil import write_bytes_atomic
 from edgedepth.registry.client import RegistryClient
 from edgedepth.registry.health import HealthCheck, HealthVerdict, assess  # noqa: F401 - one import point
 from edgedepth.registry.index import check_version, version_key
 from edgedepth.registry.keys import load_public_key  # noqa: F401 - re-exported for the runtime
 from edgedepth.registry.signing import BundleRejected
-from edgedepth.registry.storage import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

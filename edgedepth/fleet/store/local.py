@@ -36,18 +36,11 @@ from edgedepth.fleet.store.base import (
     check_since,
     prepare_meta,
 )
+from edgedepth.fsutil import fsync_dir as _fsync_dir
 
 log = logging.getLogger(__name__)
 _TRANSIENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE}
 STALE_TMP_S = 3600.0
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, data: bytes) -> None:
