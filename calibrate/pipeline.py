@@ -103,7 +103,7 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
 
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    pre_model = cache / f"pre-{bundle._sha256(model_path)[:16]}.onnx"
+    pre_model = cache / f"pre-{bundle.file_sha256(model_path)[:16]}.onnx"
     if not pre_model.is_file():
         q.pre_process(str(model_path), str(pre_model))
     times["pre_process"] = time.perf_counter() - t0 - sum(times.values())
@@ -115,7 +115,7 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
     report_path = bdir / bundle.CALIB_REPORT
     report = _read_report(report_path)
     report.update({
-        "model": {"path": bundle.MODEL_FP32, "sha256": bundle._sha256(model_path)},
+        "model": {"path": bundle.MODEL_FP32, "sha256": bundle.file_sha256(model_path)},
         "input_size": [pre.height, pre.width],
     })
     section: Dict[str, Any] = {

@@ -18,7 +18,6 @@ Layout::
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from edgedepth.errors import ModelError
+from edgedepth.fsutil import file_sha256
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -45,14 +45,6 @@ _CORE_KEYS = ("format", "created", "files", "model")
 _NEVER_LISTED = (MANIFEST, SIGNATURE)
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _is_temp(rel: str) -> bool:
@@ -209,7 +201,7 @@ def write_manifest(bundle_dir: PathLike, extra: Optional[Dict[str, Any]] = None)
     files = {}
     for rel in _bundle_files(root):
         p = root / rel
-        files[rel] = {"sha256": _sha256(p), "size": p.stat().st_size}
+        files[rel] = {"sha256": file_sha256(p), "size": p.stat().st_size}
     manifest.update({
         "format": BUNDLE_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -256,7 +248,7 @@ def verify_bundle(bundle_dir: PathLike, ignore_extra: Sequence[str] = ()) -> Dic
         if p.stat().st_size != entry.get("size"):
             raise ModelError(f"bundle {root}: '{rel}' has size {p.stat().st_size}, manifest says "
                              f"{entry.get('size')}; the file was modified or truncated, re-download it")
-        if _sha256(p) != entry.get("sha256"):
+        if file_sha256(p) != entry.get("sha256"):
             raise ModelError(f"bundle {root}: '{rel}' does not match its manifest SHA-256; "
                              "the file was modified, re-download the bundle")
     for rel in _bundle_files(root):

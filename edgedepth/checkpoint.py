@@ -5,26 +5,18 @@ torch is imported inside the functions; this module itself is light.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Dict, Tuple, Union
 
 from edgedepth import __version__
 from edgedepth.errors import ModelError, require
+from edgedepth.fsutil import file_sha256  # noqa: F401 - re-exported for callers of the checkpoint API
 from edgedepth.modelmeta import ModelInfo
 from edgedepth.preprocess import Preprocessing
 
 CHECKPOINT_FORMAT = "edgedepth-checkpoint/1"
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(path: PathLike, model, model_config: Dict[str, Any], preprocessing: Preprocessing,

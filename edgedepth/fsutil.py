@@ -6,6 +6,7 @@ temp file in the same directory, fsync it, rename it over the target, fsync the 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -41,3 +42,12 @@ def write_bytes_atomic(path: PathLike, data: bytes, mode: int = 0o644) -> Path:
         raise
     fsync_dir(path.parent)
     return path
+
+
+def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

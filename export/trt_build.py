@@ -162,7 +162,7 @@ def plan_build(
     eng = engines / bundle.engine_file_name(dev.board, label, version)
     return BuildPlan(
         onnx=str(path),
-        onnx_sha256=bundle._sha256(path),
+        onnx_sha256=bundle.file_sha256(path),
         board=dev.board,
         trt_version=version,
         api=api,

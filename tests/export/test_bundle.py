@@ -16,7 +16,7 @@ def test_manifest_lists_files_with_hashes_and_model_info(exported):
     assert set(man["files"]) == {"model.onnx"}
     entry = man["files"]["model.onnx"]
     assert entry["size"] == (bdir / "model.onnx").stat().st_size
-    assert entry["sha256"] == bundle._sha256(bdir / "model.onnx")
+    assert entry["sha256"] == bundle.file_sha256(bdir / "model.onnx")
     assert man["model"]["name"] == "tiny-test" and man["model"]["size"] == "tiny"
     assert man["model"]["opset"] == 13
     assert man["model"]["preprocessing"]["height"] == 64

@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedepth.errors import ModelError
+from edgedepth.fsutil import file_sha256
 from edgedepth.modelmeta import read_onnx_info
 from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY
 from edgedepth.runtime.backends import Backend
@@ -34,16 +35,6 @@ def providers_for(backend: str) -> List[str]:
 
     available = ort.get_available_providers()
     return [p for p in PROVIDERS["ort-trt"] if p in available] or ["CPUExecutionProvider"]
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class OrtBackend(Backend):
@@ -82,7 +73,7 @@ class OrtBackend(Backend):
         except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
             raise ModelError(f"cannot load ONNX model {self.model_path}: {exc}") from exc
         self.info = read_onnx_info(self.model_path, session=self.session)
-        self.model_sha256 = _sha256(Path(self.model_path))
+        self.model_sha256 = file_sha256(Path(self.model_path))
         self.providers = self.session.get_providers()
         self.name = {"TensorrtExecutionProvider": "ort-trt", "CUDAExecutionProvider": "ort-cuda"}.get(
             self.providers[0], "ort-cpu"

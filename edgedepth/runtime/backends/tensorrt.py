@@ -9,7 +9,6 @@ an engine built for another TensorRT version or another board is refused with a 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -19,6 +18,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from edgedepth.errors import ModelError, require
+from edgedepth.fsutil import file_sha256
 from edgedepth.modelmeta import ModelInfo
 from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY, Preprocessing
 from edgedepth.runtime.backends import Backend
@@ -46,7 +46,7 @@ def check_manifest(
 ) -> None:
     """Refuse an engine built for another TensorRT, GPU, board or ONNX, or whose bytes changed."""
     onnx_path = _source_onnx(engine_path, manifest)
-    onnx_sha = _file_sha256(onnx_path) if onnx_path is not None else None
+    onnx_sha = file_sha256(onnx_path) if onnx_path is not None else None
     try:  # the export engineer's check (edgedepth build writes the manifest) is authoritative
         from edgedepth.export.trt_build import check_engine_manifest
     except ImportError:  # pragma: no cover - a device install without the export package
@@ -68,19 +68,11 @@ def check_manifest(
             f"board with `edgedepth build BUNDLE/model.onnx --device {board}`"
         )
     want = manifest.get("engine_sha256")
-    if want and _file_sha256(engine_path) != want:
+    if want and file_sha256(engine_path) != want:
         raise ModelError(
             f"{engine_path.name}: its sha256 does not match its manifest; the file is corrupt or "
             "was replaced - rebuild it with `edgedepth build`"
         )
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _source_onnx(engine_path: Path, manifest: dict) -> Optional[Path]:
