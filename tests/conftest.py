@@ -89,11 +89,22 @@ def frames_dir(tmp_path_factory) -> Path:
     return make_folder(tmp_path_factory.mktemp("frames"))
 
 
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory, tiny_ckpt, frames_dir):
-    """(bundle dir, export report) of the tiny checkpoint at 64x64, opset 13."""
+def export_tiny(tmp_path_factory, tiny_ckpt, frames_dir):
+    """(bundle dir, export report) of the tiny checkpoint at 64x64, opset 13, in a new directory."""
     from edgedepth.export.onnx import export_onnx
 
     out = tmp_path_factory.mktemp("bundle")
     report = export_onnx(str(tiny_ckpt), str(out), opset=13, data=str(frames_dir), parity_frames=8)
     return out, report
+
+
+@pytest.fixture(scope="session")
+def export_tiny_bundle():
+    """The export_tiny function, for conftests that need a bundle of their own."""
+    return export_tiny
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, tiny_ckpt, frames_dir):
+    """A freshly exported tiny bundle that export tests only read."""
+    return export_tiny(tmp_path_factory, tiny_ckpt, frames_dir)

@@ -6,6 +6,12 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def exported(tmp_path_factory, tiny_ckpt, frames_dir, export_tiny_bundle):
+    """Calibration writes into its bundle, so it gets its own (the export tests' one stays pristine)."""
+    return export_tiny_bundle(tmp_path_factory, tiny_ckpt, frames_dir)
+
+
+@pytest.fixture(scope="session")
 def calibrated(tmp_path_factory, exported, frames_dir):
     """The exported bundle after `calibrate --target trt` (minmax, 12 frames)."""
     from edgedepth.calibrate.pipeline import calibrate_model
