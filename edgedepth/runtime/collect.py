@@ -124,6 +124,11 @@ class SpoolCollector:
                 self._submit(seq, frame, dict(scores or {}), float(score), None, None)
         self._ring.append((seq, frame))
 
+    def _job(self, seq, frame, scores, score, prev, nxt) -> dict:
+        """One write job for the writer thread: the frame, its neighbours and the model identity."""
+        return {"seq": seq, "frame": frame, "scores": scores, "score": score, "prev": prev, "next": nxt,
+                "info": self.info, "sha": self.model_sha256}
+
     def _submit(
         self,
         seq: int,
@@ -133,18 +138,8 @@ class SpoolCollector:
         prev: Optional[Frame],
         nxt: Optional[Frame],
     ) -> None:
-        job = {
-            "seq": seq,
-            "frame": frame,
-            "scores": scores,
-            "score": score,
-            "prev": prev,
-            "next": nxt,
-            "info": self.info,
-            "sha": self.model_sha256,
-        }
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait(self._job(seq, frame, scores, score, prev, nxt))
         except queue.Full:
             self.dropped += 1
             self._count("spool_dropped", 1)
@@ -223,16 +218,7 @@ class SpoolCollector:
         """Write pending items (with the neighbours available) and wait until the writer is idle."""
         for seq, frame, scores, score, prev in self._pending:
             nxt = self._ring[-1][1] if self._ring and self._ring[-1][0] > seq else None
-            job = {
-                "seq": seq,
-                "frame": frame,
-                "scores": scores,
-                "score": score,
-                "prev": prev,
-                "next": nxt,
-                "info": self.info,
-                "sha": self.model_sha256,
-            }
+            job = self._job(seq, frame, scores, score, prev, nxt)
             self._queue.put(job, timeout=timeout)  # blocking here: nothing selected is lost at shutdown
         self._pending = []
         self._queue.join()
