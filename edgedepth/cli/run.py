@@ -56,7 +56,12 @@ def _echo(line: str) -> None:
     help="Board config (name from `edgedepth devices` or a YAML path): engine choice, CSI pipeline, "
     "camera intrinsics.",
 )
-@click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: all cores).")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="onnxruntime intra-op threads (default: all cores but one, which the capture/pre/post stages use).",
+)
 @click.option(
     "--colormap",
     default="inferno",
@@ -258,6 +263,10 @@ def run(
 
         device = load_device(device_name)
 
+    if threads is None:
+        from edgedepth.runtime.backends.onnxruntime import pipeline_threads
+
+        threads = pipeline_threads()
     # Everything that can fail on bad input fails here, before the loop starts.
     be = load_backend(model, backend=backend, device=device, threads=threads)
     _echo(f"backend: {be.describe()} - {be.reason or 'requested'}")

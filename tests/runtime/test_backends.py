@@ -213,3 +213,10 @@ def test_auto_falls_back_to_onnxruntime_when_tensorrt_is_missing(tmp_path, tiny_
     assert be.name == "ort-cpu" and "is not installed" in be.reason
     with pytest.raises(ModelError, match="JetPack"):
         load_backend(b, backend="trt", device="orin-nano-8gb")
+
+
+def test_pipeline_threads_leave_one_core_to_the_loop_stages():
+    from edgedepth.runtime.backends.onnxruntime import pipeline_threads
+
+    assert [pipeline_threads(n) for n in (1, 2, 4, 8)] == [1, 1, 3, 7]
+    assert pipeline_threads() >= 1

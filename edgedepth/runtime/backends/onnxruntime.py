@@ -8,6 +8,7 @@ the GIL while it runs, so preprocessing and postprocessing of neighbouring frame
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -26,6 +27,23 @@ PROVIDERS = {
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+
+
+def pipeline_threads(cores: Optional[int] = None) -> int:
+    """Intra-op threads for CPU inference inside the live loop: every core but one, at least one.
+
+    The loop runs capture, preprocessing, postprocessing and selection in threads beside inference; with
+    every core given to onnxruntime they preempt its workers and each frame waits for the straggler.
+    Measured on 2 cores (96x128 `small`, scripts/bench_loop.py): 1 thread, loop 751 fps = 0.97x bare
+    inference at 1 thread; 2 threads, loop 876 fps = 0.82x bare at 2 threads (1066 fps). A live loop is
+    paced by its camera, so headroom and steady latency matter more than a saturated CPU's peak; for
+    offline throughput pass `edgedepth run --threads N`."""
+    if cores is None:
+        try:
+            cores = len(os.sched_getaffinity(0))  # the cores this process may use (cgroups, taskset)
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+    return max(1, int(cores) - 1)
 
 
 def providers_for(backend: str) -> List[str]:
