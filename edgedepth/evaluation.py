@@ -72,6 +72,11 @@ def summarise(frames: Sequence[FrameResult]) -> Dict[str, float]:
                                    [f.metrics["abs_rel"] for f in scored])
     out["scale_spearman"] = spearman([f.mean_scale for f in scored], [f.metrics["abs_rel"] for f in scored])
     out["frame_spearman"] = out["scale_spearman"]  # mean b = the frame_uncertainty score to rank by
+    # which part of the error the score ranks: the global scale error or the scale-invariant rest
+    out["spearman_vs_scale_error"] = spearman([f.mean_scale for f in scored],
+                                              [abs(f.metrics.get("log_scale", np.nan)) for f in scored])
+    out["spearman_vs_si_error"] = spearman([f.mean_scale for f in scored],
+                                           [f.metrics.get("si_abs_log", np.nan) for f in scored])
     out["mean_uncertainty"] = float(np.mean([f.mean_uncertainty for f in frames])) if frames else float("nan")
     return out
 

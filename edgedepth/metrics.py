@@ -71,6 +71,10 @@ def frame_metrics(pred: np.ndarray, gt: np.ndarray, valid: Optional[np.ndarray] 
         "d1": float(np.mean(ratio < 1.25)),
         "d2": float(np.mean(ratio < 1.25 ** 2)),
         "d3": float(np.mean(ratio < 1.25 ** 3)),
+        # the frame's error split into a global scale (median log ratio) and what is left once the
+        # scale is corrected (the scale-invariant part); not averaged into the tables
+        "log_scale": float(np.median(log_diff)),
+        "si_abs_log": float(np.mean(np.abs(log_diff - np.median(log_diff)))),
     }
 
 

@@ -116,6 +116,10 @@ def main() -> int:
           + ", ".join(f"{d} {m['frame_spearman']:.3f}" for d, m in rows.items()))
     print("  for comparison, with the mean of u = log b instead:                   "
           + ", ".join(f"{d} {m['unc_spearman']:.3f}" for d, m in rows.items()))
+    print("  which error the score ranks - Spearman(mean b, |global log-scale error|): "
+          + ", ".join(f"{d} {m['spearman_vs_scale_error']:.3f}" for d, m in rows.items())
+          + "; Spearman(mean b, scale-invariant error): "
+          + ", ".join(f"{d} {m['spearman_vs_si_error']:.3f}" for d, m in rows.items()))
     ind = rows["indoor"]
     print("domain gap vs indoor (AbsRel ratio): "
           + ", ".join(f"{d} x{m['abs_rel'] / ind['abs_rel']:.1f}" for d, m in rows.items() if d != "indoor"))

@@ -29,6 +29,9 @@ def test_frame_metrics_match_hand_computed_values():
     # ratios 1.1, 1.333, 1.0 -> d1 = 2/3, d2 = d3 = 1
     assert m["d1"] == pytest.approx(2 / 3)
     assert m["d2"] == pytest.approx(1.0) and m["d3"] == pytest.approx(1.0)
+    # log ratios log(1.1), log(0.75), 0: median 0 = the global scale; the rest is scale-invariant
+    assert m["log_scale"] == pytest.approx(0.0)
+    assert m["si_abs_log"] == pytest.approx((math.log(1.1) - math.log(0.75)) / 3)
 
 
 def test_predictions_are_clipped_and_out_of_range_truth_ignored():
@@ -75,3 +78,10 @@ def test_frame_uncertainty_aggregations():
     assert math.isnan(frame_uncertainty(u, valid=np.zeros((2, 2), bool)))
     with pytest.raises(ValueError):
         frame_uncertainty(u, method="max")
+
+
+def test_a_pure_scale_error_is_all_log_scale_and_no_scale_invariant_error():
+    gt = np.array([1.0, 2.0, 5.0, 9.0])
+    m = frame_metrics(gt * 2.0, gt)
+    assert m["log_scale"] == pytest.approx(math.log(2.0))
+    assert m["si_abs_log"] == pytest.approx(0.0, abs=1e-12)
