@@ -22,6 +22,11 @@ def round_group() -> None:
               help="New round folder (must not exist or be empty), e.g. rounds/3.")
 @click.option("--teacher", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Bigger model (.pt or .onnx) that pseudo-labels frames uploaded without depth.")
+@click.option("--self-supervised", "self_supervised", default=None,
+              type=click.Path(exists=True, dir_okay=False),
+              help="Experimental: label frames uploaded with neighbour frames and camera poses (run "
+                   "--neighbors K on a posed source) by refining this model's prediction (the current "
+                   ".pt or .onnx) photometrically against the neighbours.")
 @click.option("--replay", default=None,
               help="Earlier round / dataset folders to mix in, DIR[,DIR...] (their train side).")
 @click.option("--replay-fraction", default=0.3, show_default=True, type=float,
@@ -36,21 +41,23 @@ def round_group() -> None:
                    "0 turns de-duplication off.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split and replay sample.")
 def build(store: str, endpoint_url: Optional[str], since: Optional[str], out: str, teacher: Optional[str],
-          replay: Optional[str], replay_fraction: float, val_fraction: float, time_block_s: float,
-          dedupe_distance: float, seed: int) -> None:
+          self_supervised: Optional[str], replay: Optional[str], replay_fraction: float, val_fraction: float,
+          time_block_s: float, dedupe_distance: float, seed: int) -> None:
     """Collect ingested frames into OUT: train split at OUT (rgb/, depth/, meta.json), val split in
     OUT/val, lineage in OUT/lineage.json.
 
     Labels, in order of availability: depth uploaded with the frame (synthetic ground truth or an
-    RGB-D sensor), else a pseudo-label from --teacher. Self-supervision from neighbour frames is not
-    implemented: frames with neither are counted as unlabelled and left out.
+    RGB-D sensor), else a pseudo-label from --teacher, else (experimental, --self-supervised) depth
+    refined photometrically against the neighbour frames uploaded with it; frames with none of these
+    are counted as unlabelled and left out.
 
     Retrain on it with: edgedepth train --init-from CURRENT.pt --data rounds/0,...,OUT --val OUT/val ...
     """
     from edgedepth.rounds.build import RoundConfig, build_round
     from edgedepth.train.config import split_dirs
 
-    cfg = RoundConfig(store=store, out=out, since=since, teacher=teacher, replay=split_dirs(replay),
+    cfg = RoundConfig(store=store, out=out, since=since, teacher=teacher, self_supervised=self_supervised,
+                      replay=split_dirs(replay),
                       replay_fraction=replay_fraction, val_fraction=val_fraction, time_block_s=time_block_s,
                       dedupe_distance=dedupe_distance, seed=seed, endpoint_url=endpoint_url)
     report = build_round(cfg)

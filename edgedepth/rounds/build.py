@@ -3,8 +3,9 @@
 Labels, in order of availability per frame:
 1. depth uploaded with the frame (`depth_gt` from a synthetic source, `depth_sensor` from an RGB-D rig);
 2. a pseudo-label from a bigger teacher (a .pt checkpoint or an .onnx model, `--teacher`);
-3. none: the frame is counted as unlabelled and left out. Self-supervision from neighbour frames
-   (photometric reprojection) is NOT implemented; the neighbour frames stay in the store for it.
+3. experimental, with `--self-supervised MODEL`: photometric refinement of MODEL's prediction against
+   the neighbour frames uploaded with the frame, through their camera poses (edgedepth.rounds.selfsup);
+4. none: the frame is counted as unlabelled and left out.
 
 Output layout (a folder the trainer reads directly)::
 
@@ -55,6 +56,7 @@ class RoundConfig:
     out: str
     since: Optional[str] = None  # only items received strictly after this ISO 8601 UTC time
     teacher: Optional[str] = None  # .pt / .onnx giving pseudo-labels to frames without depth
+    self_supervised: Optional[str] = None  # .pt / .onnx refined photometrically against neighbour frames
     replay: Sequence[str] = ()  # earlier round (or any dataset) folders to sample from
     replay_fraction: float = 0.3  # replay frames as a fraction of the new training frames
     val_fraction: float = 0.2
@@ -74,6 +76,9 @@ class RoundConfig:
             raise ConfigError(f"--dedupe-distance must be >= 0, got {self.dedupe_distance}")
         if self.teacher and not Path(self.teacher).is_file():
             raise ConfigError(f"--teacher {self.teacher} does not exist (a .pt checkpoint or .onnx model)")
+        if self.self_supervised and not Path(self.self_supervised).is_file():
+            raise ConfigError(f"--self-supervised {self.self_supervised} does not exist (the current "
+                              "model, a .pt checkpoint or .onnx model)")
         for spec in self.replay:
             if not Path(spec).is_dir():
                 raise ConfigError(f"--replay {spec} is not a dataset folder "
@@ -287,7 +292,7 @@ def _replay_rows(replay: Iterable[str], n: int, seed: int, out: Path) -> Tuple[L
 
 
 def _collect(store, cfg: RoundConfig, teacher: Optional[Teacher], report: RoundReport,
-             progress: Optional[Callable[[int], None]]) -> List[_Candidate]:
+             progress: Optional[Callable[[int], None]], selfsup=None) -> List[_Candidate]:
     """First pass: every item since `cfg.since` with a usable label, as thumbnail + metadata."""
     out: List[_Candidate] = []
     for meta in store.iter_items(since=cfg.since):
@@ -296,6 +301,8 @@ def _collect(store, cfg: RoundConfig, teacher: Optional[Teacher], report: RoundR
             progress(1)
         up = uploaded_label(meta)
         label = up[0] if up else ("teacher" if teacher is not None else None)
+        if label is None and selfsup is not None and selfsup.available(meta):
+            label = "selfsup"
         if label is None:
             report.unlabelled += 1
             continue
@@ -329,16 +336,22 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
         raise DataError(f"{out} already exists and is not empty; choose a new round folder")
     report = RoundReport(out=str(out))
     teacher = Teacher(cfg.teacher) if cfg.teacher else None
+    selfsup = None
+    if cfg.self_supervised:
+        from edgedepth.rounds.selfsup import SelfSupervisedLabeler
+
+        selfsup = SelfSupervisedLabeler(cfg.self_supervised)
     store = open_store(cfg.store, endpoint_url=cfg.endpoint_url)
     try:
-        cands = _collect(store, cfg, teacher, report, progress)
+        cands = _collect(store, cfg, teacher, report, progress, selfsup)
         if not cands:
             why = (f"{report.ingested} item(s) read, {report.unlabelled} without depth, "
                    f"{report.unreadable} unreadable")
             raise DataError(f"no labelled frames in the store {cfg.store}"
                             + (f" since {cfg.since}" if cfg.since else "") + f" ({why}): upload frames "
                             "with depth (synthetic or RGB-D sources), or pass --teacher MODEL for "
-                            "pseudo-labels")
+                            "pseudo-labels (or --self-supervised MODEL for frames uploaded with "
+                            "neighbours and poses)")
         keep = dedupe([c.thumb for c in cands], [c.score for c in cands], cfg.dedupe_distance)
         report.duplicates = len(cands) - len(keep)
         cands = [cands[i] for i in keep]
@@ -353,7 +366,10 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
             try:
                 rgb = _read_rgb(store, meta)
                 up = uploaded_label(meta)
-                depth = _read_depth(store, meta, up[1], rgb.shape[:2]) if up else teacher(rgb)
+                if up:
+                    depth = _read_depth(store, meta, up[1], rgb.shape[:2])
+                else:
+                    depth = teacher(rgb) if c.label == "teacher" else selfsup(store, meta, rgb)
             except (DataError, KeyError, ValueError) as exc:
                 report.unreadable += 1
                 log.warning("skipping item %s: %s", str(meta.get("id"))[:12], exc)
@@ -390,7 +406,10 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
         "code_version": __version__,
         "config": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
         "teacher": {"path": teacher.path, "sha256": teacher.sha256} if teacher else None,
-        "self_supervision": "not implemented: frames without depth or teacher are left out",
+        "self_supervision": {"model": selfsup.path, "sha256": selfsup.sha256, "method": "photometric "
+                             "refinement against posed neighbour frames (experimental)",
+                             "mean_valid_fraction": float(np.mean(selfsup.valid_fractions))
+                             if selfsup.valid_fractions else None} if selfsup else None,
         "replay_sources": replay_sources,
         "report": asdict(report),
         "frames": [{"name": r["name"], "split": split, "item": r["item"], "label": r["label"],

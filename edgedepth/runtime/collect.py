@@ -193,11 +193,12 @@ class SpoolCollector:
             "depth_units": "metres",
         }
         if self.k:
-            meta["neighbors"] = {
-                "k": self.k,
-                "prev": job.get("prev") is not None,
-                "next": job.get("next") is not None,
-            }
+            meta["neighbors"] = {"k": self.k}
+            for key in ("prev", "next"):
+                nb = job.get(key)
+                meta["neighbors"][key] = nb is not None
+                if nb is not None and nb.pose is not None:  # for self-supervised labels (rounds/selfsup.py)
+                    meta["neighbors"][f"{key}_pose"] = nb.pose.tolist()
         return files, meta
 
     def _write(self, job: dict) -> None:

@@ -52,8 +52,16 @@ class ListSource(RawSource):
             time.time(),
             depth_gt=None if self.gt is None else self.gt[self.i - 1],
             intrinsics=np.array([[50.0, 0, 40], [0, 50, 30], [0, 0, 1]]),
+            pose=_pose_at(self.i - 1),
             domain="test",
         )
+
+
+def _pose_at(i: int) -> np.ndarray:
+    """Camera-to-world pose of frame i: moving 5 cm per frame along x."""
+    pose = np.eye(4)
+    pose[0, 3] = 0.05 * i
+    return pose
 
 
 def test_loop_processes_every_file_frame_in_order(tmp_path, tiny_onnx):
@@ -232,10 +240,13 @@ def test_selection_spools_hard_frames_with_neighbors_and_ground_truth(tmp_path, 
             prev = cv2.cvtColor(cv2.imread(str(it.paths["prev.png"])), cv2.COLOR_BGR2RGB)
             np.testing.assert_array_equal(prev, images[idx - 2])
             assert m.files["prev.png"].offset == -2
+            # neighbour poses travel with the item (self-supervised labels need them)
+            np.testing.assert_allclose(m.model_extra["neighbors"]["prev_pose"], _pose_at(idx - 2))
         if idx + 2 < n:
             nxt = cv2.cvtColor(cv2.imread(str(it.paths["next.png"])), cv2.COLOR_BGR2RGB)
             np.testing.assert_array_equal(nxt, images[idx + 2])
             assert m.files["next.png"].offset == 2
+            np.testing.assert_allclose(m.model_extra["neighbors"]["next_pose"], _pose_at(idx + 2))
 
 
 def test_spool_cap_evicts_lowest_score_first(tmp_path, tiny_onnx):
