@@ -152,6 +152,13 @@ def _echo(line: str) -> None:
     help="Budget: at least S seconds between kept frames.",
 )
 @click.option(
+    "--select-spend-budget",
+    is_flag=True,
+    default=False,
+    help="Lower the threshold while the rate budget goes unspent (e.g. when hard frames come in bursts "
+    "that the spacing rule thins out), so the budget is used on the next-best frames.",
+)
+@click.option(
     "--spool",
     "spool_dir",
     type=click.Path(),
@@ -229,6 +236,7 @@ def run(
     select_max_per_hour: Optional[float],
     select_min_spacing: int,
     select_min_seconds: float,
+    select_spend_budget: bool,
     spool_dir: Optional[str],
     spool_max_mb: Optional[float],
     jpeg_quality: Optional[int],
@@ -315,6 +323,7 @@ def run(
                 max_per_hour=select_max_per_hour,
                 min_spacing_frames=select_min_spacing,
                 min_spacing_seconds=select_min_seconds,
+                spend_budget=select_spend_budget,
                 min_depth=pre.min_depth,
                 max_depth=pre.max_depth,
             ),
