@@ -25,7 +25,9 @@ def test_apply_takes_views_and_other_sizes():
     pre = Preprocessing(height=32, width=64)
     bgr = np.random.default_rng(1).integers(0, 256, (32, 64, 3), dtype=np.uint8)
     rgb_view = bgr[..., ::-1]  # negative strides
-    np.testing.assert_allclose(pre.apply(rgb_view), _reference(np.ascontiguousarray(rgb_view), pre), atol=1e-5)
+    np.testing.assert_allclose(
+        pre.apply(rgb_view), _reference(np.ascontiguousarray(rgb_view), pre), atol=1e-5
+    )
     big = np.repeat(np.repeat(bgr, 2, axis=0), 2, axis=1)  # 64x128 -> area-resized to 32x64
     assert pre.apply(big).shape == (1, 3, 32, 64)
     np.testing.assert_allclose(pre.apply(big), _reference(bgr, pre), atol=1e-5)

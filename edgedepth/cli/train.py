@@ -42,9 +42,24 @@ from edgedepth.errors import ConfigError
               help="Largest depth the network can output [m].")
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train.")
+@click.option("--freeze-bn", "freeze_bn", is_flag=True,
+              help="Keep BatchNorm statistics frozen (fine-tuning on a few new frames).")
+@click.option("--l2sp", type=float, default=0.0, show_default=True,
+              help="L2-SP weight: pull the weights towards --init-from's (less forgetting).")
+@click.option("--freeze", default="none", show_default=True, type=click.Choice(["none", "encoder", "stem"]),
+              help="Parts of the network not trained.")
+@click.option("--data-shares", "data_shares", default=None,
+              help="Share of every batch drawn from each --data directory, e.g. 0.75,0.25 (old training set, "
+                   "new round): keeps the old data in play without drowning a few new frames.")
+@click.option("--merge-set", "merge_set", type=click.Path(file_okay=False), default=None,
+              help="With --init-from: WiSE-FT-merge last.pt back towards the initial weights as far as this "
+                   "original-domain set needs (AbsRel/d1 within --merge-tolerance); writes merged.pt.")
+@click.option("--merge-tolerance", "merge_tolerance", type=float, default=0.02, show_default=True,
+              help="Relative regression the merge may allow on --merge-set (use the gate's tolerance).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed, batch_size, lr, workers,
-          grad_weight, loss_mode, min_depth, max_depth, device, no_progress) -> None:
+          grad_weight, loss_mode, min_depth, max_depth, device, freeze_bn, l2sp, freeze, data_shares,
+          merge_set, merge_tolerance, no_progress) -> None:
     """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
 
     Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
@@ -57,11 +72,19 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from edgedepth.train.config import TrainConfig
 
+    try:
+        shares = [float(v) for v in data_shares.split(",")] if data_shares else []
+    except ValueError as exc:
+        raise ConfigError(f"--data-shares must be comma-separated numbers, got {data_shares!r}") from exc
+
     cfg = TrainConfig(data=list(data), val=list(val), out=out, model=model, size=size, epochs=epochs,
                       minutes=minutes, init_from=init_from, resume=resume, seed=seed, batch_size=batch_size,
                       lr=lr, workers=workers, grad_weight=grad_weight, loss_mode=loss_mode,
-                      min_depth=min_depth, max_depth=max_depth, device=device, progress=not no_progress)
+                      min_depth=min_depth, max_depth=max_depth, device=device, progress=not no_progress,
+                      freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze, data_shares=shares)
     cfg.validate()  # clear errors before torch is imported
+    if merge_set is not None and not init_from:
+        raise ConfigError("--merge-set merges towards the initial weights: give --init-from")
     if cfg.loss_mode not in ("nll", "decoupled"):
         raise ConfigError(f"unknown loss mode {cfg.loss_mode!r}")
     from edgedepth.train.loop import train as run_training
@@ -73,3 +96,12 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
                    f"RMSE {m['rmse']:.3f} m  ({result.epochs_completed} epochs, {result.steps} steps, "
                    f"{result.elapsed_s:.0f} s, stopped: {result.stop_reason})")
         click.echo(f"checkpoints: {result.best_checkpoint}  {result.last_checkpoint}")
+    if merge_set is not None:
+        from pathlib import Path
+
+        from edgedepth.train.merge import wise_merge
+
+        merged = wise_merge(init_from, result.last_checkpoint, merge_set, Path(out) / "merged.pt",
+                            tolerance=merge_tolerance)
+        click.echo(f"WiSE-FT merge: alpha {merged.alpha:.2f} (regression-set AbsRel <= "
+                   f"{merged.limit_abs_rel:.4f}) -> {merged.checkpoint}")

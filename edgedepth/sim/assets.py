@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 TRAIN_SEED = 11  # round-0 training scenes
 GATE_SEED = 7001  # gate regression scenes
 EVAL_SEED = 9001  # evaluation scenes (+ domain index)
+MERGE_SEED = 7101  # original-domain scenes that choose the WiSE-FT merge weight (edgedepth.train.merge)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Assets:
     base_metrics: Dict[str, Dict[str, float]] = field(default_factory=dict)
     timings: Dict[str, float] = field(default_factory=dict)
     base_train: Dict[str, object] = field(default_factory=dict)
+    merge_set: Optional[Path] = None  # original-domain held-out set for the merge (None: the gate set)
 
 
 def _done(path: Path) -> bool:
@@ -71,6 +73,10 @@ def prepare_assets(cfg: SimConfig, say: Callable[[str], None] = log.info) -> Ass
     domains = [cfg.original_domain] + cfg.shifted_domains
     eval_sets = {d: _synth(data / "eval" / d, d, cfg.eval_frames, cfg, EVAL_SEED + 101 * i)
                  for i, d in enumerate(domains)}
+    merge_set = None
+    if cfg.merge != "none" and cfg.merge_frames > 0:
+        merge_set = _synth(data / f"merge{cfg.merge_frames}", cfg.original_domain, cfg.merge_frames, cfg,
+                           MERGE_SEED)
     timings["synthesise_s"] = time.monotonic() - t0
 
     t1 = time.monotonic()
@@ -118,4 +124,5 @@ def prepare_assets(cfg: SimConfig, say: Callable[[str], None] = log.info) -> Ass
     timings["export_s"] = time.monotonic() - t2
     return Assets(root=root, train0=train0, gate_set=gate_set, eval_sets=eval_sets,
                   base_checkpoint=checkpoint, key=keys / "signing.key", public_key=keys / "signing.pub",
-                  base_bundle=bundle, base_metrics=base_metrics, timings=timings, base_train=base_info)
+                  base_bundle=bundle, base_metrics=base_metrics, timings=timings, base_train=base_info,
+                  merge_set=merge_set)

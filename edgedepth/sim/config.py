@@ -10,6 +10,7 @@ from typing import Dict, List, Tuple
 from edgedepth.errors import ConfigError
 
 STRATEGIES = ("hard", "random", "duplicate")
+MERGES = ("none", "wise")
 DEFAULT_MIX = {"indoor": 0.8, "night": 0.2 / 3, "fog": 0.2 / 3, "outdoor": 0.2 / 3}
 
 
@@ -37,10 +38,11 @@ class SimConfig:
     eval_frames: int = 64  # per domain, unseen scene seeds, fixed across strategies and seeds
     gate_frames: int = 48  # original-domain regression set of the gate (not the evaluation set)
     # each round
-    finetune_steps: int = 300  # fixed optimiser-step budget per round (same for every strategy)
-    finetune_lr: float = 5e-4
+    finetune_steps: int = 600  # fixed optimiser-step budget per round (same for every strategy)
+    finetune_lr: float = 1e-3
     batch_size: int = 16
     replay_fraction: float = 3.0  # replay frames per new training frame, drawn from every earlier round
+    # (only when new_share == 0: with a new-frame share every round trains on all of rounds/0 instead)
     train_on_all_rounds: bool = False  # True: --data rounds/0,...,rounds/N; False: rounds 1..N (+ replay)
     val_fraction: float = 0.25
     time_block_s: float = 4.0  # of video time; frames of one device within a block stay on one side
@@ -49,7 +51,21 @@ class SimConfig:
     health_frames: int = 10
     reference_frames: int = 600  # training-frame embeddings shipped in every bundle (epistemic novelty)
     freeze_bn: bool = True  # fine-tune with BatchNorm running statistics frozen
+    # learning without forgetting (issue #6; scripts/finetune_study.py measured the choices):
+    # new_share > 0: train on every round (rounds/0 = the whole original training set, no per-round replay
+    # sample) with this share of every batch drawn from the new rounds' frames (TrainConfig.data_shares)
+    new_share: float = 0.25
+    # wise: WiSE-FT the fine-tune back towards the deployed model as far as an original-domain held-out
+    # set requires (edgedepth.train.merge), a safety net before the gate, which then decides as before
+    merge: str = "wise"  # none | wise
+    merge_frames: int = 192  # original-domain frames that choose the merge weight (0: use the gate set)
+    merge_margin: float = 1.0  # the merge may spend this fraction of the gate tolerance
+    finetune_l2sp: float = 0.0  # L2-SP weight towards the deployed model (edgedepth.train.regularize)
+    finetune_freeze: str = "none"  # none | encoder | stem
     rate_factor: float = 1.5  # keep rate = this x budget/frames, so every strategy spends its (capped) budget
+    # hard: relax the selection threshold while the upload budget goes unspent (SelectionConfig.spend_budget);
+    # random and duplicate spend theirs anyway, so equal budgets mean equal uploads
+    spend_budget: bool = True
     min_spacing_frames: int = 8  # every strategy: at most ~2 uploads per 15-frame scene
     prime_frames: int = 600  # hard: the selector first scores this many of the model's training frames
     # machinery
@@ -81,6 +97,12 @@ class SimConfig:
             raise ConfigError(f"size {self.size} must be multiples of 32")
         if self.daemon not in ("inprocess", "subprocess"):
             raise ConfigError("daemon must be 'inprocess' or 'subprocess'")
+        if not 0.0 <= self.new_share < 1.0:
+            raise ConfigError(f"new_share must be in [0, 1), got {self.new_share}")
+        if self.merge not in MERGES:
+            raise ConfigError(f"merge must be one of {', '.join(MERGES)}, got {self.merge!r}")
+        if self.merge_frames < 0 or not 0 < self.merge_margin <= 10:
+            raise ConfigError("merge frames must be >= 0 and the merge margin in (0, 10]")
         if self.finetune_steps < 1 or self.base_epochs < 1:
             raise ConfigError("finetune steps and base epochs must be >= 1")
         return self
@@ -118,6 +140,6 @@ def quick_config(**overrides) -> SimConfig:
                     scene_length=10, segment_length=5, model="tiny", size=(32, 64), base_frames=24,
                     base_epochs=1, eval_frames=6, gate_frames=6, finetune_steps=3, batch_size=8,
                     health_frames=3, threads=1, quick=True, prime_frames=16, reference_frames=16,
-                    min_spacing_frames=1,
+                    min_spacing_frames=1, merge_frames=6,
                     mix={"indoor": 0.5, "night": 0.25, "fog": 0.25})
     return replace(cfg, **overrides)

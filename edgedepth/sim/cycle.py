@@ -79,6 +79,25 @@ def export_bundle(checkpoint: Path, bundle: Path, parity_data: Path, extra: Dict
     return bundle
 
 
+def new_share_data(round_dirs: List[Path], share: float):
+    """(data dirs, shares): rounds/0 whole at 1 - share, the later rounds (those with training frames)
+    splitting `share` by their frame counts."""
+    from edgedepth.errors import DataError
+
+    def frames(d: Path) -> int:
+        try:
+            return count_frames([d])
+        except DataError:  # a round whose frames all went to its val split has no train folder
+            return 0
+
+    counts = [frames(d) for d in round_dirs[1:]]
+    new = [(d, c) for d, c in zip(round_dirs[1:], counts) if c > 0]
+    total = sum(c for _, c in new)
+    if not total:
+        return [round_dirs[0]], [1.0]
+    return [round_dirs[0]] + [d for d, _ in new], [1.0 - share] + [share * c / total for _, c in new]
+
+
 def count_frames(dirs: List[Path]) -> int:
     from edgedepth.data.formats import open_dataset
 
@@ -164,7 +183,8 @@ class FleetRun:
         return SelectionConfig(mode=mode, rate=min(1.0, rate), max_per_hour=float(cfg.budget_per_device),
                                min_spacing_frames=cfg.min_spacing_frames,
                                warmup=min(20, max(1, cfg.frames_per_device // 10)),
-                               seed=derive_seed(self.seed, 71), min_depth=pre_min, max_depth=pre_max)
+                               seed=derive_seed(self.seed, 71), min_depth=pre_min, max_depth=pre_max,
+                               spend_budget=cfg.spend_budget)
 
     def collect(self, r: int, clips: List[list], start_time: float,
                 progress: Optional[Callable] = None) -> RoundRecord:
@@ -276,7 +296,8 @@ class FleetRun:
         step("build")
         report = build_round(RoundConfig(store=str(self.server.store), out=str(out), since=self.since,
                                          replay=[str(p) for p in self.round_dirs],
-                                         replay_fraction=cfg.replay_fraction, val_fraction=cfg.val_fraction,
+                                         replay_fraction=0.0 if cfg.new_share > 0 else cfg.replay_fraction,
+                                         val_fraction=cfg.val_fraction,
                                          time_block_s=cfg.time_block_s, seed=derive_seed(self.seed, r, 5)))
         rec.build = asdict(report)
         self.round_dirs.append(out)
@@ -285,6 +306,9 @@ class FleetRun:
         t1 = time.monotonic()
         step("train")
         data = self.round_dirs if cfg.train_on_all_rounds else self.round_dirs[1:]
+        shares: List[float] = []
+        if cfg.new_share > 0:  # all of rounds/0 + every round's new frames at a fixed share of each batch
+            data, shares = new_share_data(self.round_dirs, cfg.new_share)
         val = round_val_dir(str(out))
         n = count_frames(data)
         steps_per_epoch = max(1, n // min(cfg.batch_size, n))
@@ -293,13 +317,22 @@ class FleetRun:
         result = train(TrainConfig(
             data=[str(p) for p in data], val=[val or str(self.assets.gate_set)], out=str(run_dir),
             init_from=str(self.current), epochs=epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size,
-            freeze_bn=cfg.freeze_bn,
+            freeze_bn=cfg.freeze_bn, l2sp=cfg.finetune_l2sp, freeze=cfg.finetune_freeze, data_shares=shares,
             seed=derive_seed(self.seed, r, 13) % 100000, threads=cfg.threads, workers=1, progress=False,
             name="edgedepth-sim", version=f"{self.strategy}-round{r}", training_round=r,
             extra_lineage={"round": str(out), "strategy": self.strategy, "sim_seed": self.seed}))
         candidate = result.last_checkpoint  # a fixed step budget: the last weights, not a val-picked epoch
         rec.train = {"frames": n, "epochs": epochs, "steps": result.steps, "elapsed_s": result.elapsed_s,
+                     "data": [str(p) for p in data], "data_shares": shares,
                      "val": val or str(self.assets.gate_set), "last_metrics": result.last_metrics}
+        if cfg.merge == "wise":  # learn without forgetting: see edgedepth.train.merge
+            from edgedepth.train.merge import wise_merge
+
+            merged = wise_merge(self.current, candidate, self.assets.merge_set or self.assets.gate_set,
+                                run_dir / "merged.pt", tolerance=cfg.gate_tolerance, margin=cfg.merge_margin,
+                                anchors=[self.assets.base_checkpoint])
+            candidate = merged.checkpoint
+            rec.train["merge"] = merged.to_dict()
         rec.seconds["train"] = time.monotonic() - t1
 
         t2 = time.monotonic()

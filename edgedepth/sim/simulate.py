@@ -92,8 +92,9 @@ def _run_simulation(cfg: SimConfig, say: Callable[[str], None],
                     rec = run.improve(r)
                     m = rec.candidate_metrics
                     say(f"[sim] seed {seed} round {r} {run.strategy}: built {rec.build['train']} train "
-                        f"(+{rec.build['val']} val), {rec.train['steps']} steps; candidate shifted AbsRel "
-                        f"{m['shifted']['abs_rel']:.3f}, original {m['original']['abs_rel']:.3f}; gate "
+                        f"(+{rec.build['val']} val), {rec.train['steps']} steps{_merge(rec.train)}; "
+                        f"candidate shifted AbsRel {m['shifted']['abs_rel']:.3f}, original "
+                        f"{m['original']['abs_rel']:.3f}; gate "
                         f"{'PROMOTE v' + str(rec.version) if rec.promoted else 'REFUSE'}")
             final_clip = render_clip(cfg.mix, derive_seed(seed, 999), max(4, 2 * cfg.health_frames),
                                      cfg.size[0], cfg.size[1], cfg.scene_length, cfg.segment_length)
@@ -117,6 +118,11 @@ def _record(rec) -> dict:
     from dataclasses import asdict
 
     return asdict(rec)
+
+
+def _merge(train: dict) -> str:
+    merge = train.get("merge")
+    return f", WiSE-FT alpha {merge['alpha']:.2f}" if merge else ""
 
 
 def _domains(counts: Dict[str, int]) -> str:

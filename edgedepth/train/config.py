@@ -36,6 +36,9 @@ def split_dirs(value: Union[None, str, List[str]]) -> List[str]:
     return out
 
 
+FREEZE_CHOICES = ("none", "encoder", "stem")  # see edgedepth.train.regularize.freeze_parameters
+
+
 @dataclass
 class TrainConfig:
     """One training run. Exactly one of `epochs` / `minutes` (wall-clock budget for the whole call)."""
@@ -67,6 +70,12 @@ class TrainConfig:
     augment: bool = True
     channels_last: bool = True  # NHWC memory format on CPU: ~1.5x faster depthwise-conv steps (2-core CPU)
     freeze_bn: bool = False  # BatchNorm in eval mode (running stats frozen): fine-tuning on a few new frames
+    l2sp: float = 0.0  # L2-SP: (l2sp/2) * ||theta - theta_init||^2 (edgedepth.train.regularize); needs init
+    freeze: str = "none"  # none | encoder | stem: parameters not trained (edgedepth.train.regularize)
+    # share of every batch drawn from each --data directory (one number per directory, normalised; empty:
+    # every frame equally likely). Fine-tuning: the whole old training set at a high share keeps what the
+    # model knew, a few new frames at e.g. 25% teach the new domain (edgedepth.train.regularize)
+    data_shares: List[float] = field(default_factory=list)
     device: str = "auto"  # auto | cpu | cuda
     progress: bool = True
     name: str = "edgedepth"
@@ -78,6 +87,7 @@ class TrainConfig:
         self.data = split_dirs(self.data)
         self.val = split_dirs(self.val)
         self.size = parse_size(self.size)
+        self.data_shares = [float(v) for v in self.data_shares]
 
     def validate(self) -> "TrainConfig":
         if not self.data:
@@ -102,6 +112,18 @@ class TrainConfig:
             raise ConfigError(f"loss mode must be nll or decoupled, got {self.loss_mode!r}")
         if not self.frame_weight >= 0:
             raise ConfigError(f"frame_weight must be >= 0, got {self.frame_weight}")
+        if not self.l2sp >= 0:
+            raise ConfigError(f"--l2sp must be >= 0, got {self.l2sp}")
+        if self.l2sp > 0 and not (self.init_from or self.resume):
+            raise ConfigError("--l2sp pulls towards the initial weights: give --init-from (or --resume)")
+        if self.freeze not in FREEZE_CHOICES:
+            raise ConfigError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.freeze!r}")
+        if self.data_shares:
+            if len(self.data_shares) != len(self.data):
+                raise ConfigError(f"--data-shares needs one number per --data directory ({len(self.data)}), "
+                                  f"got {len(self.data_shares)}")
+            if any(not (v >= 0) for v in self.data_shares) or sum(self.data_shares) <= 0:
+                raise ConfigError(f"--data-shares must be >= 0 and not all 0, got {self.data_shares}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         return self

@@ -31,6 +31,7 @@ from edgedepth.train.augment import Augment, normalise, to_unit_float
 from edgedepth.train.config import RunResult, TrainConfig
 from edgedepth.train.distributed import DistInfo, broadcast_float, init_distributed, mean_across, shutdown
 from edgedepth.train.losses import DepthLoss
+from edgedepth.train.regularize import L2SP, frame_weights, freeze_parameters
 from edgedepth.train.torchdata import Frames, batch_tensors, dataset_lineage, load_many
 
 log = logging.getLogger(__name__)
@@ -200,10 +201,14 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
         if resume is not None:
             lineage = {**resume.get("lineage", {}), **lineage}
 
+    freeze_parameters(model, cfg.freeze)  # before DDP, which registers the parameters that need grads
+    # anchored at the weights training starts from (--init-from; with --resume, the resumed weights)
+    l2sp = L2SP(model, cfg.l2sp) if cfg.l2sp > 0 else None
     net = DistributedDataParallel(model, device_ids=[info.local_rank] if use_cuda else None) \
         if info.enabled else model
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     schedule = CosineSchedule(cfg.lr, cfg.warmup, cfg.final_lr_fraction)
@@ -212,6 +217,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
 
     sampler = DistributedSampler(range(len(train_frames)), num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=cfg.seed, drop_last=False)
+    weights = frame_weights(train_frames.sources, cfg.data, cfg.data_shares)
     per_rank = len(sampler)
     bs = min(cfg.batch_size, per_rank)
     steps_per_epoch = max(1, per_rank // bs)
@@ -266,6 +272,10 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
                         m.eval()
             sampler.set_epoch(epoch)
             order = np.fromiter(iter(sampler), dtype=np.int64)
+            if weights is not None:  # fixed shares per data directory: draw with replacement, then shard
+                draw = np.random.default_rng([cfg.seed, epoch, 17]).choice(
+                    len(train_frames), size=len(order) * info.world_size, p=weights)
+                order = draw[info.rank::info.world_size]
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch * 7919 + info.rank)
             sums: Dict[str, float] = {}
             n_steps, out_of_time = 0, False
@@ -286,9 +296,13 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
                 valid = (depth >= pre.min_depth) & (depth <= pre.max_depth)
                 pred, unc = net(x)
                 loss, parts = loss_fn(pred, unc, depth, valid)
+                if l2sp is not None:
+                    penalty = l2sp()
+                    loss = loss + penalty
+                    parts["l2sp"] = float(penalty.detach())
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                torch.nn.utils.clip_grad_norm_(trainable, 5.0)
                 optimizer.step()
                 step += 1
                 n_steps += 1

@@ -104,3 +104,76 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="original domain"):
         SimConfig(mix={"night": 1.0}).validate()
     assert SimConfig().validate().rate == 20 / 1000
+
+
+def test_every_candidate_is_a_gate_aware_wise_ft_merge(sim):
+    cfg, result, _ = sim
+    from pathlib import Path
+
+    import torch
+
+    from edgedepth.checkpoint import load_checkpoint
+    from edgedepth.train.regularize import interpolate_state
+
+    assert cfg.merge == "wise" and cfg.merge_frames > 0
+    for strategy, per_seed in result["runs"].items():
+        rec = per_seed["0"][0]
+        merge = rec["train"]["merge"]
+        alphas = [p["alpha"] for p in merge["points"]]
+        assert alphas[0] == 0.0 and alphas[-1] == 1.0, strategy
+        assert merge["alpha"] == max([p["alpha"] for p in merge["points"] if p["ok"]], default=0.0)
+        assert next(p for p in merge["points"] if p["alpha"] == 0.0)["abs_rel"] <= merge["limit_abs_rel"]
+        merged = load_checkpoint(merge["checkpoint"])
+        assert merged["lineage"]["merge"]["alpha"] == merge["alpha"]
+        assert "merge" in Path(merge["checkpoint"]).name
+        # the gate judged the merged weights: theta0 + alpha (theta_ft - theta0)
+        root = Path(cfg.workdir) / "runs" / "seed0" / strategy / "train" / "1"
+        ft = load_checkpoint(root / "last.pt")["state_dict"]
+        base = load_checkpoint(Path(result["assets"]) / "base" / "best.pt")["state_dict"]
+        expected = interpolate_state(base, ft, merge["alpha"])
+        assert all(torch.allclose(merged["state_dict"][k], expected[k]) for k in expected)
+        assert rec["gate"]["candidate"] == merge["checkpoint"]
+
+
+def test_merge_config_validation():
+    with pytest.raises(ConfigError, match="merge"):
+        SimConfig(merge="average").validate()
+    with pytest.raises(ConfigError, match="merge"):
+        SimConfig(merge_frames=-1).validate()
+
+
+def test_rounds_train_on_all_original_frames_with_a_fixed_new_share(sim):
+    cfg, result, _ = sim
+    from pathlib import Path
+
+    assert cfg.new_share == 0.25
+    for strategy, per_seed in result["runs"].items():
+        rec = per_seed["0"][0]
+        assert rec["build"]["replay"] == 0, strategy  # rounds/0 is replayed whole instead of sampled
+        data, shares = rec["train"]["data"], rec["train"]["data_shares"]
+        assert Path(data[0]).name == "train0" and shares[0] == pytest.approx(0.75)
+        assert sum(shares) == pytest.approx(1.0) and len(data) == len(shares)
+        if rec["build"]["train"] > 0:
+            assert Path(data[-1]).name == "1"
+
+
+def test_new_share_data_skips_empty_rounds(tmp_path):
+    import numpy as np
+
+    from edgedepth.data.formats import write_sample
+    from edgedepth.sim.cycle import new_share_data
+
+    def write_folder(root, n):
+        for i in range(n):
+            write_sample(root, f"f{i}", np.full((32, 64, 3), 100, np.uint8),
+                         np.full((32, 64), 2.0, np.float32))
+        return root
+
+    r0 = write_folder(tmp_path / "r0", n=8)
+    r1 = write_folder(tmp_path / "r1", n=3)
+    r2 = tmp_path / "r2"
+    r2.mkdir()  # a round whose frames all went to val: no train folder
+    r3 = write_folder(tmp_path / "r3", n=1)
+    data, shares = new_share_data([r0, r1, r2, r3], 0.4)
+    assert data == [r0, r1, r3] and shares == pytest.approx([0.6, 0.3, 0.1])
+    assert new_share_data([r0, r2], 0.4) == ([r0], [1.0])
