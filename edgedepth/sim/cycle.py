@@ -184,7 +184,7 @@ class FleetRun:
                                min_spacing_frames=cfg.min_spacing_frames,
                                warmup=min(20, max(1, cfg.frames_per_device // 10)),
                                seed=derive_seed(self.seed, 71), min_depth=pre_min, max_depth=pre_max,
-                               spend_budget=cfg.spend_budget)
+                               spend_budget=cfg.spend_budget, novelty_cap=cfg.novelty_cap)
 
     def collect(self, r: int, clips: List[list], start_time: float,
                 progress: Optional[Callable] = None) -> RoundRecord:
