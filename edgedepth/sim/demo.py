@@ -25,10 +25,11 @@ def demo_config(workdir: str = "edgedepth-demo", quick: bool = False) -> SimConf
     if quick:
         return quick_config(workdir=workdir, strategies=["hard"], calibrate=True, daemon="subprocess",
                             progress=False)
-    return SimConfig(workdir=workdir, seeds=[0], strategies=["hard"], rounds=1, devices=2,
-                     frames_per_device=300, budget_per_device=15, base_frames=400, base_epochs=15,
-                     eval_frames=32, gate_frames=32, finetune_steps=150, calibrate=True,
-                     daemon="subprocess")
+    # one round of the simulation's recipe (4 devices x 1000 frames, 20 uploads each, 600 fine-tune steps)
+    # on a quicker round-0 model
+    return SimConfig(workdir=workdir, seeds=[0], strategies=["hard"], rounds=1, devices=4,
+                     frames_per_device=1000, budget_per_device=20, base_frames=400, base_epochs=15,
+                     eval_frames=48, gate_frames=48, calibrate=True, daemon="subprocess")
 
 
 def run_demo(cfg: SimConfig, say: Callable[[str], None] = print) -> dict:
