@@ -352,6 +352,8 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
                             "with depth (synthetic or RGB-D sources), or pass --teacher MODEL for "
                             "pseudo-labels (or --self-supervised MODEL for frames uploaded with "
                             "neighbours and poses)")
+        # arrival order depends on upload timing; a fixed order makes the same items give the same round
+        cands.sort(key=lambda c: (str(c.meta.get("captured_at", "")), str(c.meta.get("id", ""))))
         keep = dedupe([c.thumb for c in cands], [c.score for c in cands], cfg.dedupe_distance)
         report.duplicates = len(cands) - len(keep)
         cands = [cands[i] for i in keep]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 from edgedepth.sim.config import SimConfig, quick_config
+from edgedepth.sim.fleet import stream_clock
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def run_demo(cfg: SimConfig, say: Callable[[str], None] = print) -> dict:
               f"through the daemon ({cfg.daemon})")
         bar = _bar(cfg.devices * cfg.frames_per_device, "devices", cfg.progress)
         try:
-            rec = run.collect(1, clips, time.time(), bar.update)
+            rec = run.collect(1, clips, stream_clock(1), bar.update)
         finally:
             bar.close()
         run.improve(1, progress=lambda s: stage({"build": "build the next round from the ingest store",
@@ -81,7 +82,7 @@ def run_demo(cfg: SimConfig, say: Callable[[str], None] = print) -> dict:
         stage("devices poll the registry and swap the new model in (health-checked)")
         clip = render_clip(cfg.mix, derive_seed(seed, 999), max(4, 2 * cfg.health_frames), cfg.size[0],
                            cfg.size[1], cfg.scene_length, cfg.segment_length)
-        updates = run.final_update(clip, time.time())
+        updates = run.final_update(clip, stream_clock(2))
     finally:
         run.stop()
         stack.close()

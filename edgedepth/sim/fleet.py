@@ -36,6 +36,16 @@ LATENCY_FLOOR_MS = 5.0  # health check: a swap is judged slow only beyond max(4x
 # Video: one device's frames for one round
 
 
+SIM_CLOCK_START = 1_790_000_000.0  # 2026-09-21 UTC: the stream clock the simulated cameras stamp frames with
+
+
+def stream_clock(r: int) -> float:
+    """Wall-clock time of round r's first frame. Fixed, not time.time(): the round's train/val split goes
+    by (device, time block) of these stamps, so a wall-clock start shifted the blocks against the videos
+    and the same seed gave different splits, and different results, on every run."""
+    return SIM_CLOCK_START + 86400.0 * r
+
+
 def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
 

@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Optional
 from edgedepth.sim.assets import prepare_assets
 from edgedepth.sim.config import SimConfig
 from edgedepth.sim.cycle import FleetRun
-from edgedepth.sim.fleet import derive_seed, render_clip, sigterm_as_exit
+from edgedepth.sim.fleet import derive_seed, render_clip, sigterm_as_exit, stream_clock
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _run_simulation(cfg: SimConfig, say: Callable[[str], None],
                 runs_hook(runs)
             for r in range(1, cfg.rounds + 1):
                 clips = device_clips(cfg, seed, r, cfg.progress)
-                start_time = time.time()
+                start_time = stream_clock(r)
                 bar = _bar(cfg.devices * cfg.frames_per_device * len(runs), f"seed {seed} round {r}: fleet",
                            cfg.progress)
                 try:
@@ -101,7 +101,7 @@ def _run_simulation(cfg: SimConfig, say: Callable[[str], None],
             for run in runs:
                 result["runs"][run.strategy][str(seed)] = [_record(rec) for rec in run.records]
                 result["final_update"].setdefault(run.strategy, {})[str(seed)] = \
-                    run.final_update(final_clip, time.time())
+                    run.final_update(final_clip, stream_clock(cfg.rounds + 1))
         finally:
             for run in runs:
                 run.stop()

@@ -182,3 +182,19 @@ def test_cli_round_build_and_trainer_reads_it(tmp_path):
     assert 1 <= len(frames) <= 6
     res = CliRunner().invoke(cli, ["round", "build", "--store", str(tmp_path / "store"), "--out", str(out)])
     assert res.exit_code == 2 and "not empty" in res.output
+
+
+def test_the_same_items_give_the_same_round_whatever_their_arrival_order(tmp_path):
+    def build(order, name):
+        store = LocalStore(tmp_path / f"store-{name}", min_free_bytes=0)
+        for i in order:
+            make_item(store, i, device="dev-a" if i % 2 else "dev-b", t=f"2026-11-24T18:{i:02d}:00.000Z",
+                      score=0.5)  # equal scores: de-duplication ties are broken by a fixed order too
+        store.close()
+        build_round(RoundConfig(store=str(tmp_path / f"store-{name}"), out=str(tmp_path / name),
+                                val_fraction=0.3, time_block_s=120.0))
+        lineage = json.loads((tmp_path / name / "lineage.json").read_text())
+        return [(f["name"], f["split"]) for f in lineage["frames"]]
+
+    forward, backward = build(range(12), "a"), build(reversed(range(12)), "b")
+    assert forward == backward and {s for _, s in forward} == {"train", "val"}
