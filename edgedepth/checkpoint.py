@@ -23,9 +23,6 @@ def save_checkpoint(path: PathLike, model, model_config: Dict[str, Any], preproc
                     **fields: Any) -> Path:
     """Write a checkpoint atomically (temp file, fsync, rename). Extra fields: metrics, lineage, seed,
     epoch, optimizer, scheduler, name, version, training_round, ..."""
-    torch = require("torch", "train")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -35,6 +32,14 @@ def save_checkpoint(path: PathLike, model, model_config: Dict[str, Any], preproc
         "state_dict": state,
         **fields,
     }
+    return write_checkpoint(path, payload)
+
+
+def write_checkpoint(path: PathLike, payload: Dict[str, Any]) -> Path:
+    """torch.save a checkpoint dict atomically: temp file, fsync, rename."""
+    torch = require("torch", "train")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         torch.save(payload, f)

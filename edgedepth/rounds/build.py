@@ -202,12 +202,16 @@ def _rgb_name(meta: dict) -> str:
     raise DataError(f"item {str(meta.get('id'))[:12]} has no rgb file")
 
 
-def _read_rgb(store, meta: dict) -> np.ndarray:
-    name = _rgb_name(meta)
+def read_item_image(store, meta: dict, name: str) -> np.ndarray:
+    """One image file of a store item as RGB uint8; DataError when it does not decode."""
     bgr = cv2.imdecode(np.frombuffer(store.read_file(meta["id"], name), np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise DataError(f"item {meta['id'][:12]}: {name} does not decode as an image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _read_rgb(store, meta: dict) -> np.ndarray:
+    return read_item_image(store, meta, _rgb_name(meta))
 
 
 def uploaded_label(meta: dict) -> Optional[Tuple[str, str]]:

@@ -224,12 +224,10 @@ class SelfSupervisedLabeler:
     """Labels store items that carry neighbour frames and poses, starting from `model`'s prediction."""
 
     def __init__(self, model: str, config: PhotometricConfig = PhotometricConfig()) -> None:
-        from edgedepth.fsutil import file_sha256
-        from edgedepth.predictor import load_predictor
+        from edgedepth.rounds.build import Teacher
 
-        self.path = str(model)
-        self.sha256 = file_sha256(model)
-        self.predictor = load_predictor(self.path)
+        self.initial = Teacher(model)  # the prediction the photometric refinement starts from
+        self.path, self.sha256 = self.initial.path, self.initial.sha256
         self.config = config
         self.valid_fractions: List[float] = []
 
@@ -240,19 +238,20 @@ class SelfSupervisedLabeler:
 
     def __call__(self, store, meta: dict, rgb: np.ndarray) -> np.ndarray:
         """The label (HxW metres, 0 = unlabelled) for the item whose frame is `rgb`."""
+        from edgedepth.rounds.build import read_item_image
+
         files = {(e.get("kind"), int(e.get("offset", 0))): name for name, e in meta.get("files", {}).items()}
         neighbors = []
         for key, transform in neighbor_transforms(meta):
             offsets = [off for kind, off in files if kind == "rgb_neighbor" and (off < 0) == (key == "prev")]
             if not offsets:
                 continue
-            data = store.read_file(meta["id"], files[("rgb_neighbor", offsets[0])])
-            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            if bgr is None or bgr.shape != rgb.shape:
-                raise DataError(f"item {meta['id'][:12]}: its {key} neighbour frame is unreadable or of "
-                                "another size")
-            neighbors.append((cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), transform))
-        init = self.predictor.predict(rgb).depth
+            nb = read_item_image(store, meta, files[("rgb_neighbor", offsets[0])])
+            if nb.shape != rgb.shape:
+                raise DataError(f"item {meta['id'][:12]}: its {key} neighbour frame is {nb.shape[:2]}, "
+                                f"the frame {rgb.shape[:2]}")
+            neighbors.append((nb, transform))
+        init = self.initial(rgb)
         K = np.asarray(meta["intrinsics"], np.float64)
         label = photometric_label(rgb, neighbors, K, init, self.config)
         self.valid_fractions.append(label.valid_fraction)

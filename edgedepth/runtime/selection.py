@@ -29,7 +29,8 @@ with a reference, `novelty_threshold` can instead set an absolute rule on novelt
 bucket holds the long-run keep rate at `rate`. With `spend_budget` the quantile's level relaxes (x1.002
 per frame, down to the median) while tokens pile up unspent and tightens back while they run out: a
 fleet that pays for `rate` uploads gets the next-best frames rather than fewer (measured offline on
-the mixed streams: twice the kept frames at a 3 % rate with 8-frame spacing, at a lower unseen share).
+the mixed streams: about three times the kept frames at a 3 % rate with 8-frame spacing, at a lower
+unseen share).
 Budgets (max per hour, minimum spacing in frames and
 seconds) apply in every mode; `random` keeps frames at the same rate without looking at them (the
 baseline), `none` keeps nothing.

@@ -16,7 +16,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Sequence, Union
 
 from edgedepth.errors import ConfigError
 
@@ -72,7 +72,7 @@ def wise_merge(initial: PathLike, finetuned: PathLike, regression_set: PathLike,
     tolerance*margin of `initial` and of every model in `anchors` (AbsRel up, d1 down, relative)."""
     import torch
 
-    from edgedepth.checkpoint import load_checkpoint
+    from edgedepth.checkpoint import load_checkpoint, write_checkpoint
     from edgedepth.models import build_model
     from edgedepth.preprocess import Preprocessing
     from edgedepth.train.loop import validate
@@ -116,17 +116,8 @@ def wise_merge(initial: PathLike, finetuned: PathLike, regression_set: PathLike,
                         "tolerance": tolerance, "margin": margin}
     merged["lineage"] = lineage
     merged["metrics"] = {}  # the fine-tune's validation metrics do not describe the merged weights
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save(merged, tmp)
-    tmp.replace(out)
+    out = write_checkpoint(out, merged)
     log.info("WiSE-FT merge: alpha %.2f (regression AbsRel limit %.4f, d1 limit %.4f)",
              alpha, max_abs, min_d1)
     return MergeResult(alpha, out, max_abs, min_d1, points)
 
-
-def merge_summary(result: Optional[MergeResult]) -> str:
-    if result is None:
-        return "no merge"
-    return f"WiSE-FT alpha {result.alpha:.2f} (regression AbsRel <= {result.limit_abs_rel:.4f})"
