@@ -5,7 +5,9 @@ Both models are evaluated on two dataset folders:
 - the REGRESSION set (what the fleet already handles): the candidate must not get worse by more than
   `tolerance`, relative: (AbsRel_c - AbsRel_b) / AbsRel_b <= tolerance and
   (d1_b - d1_c) / d1_b <= tolerance;
-- the TARGET set (what the new round was collected for): AbsRel must improve by more than `min_gain`,
+- the TARGET set (what the new round was collected for; one folder or several, e.g. the val splits of
+  every round so far, a suite of hard cases that grows each round and so gets less noisy): AbsRel must
+  improve by more than `min_gain`,
   relative: (AbsRel_b - AbsRel_c) / AbsRel_b > min_gain, and d1 must not drop by more than `tolerance`
   (relative) there either.
 Every check must pass; a metric that is NaN/inf for the candidate fails. Per-domain figures are
@@ -20,12 +22,13 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from edgedepth.errors import ConfigError, DataError, GateRefused
 
 PathLike = Union[str, "os.PathLike[str]"]
-Evaluator = Callable[[PathLike, PathLike], Dict[str, Any]]
+DatasetSpec = Union[PathLike, Sequence[PathLike]]  # one dataset folder, or several scored as one set
+Evaluator = Callable[[PathLike, DatasetSpec], Dict[str, Any]]
 REGRESSION, TARGET = "regression", "target"
 _EPS = 1e-12
 
@@ -172,11 +175,12 @@ def default_evaluator(batch_size: int = 16, limit: Optional[int] = None,
 
     loaded: Dict[str, Any] = {}
 
-    def run(model: PathLike, dataset: PathLike) -> Dict[str, Any]:
+    def run(model: PathLike, dataset: DatasetSpec) -> Dict[str, Any]:
         key = str(Path(model).resolve())
         if key not in loaded:
             loaded[key] = load_predictor(str(model), providers)
-        result = evaluate(loaded[key], [str(dataset)], batch_size=batch_size, limit=limit)
+        folders = [str(d) for d in _folders(dataset)]
+        result = evaluate(loaded[key], folders, batch_size=batch_size, limit=limit)
         out: Dict[str, Any] = dict(result.overall)
         out["per_domain"] = result.per_domain
         return out
@@ -184,17 +188,24 @@ def default_evaluator(batch_size: int = 16, limit: Optional[int] = None,
     return run
 
 
-def _check_inputs(candidate: PathLike, baseline: PathLike, regression_set: PathLike,
-                  target_set: PathLike) -> None:
+def _folders(spec: DatasetSpec) -> List[PathLike]:
+    return [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+
+
+def _check_inputs(candidate: PathLike, baseline: PathLike, regression_set: DatasetSpec,
+                  target_set: DatasetSpec) -> None:
     for what, p in (("candidate model", candidate), ("baseline model", baseline)):
         if not Path(p).is_file():
             raise ConfigError(f"{what} {p} does not exist (a .pt checkpoint or .onnx file is expected)")
-    for what, p in (("regression set", regression_set), ("target set", target_set)):
-        if not Path(p).is_dir():
-            raise ConfigError(f"{what} {p} is not a dataset folder")
+    for what, spec in (("regression set", regression_set), ("target set", target_set)):
+        if not _folders(spec):
+            raise ConfigError(f"give at least one {what} folder")
+        for p in _folders(spec):
+            if not Path(p).is_dir():
+                raise ConfigError(f"{what} {p} is not a dataset folder")
 
 
-def gate(candidate: PathLike, baseline: PathLike, regression_set: PathLike, target_set: PathLike,
+def gate(candidate: PathLike, baseline: PathLike, regression_set: DatasetSpec, target_set: DatasetSpec,
          tolerance: float = 0.02, min_gain: float = 0.0, evaluator: Optional[Evaluator] = None,
          baseline_metrics: Optional[Dict[str, Dict[str, Any]]] = None) -> GateResult:
     """Evaluate both models on both sets and apply the rules (see the module docstring).
@@ -205,13 +216,14 @@ def gate(candidate: PathLike, baseline: PathLike, regression_set: PathLike, targ
     """
     _check_inputs(candidate, baseline, regression_set, target_set)
     run = evaluator or default_evaluator()
-    datasets = {REGRESSION: str(regression_set), TARGET: str(target_set)}
+    specs = {REGRESSION: regression_set, TARGET: target_set}
     base = dict(baseline_metrics or {})
     cand = {}
-    for name, ds in datasets.items():
+    for name, spec in specs.items():
         if name not in base:
-            base[name] = run(baseline, ds)
-        cand[name] = run(candidate, ds)
+            base[name] = run(baseline, spec)
+        cand[name] = run(candidate, spec)
+    datasets = {name: ",".join(str(p) for p in _folders(spec)) for name, spec in specs.items()}
     return gate_metrics(base, cand, tolerance, min_gain, datasets, str(candidate), str(baseline))
 
 

@@ -124,10 +124,12 @@ def bare_throughput(backend, batches, n):
     return n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1000.0
 
 
-def loop_run(backend, uri, n, select=True, h=224, w=224):
-    """(frames/s, process CPU ms per frame, loop stats) of the whole loop on `uri`."""
+def loop_run(backend, uri, n, select=True, h=224, w=224, reference=None):
+    """(frames/s, process CPU ms per frame, loop stats) of the whole loop on `uri`; with a `reference`
+    the selector also scores novelty against it (the product path: a bundle exported with
+    --reference-data)."""
     stamps = []
-    selector = FrameSelector(SelectionConfig(mode="hard", rate=0.05)) if select else None
+    selector = FrameSelector(SelectionConfig(mode="hard", rate=0.05), reference=reference) if select else None
     source = open_source(uri, default_size=(h, w))
     loop = DepthLoop(
         source,
@@ -184,17 +186,17 @@ def selection_quality(backend, frames, unseen, rate, reference=None):
     return rows
 
 
-def efficiency(backend, batches, uri, args, h, w) -> dict:
+def efficiency(backend, batches, uri, args, h, w, reference=None) -> dict:
     """Interleaved bare/loop rounds; throughput ratio by wall clock and by CPU time per frame."""
     bare, loop, bare_cpu, loop_cpu, sel_ms, sel_cpu = [], [], [], [], [], []
     stats = None
     for r in range(args.rounds):  # interleaved, order alternated: drift on a shared machine hits both
         if r % 2:
-            fps, cpu, stats = loop_run(backend, uri, args.frames, h=h, w=w)
+            fps, cpu, stats = loop_run(backend, uri, args.frames, h=h, w=w, reference=reference)
             b, bc = bare_throughput(backend, batches, args.frames)
         else:
             b, bc = bare_throughput(backend, batches, args.frames)
-            fps, cpu, stats = loop_run(backend, uri, args.frames, h=h, w=w)
+            fps, cpu, stats = loop_run(backend, uri, args.frames, h=h, w=w, reference=reference)
         bare.append(b)
         bare_cpu.append(bc)
         loop.append(fps)
@@ -210,7 +212,8 @@ def efficiency(backend, batches, uri, args, h, w) -> dict:
     unpaced = {k: stats[k] for k in ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "infer_ms_p50")}
     paced_fps = max(1.0, round(0.7 * lp))
     _, _, paced = loop_run(
-        backend, f"{uri}&realtime=1&fps={paced_fps}", min(args.frames, 10 * paced_fps), h=h, w=w
+        backend, f"{uri}&realtime=1&fps={paced_fps}", min(args.frames, 10 * paced_fps), h=h, w=w,
+        reference=reference,
     )
     frame_ms = 1000.0 / lp
     fig = {
@@ -305,14 +308,21 @@ def main() -> None:
         render_ms = (time.perf_counter() - t0) / 60 * 1000
         batches = [pre.apply(f.rgb) for f in clip[:16]]
         uri = f"synthetic://{args.train_domain}?seed=11&size={h}x{w}&cache=120"
-        figures = efficiency(backend, batches, uri, args, h, w)
+        reference = None
+        if args.reference_data:
+            from edgedepth.runtime.reference import Reference, build_reference
+
+            reference = Reference(build_reference([d for d in args.reference_data.split(",") if d]))
+        print("selection in the loop: uncertainty + flicker"
+              + (f" + novelty against {len(reference.raw)} training frames" if reference is not None else ""))
+        figures = efficiency(backend, batches, uri, args, h, w, reference=reference)
         figures["threads"] = threads
         if threads != cores:  # the same figures with every core given to onnxruntime, for comparison
             all_cores = load_backend(model, backend="ort-cpu", threads=cores)
             bare_all, loop_all = [], []
             for _ in range(args.rounds):
                 bare_all.append(bare_throughput(all_cores, batches, args.frames)[0])
-                loop_all.append(loop_run(all_cores, uri, args.frames, h=h, w=w)[0])
+                loop_all.append(loop_run(all_cores, uri, args.frames, h=h, w=w, reference=reference)[0])
             all_cores.close()
             b_all, l_all = statistics.median(bare_all), statistics.median(loop_all)
             figures["all_cores"] = {
@@ -329,11 +339,6 @@ def main() -> None:
         print(f"(scene renderer alone: {render_ms:.1f} ms per {h}x{w} frame, not part of the loop figure)")
 
         unseen = [d.strip() for d in args.unseen.split(",") if d.strip()]
-        reference = None
-        if args.reference_data:
-            from edgedepth.runtime.reference import Reference, build_reference
-
-            reference = Reference(build_reference([d for d in args.reference_data.split(",") if d]))
         from edgedepth.data.synth import MixedStream
 
         mix = {args.train_domain: 0.8, **{d: 0.2 / len(unseen) for d in unseen}}

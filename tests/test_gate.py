@@ -119,6 +119,27 @@ def test_gate_command_exit_codes_and_json(setup):
     assert res.exit_code == 2 and "REFUSE" in res.output and "promotion refused" in res.output
 
 
+def test_target_set_of_several_folders_is_scored_as_one(setup):
+    from edgedepth.cli.main import cli
+
+    tmp, reg, tgt, baseline, improved, broken = setup
+    tgt2 = folder_set(tmp / "target2", 255, TARGET_DEPTH, seed=2)
+    one = {s.name: s for s in gate(improved, baseline, reg, tgt).sets}["target"]
+    both = gate(improved, baseline, reg, [tgt, tgt2])
+    target = {s.name: s for s in both.sets}["target"]
+    assert both.passed and target.candidate["frames"] == 2 * one.candidate["frames"]
+    assert target.dataset == f"{tgt},{tgt2}"
+    # a hard-case suite that also holds frames the candidate gets worse on is refused as a whole
+    alone = {s.name: s.passed for s in gate(broken, baseline, tgt, tgt).sets}
+    mixed = {s.name: s.passed for s in gate(broken, baseline, tgt, [tgt, reg, reg, reg]).sets}
+    assert alone == {"regression": True, "target": True} and mixed == {"regression": True, "target": False}
+    with pytest.raises(ConfigError, match="not a dataset folder"):
+        gate(improved, baseline, reg, [tgt, tmp / "missing"])
+    res = CliRunner().invoke(cli, ["gate", str(improved), "--baseline", str(baseline), "--regression-set",
+                                   str(reg), "--target-set", str(tgt), "--target-set", str(tgt2)])
+    assert res.exit_code == 0 and "PROMOTE" in res.output, res.output
+
+
 def m(abs_rel, d1):
     return {"abs_rel": abs_rel, "d1": d1}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import click
 
@@ -80,8 +80,10 @@ def publish(bundle: Optional[str], registry: str, key_path: Optional[str], versi
               help="The model the fleet runs now (.pt checkpoint or .onnx).")
 @click.option("--regression-set", required=True, type=click.Path(exists=True, file_okay=False),
               help="Dataset folder the candidate must not get worse on.")
-@click.option("--target-set", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Dataset folder the candidate must improve on.")
+@click.option("--target-set", "target_sets", required=True, multiple=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Dataset folder the candidate must improve on; repeat it to score several folders as one "
+                   "set (e.g. the val splits of every round so far).")
 @click.option("--tolerance", default=0.02, show_default=True, type=float,
               help="Largest allowed relative worsening of AbsRel and d1 (0.02 = 2%).")
 @click.option("--min-gain", default=0.0, show_default=True, type=float,
@@ -89,13 +91,14 @@ def publish(bundle: Optional[str], registry: str, key_path: Optional[str], versi
 @click.option("--limit", default=None, type=int, help="Score at most this many frames of each set.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
               help="Also write the full result (metrics, per-domain figures, checks) as JSON here.")
-def gate(candidate: str, baseline: str, regression_set: str, target_set: str, tolerance: float,
+def gate(candidate: str, baseline: str, regression_set: str, target_sets: Tuple[str, ...], tolerance: float,
          min_gain: float, limit: Optional[int], json_out: Optional[str]) -> None:
     """Decide whether CANDIDATE may replace the baseline; exits non-zero when refused."""
     from edgedepth.gate import default_evaluator, enforce, write_result
     from edgedepth.gate import gate as run_gate
 
-    result = run_gate(candidate, baseline, regression_set, target_set, tolerance=tolerance, min_gain=min_gain,
+    target = target_sets[0] if len(target_sets) == 1 else list(target_sets)
+    result = run_gate(candidate, baseline, regression_set, target, tolerance=tolerance, min_gain=min_gain,
                       evaluator=default_evaluator(limit=limit))
     click.echo(result.table())
     if json_out:

@@ -18,10 +18,10 @@ import click
 @click.option("--rounds", type=int, default=None, help="Improvement rounds per strategy [2].")
 @click.option("--devices", type=int, default=None, help="Simulated devices [4].")
 @click.option("--frames", "frames_per_device", type=int, default=None,
-              help="Frames each device processes per round [400].")
+              help="Frames each device processes per round [1000].")
 @click.option("--budget", "budget_per_device", type=int, default=None,
               help="Uploads per device per round, equal for every strategy [20].")
-@click.option("--finetune-steps", type=int, default=None, help="Optimiser steps per round [150].")
+@click.option("--finetune-steps", type=int, default=None, help="Optimiser steps per round [600].")
 @click.option("--base-epochs", type=int, default=None, help="Epochs of the shared round-0 model [25].")
 @click.option("--model", type=click.Choice(["tiny", "small", "base"]), default=None,
               help="Model size [tiny].")

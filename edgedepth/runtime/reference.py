@@ -2,17 +2,24 @@
 
 A model's aleatoric uncertainty head does not flag inputs unlike its training data (it learned the noise of
 familiar inputs, not what it has never seen). A domain shift (night, fog, a street instead of a room) shows
-in plain image statistics, though: brightness, contrast, saturation, colour, texture energy. So each frame
-gets a small appearance embedding that keeps exactly those cues (nothing is normalised away), standardised
-per dimension with the statistics of a REFERENCE SET of training-frame embeddings that ships with the model
-bundle (`reference_embeddings.npz`, written by `build_reference` + `save_reference`). A frame's novelty is
-its mean distance to its k nearest reference embeddings, divided by the same quantity measured within the
-reference set (leave-one-out median): about 1 on training-like frames, larger the further out a frame is.
-Cost: a 32x24 resize and a (n_ref x 60) matrix-vector product, well under 0.1 ms.
+in plain image statistics, though: brightness, contrast, saturation, colour, hue, texture energy. So each
+frame gets a small appearance embedding that keeps exactly those cues (nothing is normalised away),
+standardised per dimension with the statistics of a REFERENCE SET of training-frame embeddings that ships
+with the model bundle (`reference_embeddings.npz`, written by `build_reference` + `save_reference`). A
+frame's novelty is its mean distance to its k nearest reference embeddings, divided by the same quantity
+measured within the reference set (leave-one-out median): about 1 on training-like frames, larger the
+further out a frame is. Cost: about 55 us for the embedding and 15 us for the k-NN at 600 reference frames
+(FrameSelector reuses it for a few frames within a scene).
+
+The saturation-weighted hue histogram is what finds a street or a park among rooms: on the synthetic
+domains (64x96, 400 indoor reference frames, 120 test frames each) it raised the AUC of novelty for
+outdoor vs indoor frames from 0.75 to 0.95 (night 1.00 and fog 0.98-0.99 either way); the colour thumbnail
+and the texture energy were down-weighted at the same time (they vary most among familiar rooms).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -22,41 +29,53 @@ import numpy as np
 
 from edgedepth.errors import DataError
 
+log = logging.getLogger(__name__)
+
 REFERENCE_FILE = "reference_embeddings.npz"
+EMBEDDING_VERSION = 2  # bump when appearance_embedding changes: older reference files are then ignored
 THUMB = (4, 3)  # colour thumbnail, width x height
 HIST_BINS = 8
+HUE_BINS = 6
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-# dimension groups: global colour/brightness stats 9, grey histogram 8, texture 3, colour thumbnail 36
-GROUPS = (("stats", 9), ("hist", HIST_BINS), ("texture", 3), ("thumb", THUMB[0] * THUMB[1] * 3))
+# dimension groups: global colour/brightness stats 9, grey histogram 8, texture 3, colour thumbnail 36,
+# saturation-weighted hue histogram 6
+GROUPS = (("stats", 9), ("hist", HIST_BINS), ("texture", 3), ("thumb", THUMB[0] * THUMB[1] * 3),
+          ("hue", HUE_BINS))
 EMBED_DIM = sum(n for _, n in GROUPS)
 
 
 def appearance_embedding(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 HxWx3 -> float32 (EMBED_DIM,) of raw (unstandardised) appearance features."""
+    """RGB uint8 HxWx3 -> float32 (EMBED_DIM,) of raw (unstandardised) appearance features.
+
+    OpenCV reductions on a 32x24 thumbnail (about 55 us at 96x128 on a 2-core x86: it runs on every frame
+    of a loop whose bundle has a reference)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DataError(f"expected an RGB image HxWx3, got shape {rgb.shape}")
     h, w = rgb.shape[:2]
     if h > 96 or w > 128:  # constant cost for any frame size
         rgb = cv2.resize(rgb, (64, 48), interpolation=cv2.INTER_NEAREST)
     small = cv2.resize(rgb, (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32) * (1.0 / 255.0)
-    px = small.reshape(-1, 3)
-    grey = (px @ _LUMA).reshape(24, 32)
-    mx, mn = px.max(axis=1), px.min(axis=1)
-    sat = (mx - mn) / (mx + 1e-3)
-    stats = np.concatenate([px.mean(axis=0), px.std(axis=0),
-                            [grey.mean(), grey.std(), sat.mean()]]).astype(np.float32)
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)  # the BT.601 luma
+    hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)  # float input: H in [0, 360), S = (max - min) / max
+    sat = hsv[..., 1]
+    n = grey.size
+    mean, std = cv2.meanStdDev(small)
+    grey_mean, grey_std = cv2.meanStdDev(grey)
+    stats = [*mean.ravel(), *std.ravel(), grey_mean[0, 0], grey_std[0, 0], cv2.mean(sat)[0]]
     hist = np.sqrt(np.bincount(np.minimum((grey * HIST_BINS).astype(np.int32), HIST_BINS - 1).ravel(),
-                               minlength=HIST_BINS)[:HIST_BINS] * (1.0 / grey.size)).astype(np.float32)
-    gx = np.abs(np.diff(grey, axis=1)).mean()
-    gy = np.abs(np.diff(grey, axis=0)).mean()
-    lap = np.abs(grey[1:-1, 1:-1] * 4 - grey[:-2, 1:-1] - grey[2:, 1:-1]
-                 - grey[1:-1, :-2] - grey[1:-1, 2:]).mean()
-    texture = np.array([gx, gy, lap], dtype=np.float32)
+                               minlength=HIST_BINS)[:HIST_BINS] * (1.0 / n))
+    gx = cv2.norm(grey[:, 1:], grey[:, :-1], cv2.NORM_L1) / grey[:, 1:].size
+    gy = cv2.norm(grey[1:], grey[:-1], cv2.NORM_L1) / grey[1:].size
+    lap = cv2.Laplacian(grey, cv2.CV_32F, ksize=1)[1:-1, 1:-1]  # 4-neighbour Laplacian, interior only
+    texture = [gx, gy, cv2.norm(lap, cv2.NORM_L1) / lap.size]
     thumb = cv2.resize(small, THUMB, interpolation=cv2.INTER_AREA).ravel()
-    return np.concatenate([stats, hist, texture, thumb]).astype(np.float32)
+    hue_bin = np.minimum((hsv[..., 0] * (HUE_BINS / 360.0)).astype(np.int32), HUE_BINS - 1).ravel()
+    hue = np.sqrt(np.bincount(hue_bin, weights=sat.ravel(), minlength=HUE_BINS)[:HUE_BINS] * (1.0 / n))
+    return np.concatenate([np.array(stats, np.float32), hist, np.array(texture, np.float32),
+                           thumb, hue]).astype(np.float32)
 
 
-GROUP_WEIGHTS = {"stats": 1.0, "hist": 1.0, "texture": 0.5, "thumb": 1.0}
+GROUP_WEIGHTS = {"stats": 1.0, "hist": 1.0, "texture": 0.25, "thumb": 0.5, "hue": 2.0}
 
 
 def _group_weights() -> np.ndarray:
@@ -115,12 +134,15 @@ def save_reference(path: Union[str, Path], embeddings: np.ndarray) -> Path:
         path = path / REFERENCE_FILE
     with open(path, "wb") as f:
         np.savez_compressed(f, embeddings=np.asarray(embeddings, dtype=np.float32),
-                            dim=np.array(EMBED_DIM), version=np.array(1))
+                            dim=np.array(EMBED_DIM), version=np.array(EMBEDDING_VERSION))
     return path
 
 
 def load_reference(path: Union[str, Path, None], k: int = 5) -> Optional[Reference]:
-    """The Reference in `path` (a bundle directory or the .npz), or None when there is none."""
+    """The Reference in `path` (a bundle directory or the .npz), or None when there is none.
+
+    A reference written by an older embedding (another version or dimension) is ignored with a warning: the
+    device keeps selecting on uncertainty and flicker until a re-exported bundle arrives."""
     if path is None:
         return None
     path = Path(path)
@@ -131,8 +153,14 @@ def load_reference(path: Union[str, Path, None], k: int = 5) -> Optional[Referen
     try:
         with np.load(path) as z:
             emb = z["embeddings"]
+            version = int(z["version"]) if "version" in z.files else 1
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"cannot read reference embeddings {path}: {exc}; re-export the bundle") from exc
+    if version != EMBEDDING_VERSION or emb.ndim != 2 or emb.shape[1] != EMBED_DIM:
+        log.warning("ignoring reference embeddings %s (embedding version %d, shape %s; this edgedepth reads "
+                    "version %d, %d dims): novelty is off until the bundle is re-exported with "
+                    "--reference-data", path, version, emb.shape, EMBEDDING_VERSION, EMBED_DIM)
+        return None
     return Reference(emb, k=k)
 
 

@@ -111,16 +111,18 @@ def prepare_assets(cfg: SimConfig, say: Callable[[str], None] = log.info) -> Ass
     if not eval_path.is_file():
         eval_path.write_text(json.dumps(evaluate_model(checkpoint, eval_sets, cfg.original_domain), indent=1))
     base_metrics = json.loads(eval_path.read_text())
+    from edgedepth.runtime.reference import EMBEDDING_VERSION
+
     bundle = root / ("base_bundle_int8" if cfg.calibrate else "base_bundle")
-    if not _done(bundle) or json.loads((bundle / ".done").read_text()).get("reference_frames") \
-            != cfg.reference_frames:
+    made_with = {"reference_frames": cfg.reference_frames, "embedding_version": EMBEDDING_VERSION}
+    if not _done(bundle) or json.loads((bundle / ".done").read_text()) != made_with:
         say("exporting the round-0 model" + (" and calibrating INT8" if cfg.calibrate else ""))
         export_bundle(checkpoint, bundle, gate_set, {
             "metrics.json": {"eval": base_metrics, "train": base_info},
             "lineage.json": {"round": 0, "train_data": [str(train0)], "checkpoint": str(checkpoint)}},
             calibrate_data=gate_set if cfg.calibrate else None, threads=cfg.threads,
             reference_data=[train0] if cfg.reference_frames else None, reference_frames=cfg.reference_frames)
-        _mark(bundle, {"reference_frames": cfg.reference_frames})  # a dot file: not listed, not published
+        _mark(bundle, made_with)  # a dot file: not listed, not published
     timings["export_s"] = time.monotonic() - t2
     return Assets(root=root, train0=train0, gate_set=gate_set, eval_sets=eval_sets,
                   base_checkpoint=checkpoint, key=keys / "signing.key", public_key=keys / "signing.pub",

@@ -337,7 +337,8 @@ class FleetRun:
 
         t2 = time.monotonic()
         step("gate")
-        target = val or str(out)
+        vals = [v for v in (round_val_dir(str(d)) for d in self.round_dirs[1:]) if v]
+        target = (vals if cfg.target_all_rounds and len(vals) > 1 else val) or str(out)
         g = gate(candidate, self.current, self.assets.gate_set, target, tolerance=cfg.gate_tolerance,
                  min_gain=cfg.gate_min_gain, evaluator=default_evaluator(batch_size=32))
         rec.gate = g.to_dict()

@@ -45,6 +45,30 @@ def test_novelty_is_about_one_on_familiar_frames_and_large_on_unfamiliar_ones():
     assert ref.novelty(dark) > ref.novelty(appearance_embedding(img))
 
 
+def test_hue_finds_a_street_among_rooms():
+    """Outdoor frames (as lit as the rooms, but sky and grass) stand out from an indoor reference: the
+    model itself is confidently wrong there, so only appearance can flag them."""
+    from edgedepth.data.synth import render_frame
+
+    ref = Reference(np.stack([appearance_embedding(render_frame("indoor", 900 + i, 48, 64).rgb)
+                              for i in range(150)]))
+    rooms = np.array([ref.novelty(appearance_embedding(render_frame("indoor", 2000 + i, 48, 64).rgb))
+                      for i in range(40)])
+    streets = np.array([ref.novelty(appearance_embedding(render_frame("outdoor", 2000 + i, 48, 64).rgb))
+                        for i in range(40)])
+    auc = float((streets[:, None] > rooms[None, :]).mean())
+    assert auc > 0.85, auc  # 0.72-0.75 without the hue histogram
+    assert np.median(streets) > 1.5 * np.median(rooms)
+
+
+def test_reference_of_an_older_embedding_is_ignored_with_a_warning(tmp_path, caplog):
+    old = tmp_path / REFERENCE_FILE
+    np.savez_compressed(old, embeddings=np.zeros((10, 60), np.float32), dim=np.array(60), version=np.array(1))
+    with caplog.at_level("WARNING"):
+        assert load_reference(tmp_path) is None
+    assert "re-exported" in caplog.text
+
+
 def test_embedding_shape_and_bad_input():
     e = appearance_embedding(np.zeros((480, 640, 3), np.uint8))
     assert e.shape == (EMBED_DIM,) and e.dtype == np.float32
@@ -112,3 +136,38 @@ def test_selector_reused_across_runs_keeps_after_the_sequence_restarts():
     first = _run(sel, [("night", _night(rng)) for _ in range(30)], seq0=1000)
     second = _run(sel, [("night", _night(rng)) for _ in range(30)], seq0=0)  # a new loop run: seq restarts
     assert first and second
+
+
+class _CountingReference:
+    """A stand-in Reference that counts how often novelty is computed."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def novelty(self, emb):
+        self.calls += 1
+        return 1.0 + float(emb[0])  # brightness-driven: a dark frame reads as familiar, a bright one as new
+
+
+def test_reference_novelty_is_reused_within_a_scene_and_recomputed_after_a_cut():
+    rng = np.random.default_rng(5)
+    scene = _day(rng)
+    video = [np.clip(scene.astype(np.int16) + rng.integers(-2, 3, scene.shape), 0, 255).astype(np.uint8)
+             for _ in range(12)]  # one scene: the picture hardly changes
+    depth, unc = np.full((48, 64), 2.0, np.float32), np.full((48, 64), -1.6, np.float32)
+    ref = _CountingReference()
+    sel = FrameSelector(SelectionConfig(mode="hard", novelty_every=4), reference=ref)
+    for i, rgb in enumerate(video):
+        sel.score(rgb, depth, unc, i, i / 30.0)
+    assert ref.calls == 3  # frames 0, 4, 8
+    cut = _night(rng)  # a new scene: recomputed at once, and its (low) novelty is what scores the frame
+    d = sel.score(cut, depth, unc, 12, 12 / 30.0)
+    assert ref.calls == 4
+    assert d.scores["novelty_ref"] == pytest.approx(1.0 + float(appearance_embedding(cut)[0]))
+    every = _CountingReference()
+    sel = FrameSelector(SelectionConfig(mode="hard", novelty_every=1), reference=every)
+    for i, rgb in enumerate(video):
+        sel.score(rgb, depth, unc, i, i / 30.0)
+    assert every.calls == len(video)
+    with pytest.raises(Exception, match="novelty_every"):
+        SelectionConfig(novelty_every=0)
