@@ -18,7 +18,7 @@ import click
 @click.option("--rounds", type=int, default=None, help="Improvement rounds per strategy [2].")
 @click.option("--devices", type=int, default=None, help="Simulated devices [4].")
 @click.option("--frames", "frames_per_device", type=int, default=None,
-              help="Frames each device processes per round [1000].")
+              help="Frames each device processes per round [2500].")
 @click.option("--budget", "budget_per_device", type=int, default=None,
               help="Uploads per device per round, equal for every strategy [20].")
 @click.option("--finetune-steps", type=int, default=None, help="Optimiser steps per round [600].")

@@ -48,6 +48,9 @@ from edgedepth.errors import ConfigError
               help="L2-SP weight: pull the weights towards --init-from's (less forgetting).")
 @click.option("--freeze", default="none", show_default=True, type=click.Choice(["none", "encoder", "stem"]),
               help="Parts of the network not trained.")
+@click.option("--ema", "ema_decay", type=float, default=0.0, show_default=True,
+              help="Keep an exponential moving average of the weights with this decay (e.g. 0.99); "
+                   "validation and checkpoints use the average. 0 = off.")
 @click.option("--data-shares", "data_shares", default=None,
               help="Share of every batch drawn from each --data directory, e.g. 0.75,0.25 (old training set, "
                    "new round): keeps the old data in play without drowning a few new frames.")
@@ -58,8 +61,8 @@ from edgedepth.errors import ConfigError
               help="Relative regression the merge may allow on --merge-set (use the gate's tolerance).")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed, batch_size, lr, workers,
-          grad_weight, loss_mode, min_depth, max_depth, device, freeze_bn, l2sp, freeze, data_shares,
-          merge_set, merge_tolerance, no_progress) -> None:
+          grad_weight, loss_mode, min_depth, max_depth, device, freeze_bn, l2sp, freeze, ema_decay,
+          data_shares, merge_set, merge_tolerance, no_progress) -> None:
     """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
 
     Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
@@ -81,7 +84,8 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
                       minutes=minutes, init_from=init_from, resume=resume, seed=seed, batch_size=batch_size,
                       lr=lr, workers=workers, grad_weight=grad_weight, loss_mode=loss_mode,
                       min_depth=min_depth, max_depth=max_depth, device=device, progress=not no_progress,
-                      freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze, data_shares=shares)
+                      freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze, ema_decay=ema_decay,
+                      data_shares=shares)
     cfg.validate()  # clear errors before torch is imported
     if merge_set is not None and not init_from:
         raise ConfigError("--merge-set merges towards the initial weights: give --init-from")

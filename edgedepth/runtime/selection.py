@@ -87,10 +87,11 @@ class SelectionConfig:
     # with a reference set (training-frame embeddings)
     novelty_cap: float = 3.0  # beyond this many reference units a frame is simply out of distribution
     novelty_threshold: Optional[float] = None  # with a reference: keep frames this far out (None: adaptive)
-    # appearance novelty follows the scene, not the frame: recomputed every `novelty_every` frames and at
-    # once when the picture jumps (mean grey change above `novelty_recompute_change`, e.g. a cut)
-    novelty_every: int = 4
-    novelty_recompute_change: float = 0.05
+    # appearance novelty follows the scene, not the frame: recomputed at least every `novelty_every`
+    # frames, and sooner once the picture has changed by `novelty_recompute_change` (mean grey change
+    # summed over frames since the last computation; a cut triggers it at once)
+    novelty_every: int = 30
+    novelty_recompute_change: float = 0.15
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -141,8 +142,9 @@ class FrameSelector:
         self._tokens = 0.0  # token bucket: `rate` tokens per frame, one per kept frame
         self._quantile_rate = self.cfg.rate  # the threshold's level, relaxed while budget goes unspent
         self._prev_grey: Optional[np.ndarray] = None
-        self._novelty_ref: Optional[float] = None  # the last reference novelty and its age in frames
-        self._novelty_age = 0
+        self._novelty_ref: Optional[float] = None  # the last reference novelty, its age in frames and
+        self._novelty_age = 0  # how much the picture changed since
+        self._novelty_drift = 0.0
 
     # -- signals: a few calls on every frame, the embedding only for candidates ------------------------
     def features(self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray) -> Dict[str, float]:
@@ -203,14 +205,16 @@ class FrameSelector:
         self._novelty_ref = None
 
     def _reference_novelty(self, rgb: np.ndarray, image_change: float) -> float:
-        """Novelty against the reference set, recomputed every `novelty_every` frames or after a jump of
-        the picture (the embedding is about 55 us, the k-NN about 15 us at 600 reference frames)."""
+        """Novelty against the reference set, reused while the scene stays the same (see
+        SelectionConfig.novelty_every; the embedding is about 55 us, the k-NN about 15 us at 600
+        reference frames, too much for every frame of a 700 fps loop)."""
         cfg = self.cfg
         self._novelty_age += 1
+        self._novelty_drift += image_change
         if (self._novelty_ref is None or self._novelty_age >= cfg.novelty_every
-                or image_change > cfg.novelty_recompute_change):
+                or self._novelty_drift > cfg.novelty_recompute_change):
             self._novelty_ref = self.reference.novelty(appearance_embedding(rgb))
-            self._novelty_age = 0
+            self._novelty_age, self._novelty_drift = 0, 0.0
         return self._novelty_ref
 
     def novelty(self, emb: np.ndarray) -> float:

@@ -138,6 +138,7 @@ def plot(result: dict, path: Path) -> Path:
                         capsize=3, color=colors.get(strategy))
         ax.set_title(title)
         ax.set_xlabel("round")
+        ax.set_xticks(xs)
         ax.grid(alpha=0.3)
     axes[0, 0].legend()
     cfg = result["config"]

@@ -72,6 +72,8 @@ class TrainConfig:
     freeze_bn: bool = False  # BatchNorm in eval mode (running stats frozen): fine-tuning on a few new frames
     l2sp: float = 0.0  # L2-SP: (l2sp/2) * ||theta - theta_init||^2 (edgedepth.train.regularize); needs init
     freeze: str = "none"  # none | encoder | stem: parameters not trained (edgedepth.train.regularize)
+    # exponential moving average of the weights (0 = off): validation and checkpoints use the average
+    ema_decay: float = 0.0
     # share of every batch drawn from each --data directory (one number per directory, normalised; empty:
     # every frame equally likely). Fine-tuning: the whole old training set at a high share keeps what the
     # model knew, a few new frames at e.g. 25% teach the new domain (edgedepth.train.regularize)
@@ -116,6 +118,8 @@ class TrainConfig:
             raise ConfigError(f"--l2sp must be >= 0, got {self.l2sp}")
         if self.l2sp > 0 and not (self.init_from or self.resume):
             raise ConfigError("--l2sp pulls towards the initial weights: give --init-from (or --resume)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema must be in [0, 1) (e.g. 0.99; 0 = off), got {self.ema_decay}")
         if self.freeze not in FREEZE_CHOICES:
             raise ConfigError(f"--freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.freeze!r}")
         if self.data_shares:

@@ -178,11 +178,15 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2 ** 32))
     model = build_model(mcfg)
-    if resume is not None or init is not None:
-        model.load_state_dict((resume or init)["state_dict"])
+    if resume is not None:  # with EMA on, "state_dict" is the average and the trained weights are apart
+        model.load_state_dict(resume.get("train_state_dict") or resume["state_dict"])
+    elif init is not None:
+        model.load_state_dict(init["state_dict"])
     model.to(device)
     memory_format = torch.channels_last if cfg.channels_last and not use_cuda else torch.contiguous_format
     model.to(memory_format=memory_format)
+    ema = _ema_model(model, cfg.ema_decay, resume)
+    scored = ema.module if ema is not None else model  # what validation scores and checkpoints hold
 
     train_frames = load_many(cfg.data, pre.height, pre.width, cfg.workers, cfg.limit)
     if cfg.val:
@@ -245,8 +249,13 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
         return broadcast_float(info, elapsed / max(1e-6, budget_s - reserve_s), device)
 
     def save(name: str, metrics: Dict[str, float], epoch: int) -> Path:
+        extra = {}
+        if ema is not None:
+            extra = {"train_state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                     "ema": {"decay": cfg.ema_decay, "updates": int(ema.n_averaged)}}
         return save_checkpoint(
-            out_dir / name, model, mcfg, pre, metrics=metrics, lineage=lineage, seed=cfg.seed, epoch=epoch,
+            out_dir / name, scored, mcfg, pre, metrics=metrics, lineage=lineage, seed=cfg.seed, epoch=epoch,
+            **extra,
             optimizer=optimizer.state_dict(), scheduler=schedule.state_dict(), history=history,
             train_config=cfg.to_dict(), git_commit=git_commit(), name=cfg.name,
             version=cfg.version or f"{__version__}+e{epoch}", training_round=cfg.training_round,
@@ -304,6 +313,8 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(trainable, 5.0)
                 optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 step += 1
                 n_steps += 1
                 parts["loss"] = float(loss.detach())
@@ -321,7 +332,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
             train_stats = {f"train_{k}": mean_across(info, v / n_steps, device) for k, v in sums.items()}
             if info.is_main:
                 t_val = time.monotonic()
-                last_metrics = validate(model, val_frames, pre, device, max(bs, 16))
+                last_metrics = validate(scored, val_frames, pre, device, max(bs, 16))
                 row = {"epoch": epoch, "step": step, "lr": lr, **train_stats,
                        **{f"val_{k}": v for k, v in last_metrics.items()},
                        "epoch_s": time.monotonic() - t_epoch, "partial": out_of_time,
@@ -359,6 +370,20 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
                    "train_frames": len(train_frames), "val_frames": len(val_frames), "config": cfg.to_dict()}
         (out_dir / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     return result
+
+
+def _ema_model(model, decay: float, resume: Optional[Dict[str, Any]]):
+    """torch's AveragedModel with an EMA of parameters and buffers, or None when decay is 0. A resumed
+    run continues the average it saved (as the checkpoint's state_dict)."""
+    if decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    if resume is not None and resume.get("train_state_dict"):
+        ema.module.load_state_dict(resume["state_dict"])
+        ema.n_averaged.fill_(max(1, int(resume.get("ema", {}).get("updates", 1))))
+    return ema
 
 
 def _write_curves(out_dir: Path, history: List[Dict[str, float]]) -> None:

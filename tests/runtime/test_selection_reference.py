@@ -159,11 +159,18 @@ def test_reference_novelty_is_reused_within_a_scene_and_recomputed_after_a_cut()
     sel = FrameSelector(SelectionConfig(mode="hard", novelty_every=4), reference=ref)
     for i, rgb in enumerate(video):
         sel.score(rgb, depth, unc, i, i / 30.0)
-    assert ref.calls == 3  # frames 0, 4, 8
+    assert ref.calls == 3  # frames 0, 4, 8: the picture hardly changed
     cut = _night(rng)  # a new scene: recomputed at once, and its (low) novelty is what scores the frame
     d = sel.score(cut, depth, unc, 12, 12 / 30.0)
     assert ref.calls == 4
     assert d.scores["novelty_ref"] == pytest.approx(1.0 + float(appearance_embedding(cut)[0]))
+    # a slow pan: small changes that add up trigger a recomputation before `novelty_every` frames
+    pan = [np.roll(scene, 2 * i, axis=1) for i in range(12)]
+    panning = _CountingReference()
+    sel = FrameSelector(SelectionConfig(mode="hard", novelty_every=1000, novelty_recompute_change=0.05),
+                        reference=panning)
+    changes = [sel.score(rgb, depth, unc, i, i / 30.0).scores["image_change"] for i, rgb in enumerate(pan)]
+    assert 0 < max(changes) < 0.05 and 1 < panning.calls < len(pan)
     every = _CountingReference()
     sel = FrameSelector(SelectionConfig(mode="hard", novelty_every=1), reference=every)
     for i, rgb in enumerate(video):

@@ -103,7 +103,7 @@ def test_config_validation():
         SimConfig(budget_per_device=0).validate()
     with pytest.raises(ConfigError, match="original domain"):
         SimConfig(mix={"night": 1.0}).validate()
-    assert SimConfig().validate().rate == 20 / 1000
+    assert SimConfig(frames_per_device=1000).validate().rate == 20 / 1000
 
 
 def test_every_candidate_is_a_gate_aware_wise_ft_merge(sim):

@@ -87,6 +87,30 @@ def test_same_seed_same_weights_on_cpu(tmp_path, small_data):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_ema_checkpoints_hold_the_average_and_resume_continues_it(tmp_path, small_data):
+    data, val = small_data
+    full = train(tiny_config(tmp_path, data, val, out="ema", epochs=2, ema_decay=0.9))
+    ck = load_checkpoint(full.last_checkpoint)
+    avg, raw = ck["state_dict"], ck["train_state_dict"]
+    assert ck["ema"] == {"decay": 0.9, "updates": full.steps}
+    assert any(not torch.equal(avg[k], raw[k]) for k in avg if avg[k].is_floating_point())
+    # the average of the trained weights, not the trained weights: closer to them than the initial ones
+    plain = load_checkpoint(train(tiny_config(tmp_path, data, val, out="plain", epochs=2)).last_checkpoint)
+    assert all(torch.equal(plain["state_dict"][k], raw[k]) for k in raw)  # EMA does not change training
+    model, _ = model_from_checkpoint(full.last_checkpoint)  # what export/predict load is the average
+    assert all(torch.equal(model.state_dict()[k], avg[k]) for k in avg)
+    # a resumed run trains from the trained weights and continues the saved average (not a fresh one)
+    first = load_checkpoint(train(tiny_config(tmp_path, data, val, out="ema2", epochs=1,
+                                              ema_decay=0.9)).last_checkpoint)
+    resumed = train(tiny_config(tmp_path, data, val, out="ema2", epochs=2, ema_decay=0.9, resume=True))
+    again = load_checkpoint(resumed.last_checkpoint)
+    assert again["ema"]["updates"] == resumed.steps == first["ema"]["updates"] + resumed.steps // 2
+    assert any(not torch.equal(again["state_dict"][k], again["train_state_dict"][k]) for k in avg
+               if avg[k].is_floating_point())
+    with pytest.raises(ConfigError, match="--ema"):
+        tiny_config(tmp_path, data, val, ema_decay=1.0).validate()
+
+
 def test_init_from_keeps_the_checkpoint_config_and_minutes_budget_stops(tmp_path, small_data):
     data, val = small_data
     base = train(tiny_config(tmp_path, data, val, out="base", epochs=1))
