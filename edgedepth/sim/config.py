@@ -25,9 +25,8 @@ class SimConfig:
     # the fleet
     devices: int = 4
     # frames each device processes per round (83 s of 30 fps video; a real device sees far more between
-    # rounds). With the budget fixed, a longer stream lets selection be choosier: in trials of hard alone
-    # on seeds 0-2, 2500 frames gave -31.6 % shifted AbsRel after 2 rounds (6/6 promoted) against -27.3 %
-    # at 1000 (one round-2 refusal)
+    # rounds), at the same upload budget. 3-seed acceptance runs: -27.3 % +- 8.6 % shifted AbsRel at 1000
+    # frames, -28.0 % +- 5.1 % at 2500 (README): within the noise, with a smaller spread
     frames_per_device: int = 2500
     budget_per_device: int = 20  # uploads per device per round, the same for every strategy
     mix: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
