@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -77,6 +77,17 @@ def export_bundle(checkpoint: Path, bundle: Path, parity_data: Path, extra: Dict
         save_reference(bundle, build_reference(reference_data, n=reference_frames))
     bundle_mod.write_manifest(bundle)
     return bundle
+
+
+def gate_target_set(new_rounds: List[Path], current: Path, all_rounds: bool) -> Union[str, List[str]]:
+    """What the gate must see improve: the val splits of every round so far (`all_rounds`) or of the
+    current round only; the current round's own folder when it has no val split (biased, noted)."""
+    from edgedepth.rounds.build import round_val_dir
+
+    vals = [v for v in (round_val_dir(str(d)) for d in new_rounds) if v]
+    if all_rounds and len(vals) > 1:
+        return vals
+    return round_val_dir(str(current)) or str(current)
 
 
 def new_share_data(round_dirs: List[Path], share: float):
@@ -338,8 +349,7 @@ class FleetRun:
 
         t2 = time.monotonic()
         step("gate")
-        vals = [v for v in (round_val_dir(str(d)) for d in self.round_dirs[1:]) if v]
-        target = (vals if cfg.target_all_rounds and len(vals) > 1 else val) or str(out)
+        target = gate_target_set(self.round_dirs[1:], out, cfg.target_all_rounds)
         g = gate(candidate, self.current, self.assets.gate_set, target, tolerance=cfg.gate_tolerance,
                  min_gain=cfg.gate_min_gain, evaluator=default_evaluator(batch_size=32))
         rec.gate = g.to_dict()

@@ -177,3 +177,17 @@ def test_new_share_data_skips_empty_rounds(tmp_path):
     data, shares = new_share_data([r0, r1, r2, r3], 0.4)
     assert data == [r0, r1, r3] and shares == pytest.approx([0.6, 0.3, 0.1])
     assert new_share_data([r0, r2], 0.4) == ([r0], [1.0])
+
+
+def test_gate_target_set_grows_with_the_rounds(tmp_path):
+    from edgedepth.sim.cycle import gate_target_set
+
+    rounds = [tmp_path / "1", tmp_path / "2", tmp_path / "3"]
+    for r in rounds[:2]:
+        (r / "val" / "rgb").mkdir(parents=True)
+    rounds[2].mkdir()  # a round whose frames all went to train: no val split
+    assert gate_target_set(rounds[:1], rounds[0], True) == str(rounds[0] / "val")
+    assert gate_target_set(rounds[:2], rounds[1], True) == [str(rounds[0] / "val"), str(rounds[1] / "val")]
+    assert gate_target_set(rounds[:2], rounds[1], False) == str(rounds[1] / "val")
+    assert gate_target_set(rounds, rounds[2], True) == [str(rounds[0] / "val"), str(rounds[1] / "val")]
+    assert gate_target_set(rounds[2:], rounds[2], True) == str(rounds[2])  # nothing held out: its own data
