@@ -63,6 +63,7 @@ def frame_metrics(pred: np.ndarray, gt: np.ndarray, valid: Optional[np.ndarray] 
     diff = p - g
     ratio = np.maximum(p / g, g / p)
     log_diff = np.log(p) - np.log(g)
+    log_scale = float(np.median(log_diff))
     return {
         "abs_rel": float(np.mean(np.abs(diff) / g)),
         "sq_rel": float(np.mean(diff ** 2 / g)),
@@ -73,8 +74,8 @@ def frame_metrics(pred: np.ndarray, gt: np.ndarray, valid: Optional[np.ndarray] 
         "d3": float(np.mean(ratio < 1.25 ** 3)),
         # the frame's error split into a global scale (median log ratio) and what is left once the
         # scale is corrected (the scale-invariant part); not averaged into the tables
-        "log_scale": float(np.median(log_diff)),
-        "si_abs_log": float(np.mean(np.abs(log_diff - np.median(log_diff)))),
+        "log_scale": log_scale,
+        "si_abs_log": float(np.mean(np.abs(log_diff - log_scale))),
     }
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgedepth.metrics import spearman  # noqa: E402
 from edgedepth.runtime.backends import load_backend  # noqa: E402
-from edgedepth.runtime.backends.onnxruntime import pipeline_threads  # noqa: E402
+from edgedepth.runtime.backends.onnxruntime import pipeline_threads, usable_cores  # noqa: E402
 from edgedepth.runtime.capture import Source, open_source  # noqa: E402
 from edgedepth.runtime.loop import DepthLoop  # noqa: E402
 from edgedepth.runtime.selection import FrameSelector, SelectionConfig  # noqa: E402
@@ -298,7 +298,7 @@ def main() -> None:
         backend = load_backend(model, backend="ort-cpu", threads=threads)
         pre = backend.info.preprocessing
         h, w = pre.height, pre.width
-        cores = os.cpu_count()
+        cores = usable_cores()
         print(f"model {backend.describe()}, input {h}x{w}, onnxruntime CPU, {threads} of {cores} threads")
         from edgedepth.data.synth import SceneStream
 

@@ -36,7 +36,6 @@ EMBEDDING_VERSION = 2  # bump when appearance_embedding changes: older reference
 THUMB = (4, 3)  # colour thumbnail, width x height
 HIST_BINS = 8
 HUE_BINS = 6
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # dimension groups: global colour/brightness stats 9, grey histogram 8, texture 3, colour thumbnail 36,
 # saturation-weighted hue histogram 6
 GROUPS = (("stats", 9), ("hist", HIST_BINS), ("texture", 3), ("thumb", THUMB[0] * THUMB[1] * 3),
@@ -47,8 +46,8 @@ EMBED_DIM = sum(n for _, n in GROUPS)
 def appearance_embedding(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 HxWx3 -> float32 (EMBED_DIM,) of raw (unstandardised) appearance features.
 
-    OpenCV reductions on a 32x24 thumbnail (about 55 us at 96x128 on a 2-core x86: it runs on every frame
-    of a loop whose bundle has a reference)."""
+    OpenCV reductions on a 32x24 thumbnail (about 55 us at 96x128 on a 2-core x86; FrameSelector calls it
+    once per scene rather than per frame)."""
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise DataError(f"expected an RGB image HxWx3, got shape {rgb.shape}")
     h, w = rgb.shape[:2]

@@ -72,12 +72,14 @@ class SimConfig:
     finetune_freeze: str = "none"  # none | encoder | stem
     rate_factor: float = 1.5  # keep rate = this x budget/frames, so every strategy spends its (capped) budget
     # hard: relax the selection threshold while the upload budget goes unspent (SelectionConfig.spend_budget).
-    # Off: on seed 0 it raised hard's uploads from 41 to 65 a round but the extra, less novel frames diluted
-    # the round's fixed batch share, and shifted AbsRel fell 15 % instead of 25 % after two rounds
+    # Off: in an earlier session (1000-frame streams, before the hue histogram) it raised seed 0's hard
+    # uploads from 41 to 65 a round, but the extra, less novel frames diluted the round's fixed batch
+    # share, and shifted AbsRel fell 15 % instead of 25 % after two rounds
     spend_budget: bool = False
-    # hard: the novelty factor's cap (SelectionConfig.novelty_cap; 3 as on devices). A seed-0 trial of hard
-    # alone at cap 2 reached -30.0 % shifted AbsRel after 2 rounds against -25.5 % at 3 (-5 % at 6), but
-    # the 3-seed acceptance at cap 2 gave -17.5 % +- 8.4 % (two round-2 refusals): run-to-run noise
+    # hard: the novelty factor's cap (SelectionConfig.novelty_cap; 3 as on devices). Earlier session, before
+    # the hue histogram: a seed-0 trial of hard alone at cap 2 reached -30.0 % shifted AbsRel after 2 rounds
+    # against -25.5 % at 3 (-5 % at 6), but the 3-seed acceptance at cap 2 gave -17.5 % +- 8.4 % (two
+    # round-2 refusals): run-to-run noise
     novelty_cap: float = 3.0
     min_spacing_frames: int = 8  # every strategy: at most ~2 uploads per 15-frame scene
     prime_frames: int = 600  # hard: the selector first scores this many of the model's training frames

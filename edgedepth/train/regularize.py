@@ -46,11 +46,6 @@ class L2SP:
             total = total + (p - p0).pow(2).sum()
         return 0.5 * self.weight * total
 
-    def distance(self) -> float:
-        """sqrt(sum ||theta - theta0||^2): how far training has moved (for logs)."""
-        with torch.no_grad():
-            return float(sum((p - p0).pow(2).sum() for p, p0 in zip(self.params, self.anchor)) ** 0.5)
-
 
 def freeze_parameters(model: torch.nn.Module, part: str) -> int:
     """Set requires_grad=False on `part` of a FastDepth model ("none", "encoder", "stem"); returns the

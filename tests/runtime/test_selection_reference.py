@@ -57,7 +57,7 @@ def test_hue_finds_a_street_among_rooms():
     streets = np.array([ref.novelty(appearance_embedding(render_frame("outdoor", 2000 + i, 48, 64).rgb))
                         for i in range(40)])
     auc = float((streets[:, None] > rooms[None, :]).mean())
-    assert auc > 0.85, auc  # 0.72-0.75 without the hue histogram
+    assert auc > 0.85, auc  # 0.91 here; 0.69 with the hue histogram weighted out
     assert np.median(streets) > 1.5 * np.median(rooms)
 
 

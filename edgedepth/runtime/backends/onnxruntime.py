@@ -29,6 +29,14 @@ PROVIDERS = {
 }
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (cgroups, taskset), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def pipeline_threads(cores: Optional[int] = None) -> int:
     """Intra-op threads for CPU inference inside the live loop: every core but one, at least one.
 
@@ -38,12 +46,7 @@ def pipeline_threads(cores: Optional[int] = None) -> int:
     inference at 1 thread; 2 threads, loop 876 fps = 0.82x bare at 2 threads (1066 fps). A live loop is
     paced by its camera, so headroom and steady latency matter more than a saturated CPU's peak; for
     offline throughput pass `edgedepth run --threads N`."""
-    if cores is None:
-        try:
-            cores = len(os.sched_getaffinity(0))  # the cores this process may use (cgroups, taskset)
-        except AttributeError:  # not on Linux
-            cores = os.cpu_count() or 1
-    return max(1, int(cores) - 1)
+    return max(1, int(usable_cores() if cores is None else cores) - 1)
 
 
 def providers_for(backend: str) -> List[str]:
