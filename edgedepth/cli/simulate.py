@@ -7,6 +7,8 @@ from typing import Optional
 
 import click
 
+from edgedepth.sim.config import SimConfig as _Defaults  # a dataclass: its defaults are class attributes
+
 
 @click.command("simulate")
 @click.option("--workdir", default="edgedepth-sim", show_default=True, type=click.Path(file_okay=False),
@@ -15,19 +17,22 @@ import click
               help="Comma-separated seeds of the fleet videos.")
 @click.option("--strategies", default="hard,random,duplicate", show_default=True,
               help="hard (the loop's selection), random (same budget), duplicate (copies of training data).")
-@click.option("--rounds", type=int, default=None, help="Improvement rounds per strategy [2].")
-@click.option("--devices", type=int, default=None, help="Simulated devices [4].")
+@click.option("--rounds", type=int, default=None,
+              help=f"Improvement rounds per strategy [{_Defaults.rounds}].")
+@click.option("--devices", type=int, default=None, help=f"Simulated devices [{_Defaults.devices}].")
 @click.option("--frames", "frames_per_device", type=int, default=None,
-              help="Frames each device processes per round [2500].")
+              help=f"Frames each device processes per round [{_Defaults.frames_per_device}].")
 @click.option("--budget", "budget_per_device", type=int, default=None,
-              help="Uploads per device per round, equal for every strategy [20].")
-@click.option("--finetune-steps", type=int, default=None, help="Optimiser steps per round [600].")
-@click.option("--base-epochs", type=int, default=None, help="Epochs of the shared round-0 model [25].")
+              help=f"Uploads per device per round, equal for every strategy [{_Defaults.budget_per_device}].")
+@click.option("--finetune-steps", type=int, default=None,
+              help=f"Optimiser steps per round [{_Defaults.finetune_steps}].")
+@click.option("--base-epochs", type=int, default=None,
+              help=f"Epochs of the shared round-0 model [{_Defaults.base_epochs}].")
 @click.option("--model", type=click.Choice(["tiny", "small", "base"]), default=None,
-              help="Model size [tiny].")
-@click.option("--threads", type=int, default=None, help="torch threads for training [1].")
+              help=f"Model size [{_Defaults.model}].")
+@click.option("--threads", type=int, default=None, help=f"torch threads for training [{_Defaults.threads}].")
 @click.option("--daemon", type=click.Choice(["inprocess", "subprocess"]), default=None,
-              help="Run the upload daemon in-process or as `edgedepth upload --once` [inprocess].")
+              help=f"Run the upload daemon in-process or as `edgedepth upload --once` [{_Defaults.daemon}].")
 @click.option("--quick", is_flag=True, help="A tiny run of every stage (seconds; the figures mean nothing).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def simulate(workdir: str, seeds: str, strategies: str, rounds: Optional[int], devices: Optional[int],

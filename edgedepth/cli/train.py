@@ -68,12 +68,10 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
     Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
     Multi-GPU / multi-node: launch with `torchrun --nproc_per_node N -m edgedepth train ...`.
     """
-    import os
-
-    # libgomp's default active spin-wait makes a 2-thread CPU run ~10x slower when another process
-    # holds a core (measured 4.4 s vs 0.36 s per step here); passive waiting degrades gracefully.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from edgedepth.train.config import TrainConfig
+    from edgedepth.train.openmp import choose_wait_policy
+
+    choose_wait_policy()  # before torch loads libgomp: passive waiting only when the CPUs are busy
 
     try:
         shares = [float(v) for v in data_shares.split(",")] if data_shares else []

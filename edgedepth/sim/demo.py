@@ -26,7 +26,7 @@ def demo_config(workdir: str = "edgedepth-demo", quick: bool = False) -> SimConf
     if quick:
         return quick_config(workdir=workdir, strategies=["hard"], calibrate=True, daemon="subprocess",
                             progress=False)
-    # one round of the simulation's recipe (20 uploads per device, 600 fine-tune steps) on shorter streams
+    # one round of the simulation's recipe (20 uploads per device, 1200 fine-tune steps) on shorter streams
     # (4 devices x 1000 frames instead of 2500) and a quicker round-0 model, to stay within minutes
     return SimConfig(workdir=workdir, seeds=[0], strategies=["hard"], rounds=1, devices=4,
                      frames_per_device=1000, budget_per_device=20, base_frames=400, base_epochs=15,
