@@ -76,6 +76,8 @@ def _read_key_bytes(path: PathLike, what: str) -> bytes:
 
 
 def _raw_from_text(data: bytes) -> bytes:
+    if len(data) == 32:  # raw bytes, before any stripping: a key may begin or end with a whitespace byte
+        return data
     text = data.strip()
     if len(text) == 32:
         return text

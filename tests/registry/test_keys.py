@@ -9,6 +9,7 @@ import stat
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgedepth.cli.main import cli
 from edgedepth.errors import ConfigError
@@ -46,6 +47,19 @@ def test_public_key_loads_from_raw_base64_and_hex(tmp_path):
     for name, data in (("raw", raw), ("b64", base64.b64encode(raw) + b"\n"), ("hex", raw.hex().encode())):
         (tmp_path / name).write_bytes(data)
         assert key_id(load_public_key(tmp_path / name)) == want
+
+
+def test_raw_key_that_begins_or_ends_with_a_whitespace_byte_loads(tmp_path):
+    """About 1 key in 10 has a raw form that starts or ends with a byte such as 0x0a or 0x20."""
+    for i in range(1, 2000):
+        pub = Ed25519PrivateKey.from_private_bytes(i.to_bytes(32, "big")).public_key()
+        raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        if raw[:1].isspace() or raw[-1:].isspace():
+            break
+    else:
+        pytest.fail("no key with a whitespace byte at either end among 2000")
+    (tmp_path / "raw").write_bytes(raw)
+    assert key_id(load_public_key(tmp_path / "raw")) == key_id(pub)
 
 
 def test_bad_key_files_give_clear_errors(tmp_path):
