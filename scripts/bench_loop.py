@@ -35,9 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edgedepth.bench.machine import usable_cores  # noqa: E402
 from edgedepth.metrics import spearman  # noqa: E402
 from edgedepth.runtime.backends import load_backend  # noqa: E402
-from edgedepth.runtime.backends.onnxruntime import pipeline_threads, usable_cores  # noqa: E402
+from edgedepth.runtime.backends.onnxruntime import pipeline_threads  # noqa: E402
 from edgedepth.runtime.capture import Source, open_source  # noqa: E402
 from edgedepth.runtime.loop import DepthLoop  # noqa: E402
 from edgedepth.runtime.selection import FrameSelector, SelectionConfig  # noqa: E402

@@ -97,9 +97,8 @@ def gate(candidate: str, baseline: str, regression_set: str, target_sets: Tuple[
     from edgedepth.gate import default_evaluator, enforce, write_result
     from edgedepth.gate import gate as run_gate
 
-    target = target_sets[0] if len(target_sets) == 1 else list(target_sets)
-    result = run_gate(candidate, baseline, regression_set, target, tolerance=tolerance, min_gain=min_gain,
-                      evaluator=default_evaluator(limit=limit))
+    result = run_gate(candidate, baseline, regression_set, list(target_sets), tolerance=tolerance,
+                      min_gain=min_gain, evaluator=default_evaluator(limit=limit))
     click.echo(result.table())
     if json_out:
         write_result(result, json_out)

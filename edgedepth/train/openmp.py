@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Optional
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ BUSY_THRESHOLD = 0.3  # busy share of the usable CPUs above which training waits
 def _cpu_times(cpus) -> Optional[tuple]:
     """(busy, total) jiffies summed over `cpus` from /proc/stat, None where there is no /proc/stat."""
     try:
-        lines = open("/proc/stat").read().splitlines()
+        lines = Path("/proc/stat").read_text().splitlines()
     except OSError:
         return None
     busy = total = 0

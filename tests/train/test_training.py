@@ -94,9 +94,9 @@ def test_ema_checkpoints_hold_the_average_and_resume_continues_it(tmp_path, smal
     avg, raw = ck["state_dict"], ck["train_state_dict"]
     assert ck["ema"] == {"decay": 0.9, "updates": full.steps}
     assert any(not torch.equal(avg[k], raw[k]) for k in avg if avg[k].is_floating_point())
-    # the average of the trained weights, not the trained weights: closer to them than the initial ones
+    # the trained weights are those of a run without EMA: averaging does not change training
     plain = load_checkpoint(train(tiny_config(tmp_path, data, val, out="plain", epochs=2)).last_checkpoint)
-    assert all(torch.equal(plain["state_dict"][k], raw[k]) for k in raw)  # EMA does not change training
+    assert all(torch.equal(plain["state_dict"][k], raw[k]) for k in raw)
     model, _ = model_from_checkpoint(full.last_checkpoint)  # what export/predict load is the average
     assert all(torch.equal(model.state_dict()[k], avg[k]) for k in avg)
     # a resumed run trains from the trained weights and continues the saved average (not a fresh one)

@@ -8,12 +8,12 @@ the GIL while it runs, so preprocessing and postprocessing of neighbouring frame
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgedepth.bench.machine import usable_cores
 from edgedepth.errors import ModelError
 from edgedepth.fsutil import file_sha256
 from edgedepth.modelmeta import read_onnx_info
@@ -27,14 +27,6 @@ PROVIDERS = {
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (cgroups, taskset), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def pipeline_threads(cores: Optional[int] = None) -> int:
