@@ -10,6 +10,11 @@ Both models are evaluated on two dataset folders:
   improve by more than `min_gain`,
   relative: (AbsRel_b - AbsRel_c) / AbsRel_b > min_gain, and d1 must not drop by more than `tolerance`
   (relative) there either.
+- optional PROTECTED sets (e.g. the val split of every earlier round: hard cases an earlier model was
+  promoted for) are each checked on their own like the regression set, at `protect_tolerance` (looser:
+  they are small). A union can improve while one of its parts collapses; measured in the fleet
+  simulation: night frames of round 1's val split went from AbsRel 0.25 to 0.73 under a round-2
+  candidate that improved the union of both rounds' val splits from 0.505 to 0.446.
 Every check must pass; a metric that is NaN/inf for the candidate fails. Per-domain figures are
 reported (JSON) but do not decide. Models may be checkpoints (.pt) or ONNX files; scoring is done by
 edgedepth.evaluation with the shared metric conventions of edgedepth.metrics.
@@ -30,6 +35,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 DatasetSpec = Union[PathLike, Sequence[PathLike]]  # one dataset folder, or several scored as one set
 Evaluator = Callable[[PathLike, DatasetSpec], Dict[str, Any]]
 REGRESSION, TARGET = "regression", "target"
+PROTECTED = "protected"  # prefix of the names of protected sets: "protected 1", "protected 2", ...
 _EPS = 1e-12
 
 
@@ -67,6 +73,7 @@ class GateResult:
     min_gain: float
     sets: List[SetResult]
     reasons: List[str]
+    protect_tolerance: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         out = asdict(self)
@@ -121,6 +128,7 @@ def _relative(candidate: float, baseline: float) -> float:
 
 def _set_checks(name: str, base: Dict[str, Any], cand: Dict[str, Any], dataset: str,
                 tolerance: float, min_gain: float) -> List[MetricCheck]:
+    """The target set's rules for TARGET, the regression rules (at `tolerance`) for any other set."""
     b_abs = _metric(base, "abs_rel", "baseline", dataset)
     c_abs = _metric(cand, "abs_rel", "candidate", dataset)
     b_d1, c_d1 = _metric(base, "d1", "baseline", dataset), _metric(cand, "d1", "candidate", dataset)
@@ -129,7 +137,7 @@ def _set_checks(name: str, base: Dict[str, Any], cand: Dict[str, Any], dataset: 
                         "check the dataset folder")
     checks = []
     abs_change = _relative(c_abs, b_abs)
-    if name == REGRESSION:
+    if name != TARGET:
         ok = math.isfinite(c_abs) and abs_change <= tolerance
         checks.append(MetricCheck("abs_rel", b_abs, c_abs, abs_change, f"<= {_pct(tolerance)}", ok))
     else:
@@ -144,24 +152,30 @@ def _set_checks(name: str, base: Dict[str, Any], cand: Dict[str, Any], dataset: 
 
 def gate_metrics(baseline: Dict[str, Dict[str, Any]], candidate: Dict[str, Dict[str, Any]],
                  tolerance: float = 0.02, min_gain: float = 0.0, datasets: Optional[Dict[str, str]] = None,
-                 candidate_name: str = "candidate", baseline_name: str = "baseline") -> GateResult:
-    """Apply the gate rules to metrics already computed: {"regression": {...}, "target": {...}} each."""
-    if tolerance < 0 or min_gain < 0:
-        raise ConfigError(f"tolerance and min_gain must be >= 0 (got {tolerance}, {min_gain})")
+                 candidate_name: str = "candidate", baseline_name: str = "baseline",
+                 protect_tolerance: float = 0.10) -> GateResult:
+    """Apply the gate rules to metrics already computed: {"regression": {...}, "target": {...}} each,
+    plus any protected sets ("protected 1", ...: names that start with PROTECTED)."""
+    if tolerance < 0 or min_gain < 0 or protect_tolerance < 0:
+        raise ConfigError(f"tolerances and min_gain must be >= 0 (got {tolerance}, {protect_tolerance}, "
+                          f"{min_gain})")
     datasets = datasets or {}
     sets, reasons = [], []
-    for name in (REGRESSION, TARGET):
+    protected = sorted((n for n in baseline if n.startswith(PROTECTED)), key=lambda n: (len(n), n))
+    for name in (REGRESSION, TARGET, *protected):
         if name not in baseline or name not in candidate:
             raise ConfigError(f"gate needs '{name}' metrics for both the baseline and the candidate")
         ds = str(datasets.get(name, name))
+        tol = protect_tolerance if name.startswith(PROTECTED) else tolerance
         result = SetResult(name, ds, dict(baseline[name]), dict(candidate[name]),
-                           _set_checks(name, baseline[name], candidate[name], ds, tolerance, min_gain))
+                           _set_checks(name, baseline[name], candidate[name], ds, tol, min_gain))
         for c in result.checks:
             if not c.ok:
                 reasons.append(f"{name} set {c.metric} {_fmt(c.baseline)} -> {_fmt(c.candidate)} "
                                f"({_pct(c.change)}, rule {c.rule})")
         sets.append(result)
-    return GateResult(not reasons, candidate_name, baseline_name, tolerance, min_gain, sets, reasons)
+    return GateResult(not reasons, candidate_name, baseline_name, tolerance, min_gain, sets, reasons,
+                      protect_tolerance if protected else 0.0)
 
 
 def default_evaluator(batch_size: int = 16, limit: Optional[int] = None,
@@ -193,7 +207,7 @@ def _folders(spec: DatasetSpec) -> List[PathLike]:
 
 
 def _check_inputs(candidate: PathLike, baseline: PathLike, regression_set: DatasetSpec,
-                  target_set: DatasetSpec) -> None:
+                  target_set: DatasetSpec, protect_sets: Sequence[PathLike] = ()) -> None:
     for what, p in (("candidate model", candidate), ("baseline model", baseline)):
         if not Path(p).is_file():
             raise ConfigError(f"{what} {p} does not exist (a .pt checkpoint or .onnx file is expected)")
@@ -203,20 +217,26 @@ def _check_inputs(candidate: PathLike, baseline: PathLike, regression_set: Datas
         for p in _folders(spec):
             if not Path(p).is_dir():
                 raise ConfigError(f"{what} {p} is not a dataset folder")
+    for p in protect_sets:
+        if not Path(p).is_dir():
+            raise ConfigError(f"protected set {p} is not a dataset folder")
 
 
 def gate(candidate: PathLike, baseline: PathLike, regression_set: DatasetSpec, target_set: DatasetSpec,
          tolerance: float = 0.02, min_gain: float = 0.0, evaluator: Optional[Evaluator] = None,
-         baseline_metrics: Optional[Dict[str, Dict[str, Any]]] = None) -> GateResult:
+         baseline_metrics: Optional[Dict[str, Dict[str, Any]]] = None, protect_sets: Sequence[PathLike] = (),
+         protect_tolerance: float = 0.10) -> GateResult:
     """Evaluate both models on both sets and apply the rules (see the module docstring).
 
     `evaluator(model_path, dataset_dir) -> metrics` defaults to edgedepth.evaluation;
     `baseline_metrics` ({"regression": ..., "target": ...}) skips re-scoring a baseline already scored.
+    `protect_sets`: folders each checked on its own at `protect_tolerance` (see the module docstring).
     Returns the GateResult; it does not raise on refusal (see `enforce`).
     """
-    _check_inputs(candidate, baseline, regression_set, target_set)
+    _check_inputs(candidate, baseline, regression_set, target_set, protect_sets)
     run = evaluator or default_evaluator()
-    specs = {REGRESSION: regression_set, TARGET: target_set}
+    specs: Dict[str, DatasetSpec] = {REGRESSION: regression_set, TARGET: target_set}
+    specs.update({f"{PROTECTED} {i + 1}": p for i, p in enumerate(protect_sets)})
     base = dict(baseline_metrics or {})
     cand = {}
     for name, spec in specs.items():
@@ -224,7 +244,8 @@ def gate(candidate: PathLike, baseline: PathLike, regression_set: DatasetSpec, t
             base[name] = run(baseline, spec)
         cand[name] = run(candidate, spec)
     datasets = {name: ",".join(str(p) for p in _folders(spec)) for name, spec in specs.items()}
-    return gate_metrics(base, cand, tolerance, min_gain, datasets, str(candidate), str(baseline))
+    return gate_metrics(base, cand, tolerance, min_gain, datasets, str(candidate), str(baseline),
+                        protect_tolerance)
 
 
 def enforce(result: GateResult) -> GateResult:

@@ -73,6 +73,8 @@ def main() -> int:
                     help="weight of the per-frame uncertainty loss (losses.frame_uncertainty_nll)")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="EMA decay of the weights (TrainConfig.ema_decay; 0 = off)")
+    ap.add_argument("--zoom", type=float, default=0.0,
+                    help="metric-consistent zoom augmentation up to 1 + ZOOM (TrainConfig.zoom; 0 = off)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)), help="render processes")
     args = ap.parse_args()
@@ -101,7 +103,7 @@ def main() -> int:
     cfg = TrainConfig(data=train_dirs, val=[str(root / "indoor-val")], out=args.out, model="small",
                       size=parse_size(args.size), minutes=args.minutes, batch_size=args.batch_size,
                       lr=args.lr, grad_weight=args.grad_weight, loss_mode=args.loss_mode, seed=args.seed,
-                      frame_weight=args.frame_weight, ema_decay=args.ema,
+                      frame_weight=args.frame_weight, ema_decay=args.ema, zoom=args.zoom,
                       workers=2, progress=True, name="edgedepth-acceptance")
     t_train = time.monotonic()
     result = train(cfg)

@@ -140,6 +140,42 @@ def test_target_set_of_several_folders_is_scored_as_one(setup):
     assert res.exit_code == 0 and "PROMOTE" in res.output, res.output
 
 
+def test_each_protected_set_is_checked_on_its_own(setup):
+    from edgedepth.cli.main import cli
+
+    tmp, reg, tgt, baseline, improved, broken = setup
+    tgt2 = folder_set(tmp / "target2", 255, TARGET_DEPTH, seed=2)
+    # "broken" (4 m everywhere) improves the bright regression and target sets but wrecks the dark frames
+    # an earlier round was promoted for: only the protected-set check sees that
+    unguarded = gate(broken, baseline, tgt2, tgt)
+    guarded = gate(broken, baseline, tgt2, tgt, protect_sets=[reg])
+    assert unguarded.passed and not guarded.passed
+    assert [r for r in guarded.reasons if r.startswith("protected 1 set abs_rel")], guarded.reasons
+    assert {s.name: s.dataset for s in guarded.sets}["protected 1"] == str(reg)
+    assert guarded.to_dict()["protect_tolerance"] == 0.10 and "protected 1" in guarded.table()
+    assert gate(improved, baseline, reg, tgt, protect_sets=[reg, tgt2]).passed
+    with pytest.raises(ConfigError, match="protected set"):
+        gate(improved, baseline, reg, tgt, protect_sets=[tmp / "missing"])
+    args = ["gate", str(broken), "--baseline", str(baseline), "--regression-set", str(tgt2), "--target-set",
+            str(tgt)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    res = CliRunner().invoke(cli, args + ["--protect-set", str(reg), "--protect-tolerance", "0.05"])
+    assert res.exit_code == 2 and "protected 1 set abs_rel" in res.output, res.output
+
+
+def test_protected_sets_use_their_own_tolerance():
+    base = {"regression": m(0.100, 0.900), "target": m(0.200, 0.700), "protected 1": m(0.300, 0.600)}
+    ok_target = {"regression": m(0.100, 0.90), "target": m(0.180, 0.72)}
+    assert gate_metrics(base, {**ok_target, "protected 1": m(0.324, 0.60)}).passed  # +8 % within 10 %
+    r = gate_metrics(base, {**ok_target, "protected 1": m(0.336, 0.60)})  # +12 %
+    assert not r.passed and r.reasons[0].startswith("protected 1 set abs_rel")
+    assert gate_metrics(base, {**ok_target, "protected 1": m(0.336, 0.60)}, protect_tolerance=0.2).passed
+    r = gate_metrics(base, {**ok_target, "protected 1": m(0.300, 0.50)})  # d1 -17 %
+    assert not r.passed and "protected 1 set d1" in r.reasons[0]
+    with pytest.raises(ConfigError, match="protected 1"):
+        gate_metrics(base, ok_target)  # a protected set the candidate was not scored on
+
+
 def m(abs_rel, d1):
     return {"abs_rel": abs_rel, "d1": d1}
 

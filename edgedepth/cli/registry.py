@@ -88,17 +88,24 @@ def publish(bundle: Optional[str], registry: str, key_path: Optional[str], versi
               help="Largest allowed relative worsening of AbsRel and d1 (0.02 = 2%).")
 @click.option("--min-gain", default=0.0, show_default=True, type=float,
               help="Relative AbsRel improvement the target set must exceed (0.05 = 5%).")
+@click.option("--protect-set", "protect_sets", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Dataset folder checked on its own that must not get worse beyond --protect-tolerance "
+                   "(repeatable; e.g. the val split of every earlier round).")
+@click.option("--protect-tolerance", default=0.10, show_default=True, type=float,
+              help="Largest allowed relative worsening on each protected set (they are small, so looser).")
 @click.option("--limit", default=None, type=int, help="Score at most this many frames of each set.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
               help="Also write the full result (metrics, per-domain figures, checks) as JSON here.")
 def gate(candidate: str, baseline: str, regression_set: str, target_sets: Tuple[str, ...], tolerance: float,
-         min_gain: float, limit: Optional[int], json_out: Optional[str]) -> None:
+         min_gain: float, protect_sets: Tuple[str, ...], protect_tolerance: float, limit: Optional[int],
+         json_out: Optional[str]) -> None:
     """Decide whether CANDIDATE may replace the baseline; exits non-zero when refused."""
     from edgedepth.gate import default_evaluator, enforce, write_result
     from edgedepth.gate import gate as run_gate
 
     result = run_gate(candidate, baseline, regression_set, list(target_sets), tolerance=tolerance,
-                      min_gain=min_gain, evaluator=default_evaluator(limit=limit))
+                      min_gain=min_gain, evaluator=default_evaluator(limit=limit),
+                      protect_sets=list(protect_sets), protect_tolerance=protect_tolerance)
     click.echo(result.table())
     if json_out:
         write_result(result, json_out)

@@ -159,6 +159,14 @@ def _echo(line: str) -> None:
     "that the spacing rule thins out), so the budget is used on the next-best frames.",
 )
 @click.option(
+    "--select-trust-novelty",
+    type=float,
+    default=None,
+    help="With a bundle reference set: frames more than this many reference units from the training data "
+    "(e.g. 6) are kept at the random rate instead of ranked by their predicted uncertainty, which means "
+    "nothing that far out. The fleet simulation uses 6.",
+)
+@click.option(
     "--spool",
     "spool_dir",
     type=click.Path(),
@@ -237,6 +245,7 @@ def run(
     select_min_spacing: int,
     select_min_seconds: float,
     select_spend_budget: bool,
+    select_trust_novelty: Optional[float],
     spool_dir: Optional[str],
     spool_max_mb: Optional[float],
     jpeg_quality: Optional[int],
@@ -324,6 +333,7 @@ def run(
                 min_spacing_frames=select_min_spacing,
                 min_spacing_seconds=select_min_seconds,
                 spend_budget=select_spend_budget,
+                trust_novelty=select_trust_novelty,
                 min_depth=pre.min_depth,
                 max_depth=pre.max_depth,
             ),

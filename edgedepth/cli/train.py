@@ -51,6 +51,9 @@ from edgedepth.errors import ConfigError
 @click.option("--ema", "ema_decay", type=float, default=0.0, show_default=True,
               help="Keep an exponential moving average of the weights with this decay (e.g. 0.99); "
                    "validation and checkpoints use the average. 0 = off.")
+@click.option("--zoom", type=float, default=0.0, show_default=True,
+              help="Metric-consistent zoom augmentation: half the frames are magnified up to 1 + ZOOM and "
+                   "their depth divided by the same factor (e.g. 0.25). 0 = off.")
 @click.option("--data-shares", "data_shares", default=None,
               help="Share of every batch drawn from each --data directory, e.g. 0.75,0.25 (old training set, "
                    "new round): keeps the old data in play without drowning a few new frames.")
@@ -59,10 +62,17 @@ from edgedepth.errors import ConfigError
                    "original-domain set needs (AbsRel/d1 within --merge-tolerance); writes merged.pt.")
 @click.option("--merge-tolerance", "merge_tolerance", type=float, default=0.02, show_default=True,
               help="Relative regression the merge may allow on --merge-set (use the gate's tolerance).")
+@click.option("--merge-protect", "merge_protect", multiple=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="With --merge-set: a set (repeatable) the merge must also keep within "
+                   "--merge-protect-tolerance, e.g. the gate's --protect-set folders.")
+@click.option("--merge-protect-tolerance", "merge_protect_tolerance", type=float, default=0.10,
+              show_default=True, help="Relative regression the merge may allow on each --merge-protect set.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed, batch_size, lr, workers,
-          grad_weight, loss_mode, min_depth, max_depth, device, freeze_bn, l2sp, freeze, ema_decay,
-          data_shares, merge_set, merge_tolerance, no_progress) -> None:
+          grad_weight, loss_mode, min_depth, max_depth, device, freeze_bn, l2sp, freeze, ema_decay, zoom,
+          data_shares, merge_set, merge_tolerance, merge_protect, merge_protect_tolerance,
+          no_progress) -> None:
     """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
 
     Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
@@ -82,11 +92,13 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
                       minutes=minutes, init_from=init_from, resume=resume, seed=seed, batch_size=batch_size,
                       lr=lr, workers=workers, grad_weight=grad_weight, loss_mode=loss_mode,
                       min_depth=min_depth, max_depth=max_depth, device=device, progress=not no_progress,
-                      freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze, ema_decay=ema_decay,
+                      freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze, ema_decay=ema_decay, zoom=zoom,
                       data_shares=shares)
     cfg.validate()  # clear errors before torch is imported
     if merge_set is not None and not init_from:
         raise ConfigError("--merge-set merges towards the initial weights: give --init-from")
+    if merge_protect and merge_set is None:
+        raise ConfigError("--merge-protect guards a merge: give --merge-set too")
     if cfg.loss_mode not in ("nll", "decoupled"):
         raise ConfigError(f"unknown loss mode {cfg.loss_mode!r}")
     from edgedepth.train.loop import train as run_training
@@ -104,6 +116,7 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
         from edgedepth.train.merge import wise_merge
 
         merged = wise_merge(init_from, result.last_checkpoint, merge_set, Path(out) / "merged.pt",
-                            tolerance=merge_tolerance)
+                            tolerance=merge_tolerance, protect=list(merge_protect),
+                            protect_tolerance=merge_protect_tolerance)
         click.echo(f"WiSE-FT merge: alpha {merged.alpha:.2f} (regression-set AbsRel <= "
                    f"{merged.limit_abs_rel:.4f}) -> {merged.checkpoint}")

@@ -24,6 +24,12 @@ score = (mean exp(u) + w_q q90 exp(u)) * (1 + w_t flicker).
     reference frames: novelty_ref medians indoor 0.99, outdoor 2.25, fog 2.93, night 18.6 (see
     reference.py for the hue histogram that separates outdoor). Recomputed once per scene, not per
     frame (novelty_every, novelty_recompute_change).
+(e) optional, `trust_novelty`: beyond that many reference units the aleatoric head's estimate means
+    nothing (measured on the fleet simulation's round-0 model: Spearman(mean b, AbsRel) -0.37 on night
+    frames, 18.6 units out), so ranking such frames by it picks the wrong ones. They are kept with
+    probability `rate`, as the random strategy keeps frames, and their nominal score does not enter the
+    threshold. Off by default (`edgedepth run --select-trust-novelty 6`); the fleet simulation uses 6
+    (trials: the README's fleet-simulation section).
 The keep threshold adapts: the (1 - rate) quantile of the last `window` scores (after `warmup` frames;
 with a reference, `novelty_threshold` can instead set an absolute rule on novelty_ref alone); a token
 bucket holds the long-run keep rate at `rate`. With `spend_budget` the quantile's level relaxes (x1.002
@@ -86,6 +92,9 @@ class SelectionConfig:
     max_depth: float = 40.0
     # with a reference set (training-frame embeddings)
     novelty_cap: float = 3.0  # beyond this many reference units a frame is simply out of distribution
+    # beyond this many reference units the frame's own uncertainty is not trusted: the frame is sampled
+    # at `rate` like the random strategy does, outside the threshold (None = always trusted; see (e))
+    trust_novelty: Optional[float] = None
     novelty_threshold: Optional[float] = None  # with a reference: keep frames this far out (None: adaptive)
     # appearance novelty follows the scene, not the frame: recomputed at least every `novelty_every`
     # frames, and sooner once the picture has changed by `novelty_recompute_change` (mean grey change
@@ -102,6 +111,9 @@ class SelectionConfig:
             raise ConfigError("max frames per hour must be positive")
         if self.min_spacing_frames < 0 or self.min_spacing_seconds < 0:
             raise ConfigError("minimum spacing must be >= 0")
+        if self.trust_novelty is not None and not self.trust_novelty > 1.0:
+            raise ConfigError(f"trust_novelty must be > 1 reference unit (familiar frames read about 1), "
+                              f"got {self.trust_novelty}")
         if self.novelty_every < 1:
             raise ConfigError(f"novelty_every must be >= 1 (1 = every frame), got {self.novelty_every}")
 
@@ -240,6 +252,8 @@ class FrameSelector:
         score = difficulty * (1.0 + cfg.temporal_weight * self._flicker)
         if self.reference is not None:  # epistemic factor: 1 like the training data, up to novelty_cap
             sig["novelty_ref"] = self._reference_novelty(rgb, sig["image_change"])
+            if cfg.trust_novelty is not None and sig["novelty_ref"] >= cfg.trust_novelty:
+                sig["untrusted"] = 1.0  # its score is only recorded: it neither ranks nor sets the threshold
             score *= 1.0 + max(0.0, min(sig["novelty_ref"], cfg.novelty_cap) - 1.0)
         sig["flicker_smoothed"], sig["score"] = self._flicker, score
         self._seen += 1
@@ -252,7 +266,8 @@ class FrameSelector:
                 self._quantile_rate = min(cfg.max_quantile_rate, self._quantile_rate * cfg.relax_step)
             elif self._tokens < 1.0:
                 self._quantile_rate = max(cfg.rate, self._quantile_rate / cfg.relax_step)
-        self._push_score(score)
+        if not sig.get("untrusted"):  # an unjudged frame's nominal score must not move the threshold
+            self._push_score(score)
         if cfg.mode == "none":
             return Decision(False, score, sig, "selection off")
         if cfg.mode == "random":
@@ -262,6 +277,10 @@ class FrameSelector:
             if sig["novelty_ref"] < cfg.novelty_threshold:
                 self.rejected["threshold"] += 1
                 return Decision(False, score, sig, "like the training data")
+        elif sig.get("untrusted"):  # the model cannot judge this frame: sample it like `random` does
+            if self.rng.random() >= cfg.rate:
+                self.rejected["threshold"] += 1
+                return Decision(False, score, sig, "too far from the training data to judge; not sampled")
         else:
             if self._seen <= cfg.warmup:
                 self.rejected["warmup"] += 1

@@ -79,12 +79,19 @@ def export_bundle(checkpoint: Path, bundle: Path, parity_data: Path, extra: Dict
     return bundle
 
 
+def round_val_dirs(rounds: List[Path]) -> List[str]:
+    """The val splits of these rounds, for those that have one."""
+    from edgedepth.rounds.build import round_val_dir
+
+    return [v for v in (round_val_dir(str(d)) for d in rounds) if v]
+
+
 def gate_target_set(new_rounds: List[Path], current: Path, all_rounds: bool) -> Union[str, List[str]]:
     """What the gate must see improve: the val splits of every round so far (`all_rounds`) or of the
     current round only; the current round's own folder when it has no val split (biased, noted)."""
     from edgedepth.rounds.build import round_val_dir
 
-    vals = [v for v in (round_val_dir(str(d)) for d in new_rounds) if v]
+    vals = round_val_dirs(new_rounds)
     if all_rounds and len(vals) > 1:
         return vals
     return round_val_dir(str(current)) or str(current)
@@ -195,7 +202,8 @@ class FleetRun:
                                min_spacing_frames=cfg.min_spacing_frames,
                                warmup=min(20, max(1, cfg.frames_per_device // 10)),
                                seed=derive_seed(self.seed, 71), min_depth=pre_min, max_depth=pre_max,
-                               spend_budget=cfg.spend_budget, novelty_cap=cfg.novelty_cap)
+                               spend_budget=cfg.spend_budget, novelty_cap=cfg.novelty_cap,
+                               trust_novelty=cfg.trust_novelty)
 
     def collect(self, r: int, clips: List[list], start_time: float,
                 progress: Optional[Callable] = None) -> RoundRecord:
@@ -334,6 +342,7 @@ class FleetRun:
             name="edgedepth-sim", version=f"{self.strategy}-round{r}", training_round=r,
             extra_lineage={"round": str(out), "strategy": self.strategy, "sim_seed": self.seed}))
         candidate = result.last_checkpoint  # a fixed step budget: the last weights, not a val-picked epoch
+        protected = round_val_dirs(self.round_dirs[1:-1]) if cfg.protect_rounds else []
         rec.train = {"frames": n, "epochs": epochs, "steps": result.steps, "elapsed_s": result.elapsed_s,
                      "data": [str(p) for p in data], "data_shares": shares,
                      "val": val or str(self.assets.gate_set), "last_metrics": result.last_metrics}
@@ -342,7 +351,8 @@ class FleetRun:
 
             merged = wise_merge(self.current, candidate, self.assets.merge_set or self.assets.gate_set,
                                 run_dir / "merged.pt", tolerance=cfg.gate_tolerance, margin=cfg.merge_margin,
-                                anchors=[self.assets.base_checkpoint])
+                                anchors=[self.assets.base_checkpoint], protect=protected,
+                                protect_tolerance=cfg.protect_tolerance)
             candidate = merged.checkpoint
             rec.train["merge"] = merged.to_dict()
         rec.seconds["train"] = time.monotonic() - t1
@@ -351,7 +361,8 @@ class FleetRun:
         step("gate")
         target = gate_target_set(self.round_dirs[1:], out, cfg.target_all_rounds)
         g = gate(candidate, self.current, self.assets.gate_set, target, tolerance=cfg.gate_tolerance,
-                 min_gain=cfg.gate_min_gain, evaluator=default_evaluator(batch_size=32))
+                 min_gain=cfg.gate_min_gain, evaluator=default_evaluator(batch_size=32),
+                 protect_sets=protected, protect_tolerance=cfg.protect_tolerance)
         rec.gate = g.to_dict()
         if val is None:
             rec.gate["note"] = "this round has no val split; the target set is its own training data (biased)"

@@ -68,6 +68,7 @@ class TrainConfig:
     val_fraction: float = 0.05  # held out of the training data when no --val is given
     limit: Optional[int] = None  # at most this many frames per dataset directory
     augment: bool = True
+    zoom: float = 0.0  # metric-consistent zoom augmentation up to 1 + zoom (edgedepth.train.augment; 0 = off)
     channels_last: bool = True  # NHWC memory format on CPU: ~1.5x faster depthwise-conv steps (2-core CPU)
     freeze_bn: bool = False  # BatchNorm in eval mode (running stats frozen): fine-tuning on a few new frames
     l2sp: float = 0.0  # L2-SP: (l2sp/2) * ||theta - theta_init||^2 (edgedepth.train.regularize); needs init
@@ -118,6 +119,8 @@ class TrainConfig:
             raise ConfigError(f"--l2sp must be >= 0, got {self.l2sp}")
         if self.l2sp > 0 and not (self.init_from or self.resume):
             raise ConfigError("--l2sp pulls towards the initial weights: give --init-from (or --resume)")
+        if not 0.0 <= self.zoom <= 1.0:
+            raise ConfigError(f"--zoom must be in [0, 1] (e.g. 0.25 = up to 1.25x; 0 = off), got {self.zoom}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"--ema must be in [0, 1) (e.g. 0.99; 0 = off), got {self.ema_decay}")
         if self.freeze not in FREEZE_CHOICES:

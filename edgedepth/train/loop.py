@@ -217,7 +217,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     schedule = CosineSchedule(cfg.lr, cfg.warmup, cfg.final_lr_fraction)
     loss_fn = DepthLoss(grad_weight=cfg.grad_weight, mode=cfg.loss_mode, frame_weight=cfg.frame_weight)
-    augment = Augment() if cfg.augment else None
+    augment = Augment(zoom=cfg.zoom) if cfg.augment else None
 
     sampler = DistributedSampler(range(len(train_frames)), num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=cfg.seed, drop_last=False)

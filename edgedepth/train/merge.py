@@ -7,7 +7,8 @@ to "the fine-tune" (a=1). `wise_merge` scores every a of a grid on the original-
 and keeps the largest one whose AbsRel and d1 stay within `tolerance` of every anchor model (the model
 being replaced and, across rounds, the round-0 model, so regressions do not compound round after round).
 The gate then sees a candidate built to pass its regression rule; its target rule (the new domain must
-improve) still decides.
+improve) still decides. `protect` adds sets the merge must also keep within `protect_tolerance` of the
+model being replaced (the gate's protected sets, e.g. earlier rounds' hard cases: see edgedepth.gate).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class MergePoint:
     abs_rel: float
     d1: float
     ok: bool
+    protected_abs_rel: List[float] = field(default_factory=list)  # one per protected set
 
 
 @dataclass
@@ -67,9 +69,11 @@ def choose_alpha(points: Sequence[MergePoint]) -> float:
 
 def wise_merge(initial: PathLike, finetuned: PathLike, regression_set: PathLike, out: PathLike,
                tolerance: float = 0.02, anchors: Sequence[PathLike] = (), margin: float = 1.0,
-               alphas: Sequence[float] = DEFAULT_ALPHAS, batch_size: int = 32) -> MergeResult:
+               alphas: Sequence[float] = DEFAULT_ALPHAS, batch_size: int = 32,
+               protect: Sequence[PathLike] = (), protect_tolerance: float = 0.10) -> MergeResult:
     """Write OUT = theta(a*) for the largest a* on `alphas` that keeps the regression set within
-    tolerance*margin of `initial` and of every model in `anchors` (AbsRel up, d1 down, relative)."""
+    tolerance*margin of `initial` and of every model in `anchors` (AbsRel up, d1 down, relative), and
+    every `protect` set within protect_tolerance of `initial`."""
     import torch
 
     from edgedepth.checkpoint import load_checkpoint, write_checkpoint
@@ -81,6 +85,8 @@ def wise_merge(initial: PathLike, finetuned: PathLike, regression_set: PathLike,
 
     if not 0 <= tolerance < 1 or margin <= 0:
         raise ConfigError(f"merge tolerance must be in [0, 1) and margin > 0, got {tolerance}, {margin}")
+    if not 0 <= protect_tolerance < 1:
+        raise ConfigError(f"protect tolerance must be in [0, 1), got {protect_tolerance}")
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
         raise ConfigError(f"merge alphas must lie in [0, 1], got {list(alphas)}")
     init_ck, ft_ck = load_checkpoint(initial), load_checkpoint(finetuned)
@@ -89,9 +95,11 @@ def wise_merge(initial: PathLike, finetuned: PathLike, regression_set: PathLike,
     model = build_model(ft_ck["model_config"])
     device = torch.device("cpu")
 
-    def score(state) -> Dict[str, float]:
+    guarded = [load_frames(str(p), pre.height, pre.width, workers=1) for p in protect]
+
+    def score(state, on=frames) -> Dict[str, float]:
         model.load_state_dict(state)
-        m = validate(model, frames, pre, device, batch_size)
+        m = validate(model, on, pre, device, batch_size)
         return {"abs_rel": float(m["abs_rel"]), "d1": float(m["d1"])}
 
     anchor_metrics = [score(init_ck["state_dict"])]
@@ -102,18 +110,26 @@ def wise_merge(initial: PathLike, finetuned: PathLike, regression_set: PathLike,
             seen.add(key)
             anchor_metrics.append(score(load_checkpoint(a)["state_dict"]))
     max_abs, min_d1 = limits(anchor_metrics, tolerance, margin)
+    guard_limits = [limits([score(init_ck["state_dict"], g)], protect_tolerance) for g in guarded]
     points = []
     for alpha in sorted(set(float(a) for a in alphas)):
-        m = score(interpolate_state(init_ck["state_dict"], ft_ck["state_dict"], alpha))
+        state = interpolate_state(init_ck["state_dict"], ft_ck["state_dict"], alpha)
+        m = score(state)
         ok = math.isfinite(m["abs_rel"]) and m["abs_rel"] <= max_abs and m["d1"] >= min_d1
-        points.append(MergePoint(alpha, m["abs_rel"], m["d1"], ok))
+        protected = []
+        for g, (g_abs, g_d1) in zip(guarded, guard_limits):
+            gm = score(state, g)
+            protected.append(gm["abs_rel"])
+            ok = ok and math.isfinite(gm["abs_rel"]) and gm["abs_rel"] <= g_abs and gm["d1"] >= g_d1
+        points.append(MergePoint(alpha, m["abs_rel"], m["d1"], ok, protected))
     alpha = choose_alpha(points)
     merged = dict(ft_ck)
     merged["state_dict"] = interpolate_state(init_ck["state_dict"], ft_ck["state_dict"], alpha)
     lineage = dict(merged.get("lineage") or {})
     lineage["merge"] = {"method": "wise-ft", "alpha": alpha, "initial": str(initial),
                         "finetuned": str(finetuned), "regression_set": str(regression_set),
-                        "tolerance": tolerance, "margin": margin}
+                        "tolerance": tolerance, "margin": margin,
+                        "protect": [str(p) for p in protect], "protect_tolerance": protect_tolerance}
     merged["lineage"] = lineage
     merged["metrics"] = {}  # the fine-tune's validation metrics do not describe the merged weights
     out = write_checkpoint(out, merged)

@@ -217,6 +217,13 @@ def test_unreadable_model_fails_before_the_loop(tmp_path):
     assert proc.returncode == 2 and "error: cannot load ONNX model" in err and "Traceback" not in err
 
 
+def test_bad_selection_option_is_a_clear_error(tmp_path, tiny_bundle):
+    proc = start([tiny_bundle, "--input", images(tmp_path / "imgs", n=2), "--headless",
+                  "--select-trust-novelty", "0.5"])
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "trust_novelty must be > 1" in err and "Traceback" not in err
+
+
 def test_display_without_gui_is_a_clear_error(tmp_path, tiny_bundle):
     from edgedepth.runtime.sinks import opencv_has_gui
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgedepth.errors import DataError
+from edgedepth.errors import ConfigError, DataError
 from edgedepth.runtime.reference import (
     EMBED_DIM,
     REFERENCE_FILE,
@@ -117,6 +117,39 @@ def test_selector_with_a_reference_keeps_the_unfamiliar_frames():
     plain = FrameSelector(SelectionConfig(mode="hard", rate=0.12, max_per_hour=20, warmup=20))
     kept_plain = _run(plain, frames)
     assert len(kept_plain) == 20 and kept_plain.count("night") <= 10
+
+
+def _run_scored(selector, frames, night_uncertainty):
+    """Like _run, but night frames carry a much higher predicted uncertainty than day frames."""
+    depth = np.full((48, 64), 2.0, np.float32)
+    kept, reasons = [], set()
+    for i, (kind, rgb) in enumerate(frames):
+        level = night_uncertainty if kind == "night" else -1.6 - 0.3 * (i % 7) / 7
+        unc = np.full((48, 64), level, np.float32)
+        decision = selector.score(rgb, depth, unc, i, i / 30.0)
+        if decision.keep:
+            kept.append(kind)
+        elif kind == "night":
+            reasons.add(decision.reason)
+    return kept, reasons
+
+
+def test_frames_beyond_trust_novelty_are_sampled_at_the_random_rate_not_ranked_by_their_uncertainty():
+    rng = np.random.default_rng(5)
+    ref = _reference(rng)
+    frames = [("night", _night(rng)) if i % 10 == 3 else ("day", _day(rng)) for i in range(600)]
+    base = dict(mode="hard", rate=0.1, max_per_hour=60, warmup=20, seed=1)
+    # trusted, a high uncertainty on the unfamiliar frames makes them nearly all of the keeps
+    trusted, _ = _run_scored(FrameSelector(SelectionConfig(**base), reference=ref), frames, -0.5)
+    assert len(trusted) >= 40 and trusted.count("night") >= 0.8 * len(trusted)
+    # beyond trust_novelty their uncertainty is ignored: each is kept with probability `rate`, as the
+    # random strategy would (60 night frames here: about 6), and the day frames get the rest
+    cfg = SelectionConfig(trust_novelty=6.0, **base)
+    kept, reasons = _run_scored(FrameSelector(cfg, reference=ref), frames, -0.5)
+    assert 1 <= kept.count("night") <= 15 and kept.count("day") >= 20
+    assert "too far from the training data to judge; not sampled" in reasons
+    with pytest.raises(ConfigError, match="trust_novelty"):
+        SelectionConfig(trust_novelty=0.5)
 
 
 def test_selector_with_a_reference_and_an_absolute_rule_needs_no_warm_up():

@@ -116,16 +116,21 @@ def test_choose_alpha_and_limits():
         limits([], 0.02)
 
 
+def _perturbed(ck, scale: float, seed: int, path):
+    """A copy of checkpoint `ck` with Gaussian noise of `scale` on every conv kernel, saved at `path`."""
+    torch.manual_seed(seed)
+    broken = dict(ck)
+    broken["state_dict"] = {k: (v + scale * torch.randn_like(v) if v.ndim == 4 else v)
+                            for k, v in ck["state_dict"].items()}
+    torch.save(broken, path)
+    return path, broken
+
+
 def test_wise_merge_keeps_the_regression_set_within_tolerance(tmp_path, base_run):
     res, _, val = base_run
     # a "fine-tune" that broke the network: the merge must walk back to (nearly) the initial weights
     ck = load_checkpoint(res.last_checkpoint)
-    torch.manual_seed(0)
-    broken = dict(ck)
-    broken["state_dict"] = {k: (v + 0.5 * torch.randn_like(v) if v.ndim == 4 else v)
-                            for k, v in ck["state_dict"].items()}
-    bad = tmp_path / "broken.pt"
-    torch.save(broken, bad)
+    bad, broken = _perturbed(ck, 0.5, 0, tmp_path / "broken.pt")
     m = wise_merge(res.last_checkpoint, bad, val, tmp_path / "merged.pt", tolerance=0.02)
     assert m.alpha < 1.0 and m.checkpoint.is_file()
     chosen = next(p for p in m.points if p.alpha == m.alpha)
@@ -140,6 +145,23 @@ def test_wise_merge_keeps_the_regression_set_within_tolerance(tmp_path, base_run
     assert same.alpha == 1.0 and all(p.ok for p in same.points)
     with pytest.raises(ConfigError):
         wise_merge(res.last_checkpoint, bad, val, tmp_path / "x.pt", alphas=[1.5])
+
+
+def test_wise_merge_also_keeps_every_protected_set_within_its_tolerance(tmp_path, base_run, folder_dataset):
+    res, _, val = base_run
+    bad, _ = _perturbed(load_checkpoint(res.last_checkpoint), 0.3, 1, tmp_path / "broken.pt")
+    other = folder_dataset("protected", n=8, h=64, w=96, seed=21)
+    loose = wise_merge(res.last_checkpoint, bad, val, tmp_path / "loose.pt", tolerance=0.5)
+    guarded = wise_merge(res.last_checkpoint, bad, val, tmp_path / "guarded.pt", tolerance=0.5,
+                         protect=[other], protect_tolerance=0.0)
+    # the regression set alone lets the merge go further than the protected set does
+    assert guarded.alpha < loose.alpha
+    start = next(p for p in guarded.points if p.alpha == 0.0).protected_abs_rel[0]
+    assert all(len(p.protected_abs_rel) == 1 for p in guarded.points)
+    assert all(p.protected_abs_rel[0] <= start * (1 + 1e-9) for p in guarded.points if p.ok)
+    assert load_checkpoint(guarded.checkpoint)["lineage"]["merge"]["protect"] == [str(other)]
+    with pytest.raises(ConfigError, match="protect tolerance"):
+        wise_merge(res.last_checkpoint, bad, val, tmp_path / "x.pt", protect=[other], protect_tolerance=1.0)
 
 
 def test_frame_weights_give_each_directory_its_share():
