@@ -5,7 +5,7 @@ upload budget; prints the table (mean ± sd over seeds), the acceptance checks, 
     python scripts/simulate.py [--workdir edgedepth-sim] [--seeds 0,1,2] [--quick]
 
 Budget on a 2-core machine: ~4 min for the shared round-0 model (once; cached in WORKDIR/shared), then
-~10 min per seed (measured: 1811 s for 3 seeds x 3 strategies x 2 rounds, 4 devices x 2500 frames).
+~10 min per seed (measured: 1951 s for 3 seeds x 3 strategies x 2 rounds, 4 devices x 2500 frames).
 Exit status 0 whether or not the targets are met: the figures are the result.
 """
 

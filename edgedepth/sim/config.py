@@ -91,8 +91,8 @@ class SimConfig:
     novelty_cap: float = 3.0
     # hard: frames this far from the training data (reference units; night reads ~18, fog ~3) are sampled
     # at the random rate instead of ranked by an uncertainty that means nothing there (SelectionConfig
-    # .trust_novelty; `edgedepth run --select-trust-novelty`). Hard-only trials on fresh seeds 4 and 5:
-    # shifted AbsRel -20.9 / -37.5 % after 2 rounds against -16.7 / -22.9 % without it
+    # .trust_novelty; `edgedepth run --select-trust-novelty`). Shifted AbsRel after 2 rounds, seeds 0-5:
+    # -33.8/-36.1/-36.5/-36.2/-21.0/-37.6 % against -33.3/-30.0/-28.8/-31.8/-16.7/-22.9 % without it
     trust_novelty: Optional[float] = 6.0
     min_spacing_frames: int = 8  # every strategy: at most ~2 uploads per 15-frame scene
     prime_frames: int = 600  # hard: the selector first scores this many of the model's training frames
