@@ -211,15 +211,14 @@ def _check_inputs(candidate: PathLike, baseline: PathLike, regression_set: Datas
     for what, p in (("candidate model", candidate), ("baseline model", baseline)):
         if not Path(p).is_file():
             raise ConfigError(f"{what} {p} does not exist (a .pt checkpoint or .onnx file is expected)")
-    for what, spec in (("regression set", regression_set), ("target set", target_set)):
+    sets = [("regression set", regression_set), ("target set", target_set)]
+    sets += [("protected set", p) for p in protect_sets]
+    for what, spec in sets:
         if not _folders(spec):
             raise ConfigError(f"give at least one {what} folder")
         for p in _folders(spec):
             if not Path(p).is_dir():
                 raise ConfigError(f"{what} {p} is not a dataset folder")
-    for p in protect_sets:
-        if not Path(p).is_dir():
-            raise ConfigError(f"protected set {p} is not a dataset folder")
 
 
 def gate(candidate: PathLike, baseline: PathLike, regression_set: DatasetSpec, target_set: DatasetSpec,

@@ -250,10 +250,12 @@ class FrameSelector:
             sig["uncertainty_q90"] = self.uncertainty_q90()
             difficulty += cfg.q90_weight * sig["uncertainty_q90"]
         score = difficulty * (1.0 + cfg.temporal_weight * self._flicker)
+        untrusted = False  # too far from the training data for the uncertainty to mean anything (see (e))
         if self.reference is not None:  # epistemic factor: 1 like the training data, up to novelty_cap
             sig["novelty_ref"] = self._reference_novelty(rgb, sig["image_change"])
             if cfg.trust_novelty is not None and sig["novelty_ref"] >= cfg.trust_novelty:
-                sig["untrusted"] = 1.0  # its score is only recorded: it neither ranks nor sets the threshold
+                untrusted = True  # its score is only recorded: it neither ranks nor sets the threshold
+                sig["untrusted"] = 1.0
             score *= 1.0 + max(0.0, min(sig["novelty_ref"], cfg.novelty_cap) - 1.0)
         sig["flicker_smoothed"], sig["score"] = self._flicker, score
         self._seen += 1
@@ -266,7 +268,7 @@ class FrameSelector:
                 self._quantile_rate = min(cfg.max_quantile_rate, self._quantile_rate * cfg.relax_step)
             elif self._tokens < 1.0:
                 self._quantile_rate = max(cfg.rate, self._quantile_rate / cfg.relax_step)
-        if not sig.get("untrusted"):  # an unjudged frame's nominal score must not move the threshold
+        if not untrusted:  # an unjudged frame's nominal score must not move the threshold
             self._push_score(score)
         if cfg.mode == "none":
             return Decision(False, score, sig, "selection off")
@@ -277,7 +279,7 @@ class FrameSelector:
             if sig["novelty_ref"] < cfg.novelty_threshold:
                 self.rejected["threshold"] += 1
                 return Decision(False, score, sig, "like the training data")
-        elif sig.get("untrusted"):  # the model cannot judge this frame: sample it like `random` does
+        elif untrusted:  # the model cannot judge this frame: sample it like `random` does
             if self.rng.random() >= cfg.rate:
                 self.rejected["threshold"] += 1
                 return Decision(False, score, sig, "too far from the training data to judge; not sampled")
