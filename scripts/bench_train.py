@@ -69,8 +69,9 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1.2e-2, help="peak LR (best of 4e-3, 8e-3, 1.2e-2, batch 8)")
     ap.add_argument("--grad-weight", type=float, default=0.5)
     ap.add_argument("--loss-mode", default="nll", choices=["nll", "decoupled"])
-    ap.add_argument("--frame-weight", type=float, default=1.0,
-                    help="weight of the per-frame uncertainty loss (losses.frame_uncertainty_nll)")
+    ap.add_argument("--frame-weight", type=float, default=None,
+                    help="weight of the per-frame uncertainty loss (losses.frame_uncertainty_nll); "
+                         "default: TrainConfig's")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="EMA decay of the weights (TrainConfig.ema_decay; 0 = off)")
     ap.add_argument("--zoom", type=float, default=0.0,
@@ -103,8 +104,10 @@ def main() -> int:
     cfg = TrainConfig(data=train_dirs, val=[str(root / "indoor-val")], out=args.out, model="small",
                       size=parse_size(args.size), minutes=args.minutes, batch_size=args.batch_size,
                       lr=args.lr, grad_weight=args.grad_weight, loss_mode=args.loss_mode, seed=args.seed,
-                      frame_weight=args.frame_weight, ema_decay=args.ema, zoom=args.zoom,
+                      ema_decay=args.ema, zoom=args.zoom,
                       workers=2, progress=True, name="edgedepth-acceptance")
+    if args.frame_weight is not None:
+        cfg.frame_weight = args.frame_weight
     t_train = time.monotonic()
     result = train(cfg)
     t_train = time.monotonic() - t_train

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgedepth.errors import ConfigError
+from edgedepth.train.config import TrainConfig  # stdlib only: no torch at import
 
 
 @click.command("train")
@@ -36,6 +37,10 @@ from edgedepth.errors import ConfigError
               type=click.Choice(["nll", "decoupled"]),
               help="nll: Laplacian NLL trains depth and uncertainty; decoupled: L1 on log-depth trains "
                    "depth and the NLL (error detached) trains the uncertainty.")
+@click.option("--frame-weight", "frame_weight", type=float, default=TrainConfig.frame_weight,
+              show_default=True,
+              help="Weight of the per-frame uncertainty term, which trains each frame's mean predicted "
+                   "uncertainty towards its error (what hard-frame selection ranks by); 0 turns it off.")
 @click.option("--min-depth", "min_depth", type=float, default=0.1, show_default=True,
               help="Smallest depth the network can output [m].")
 @click.option("--max-depth", "max_depth", type=float, default=40.0, show_default=True,
@@ -70,7 +75,8 @@ from edgedepth.errors import ConfigError
               show_default=True, help="Relative regression the merge may allow on each --merge-protect set.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed, batch_size, lr, workers,
-          grad_weight, loss_mode, min_depth, max_depth, device, freeze_bn, l2sp, freeze, ema_decay, zoom,
+          grad_weight, loss_mode, frame_weight, min_depth, max_depth, device, freeze_bn, l2sp, freeze,
+          ema_decay, zoom,
           data_shares, merge_set, merge_tolerance, merge_protect, merge_protect_tolerance,
           no_progress) -> None:
     """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
@@ -78,7 +84,6 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
     Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
     Multi-GPU / multi-node: launch with `torchrun --nproc_per_node N -m edgedepth train ...`.
     """
-    from edgedepth.train.config import TrainConfig
     from edgedepth.train.openmp import choose_wait_policy
 
     choose_wait_policy()  # before torch loads libgomp: passive waiting only when the CPUs are busy
@@ -91,7 +96,8 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
     cfg = TrainConfig(data=list(data), val=list(val), out=out, model=model, size=size, epochs=epochs,
                       minutes=minutes, init_from=init_from, resume=resume, seed=seed, batch_size=batch_size,
                       lr=lr, workers=workers, grad_weight=grad_weight, loss_mode=loss_mode,
-                      min_depth=min_depth, max_depth=max_depth, device=device, progress=not no_progress,
+                      frame_weight=frame_weight, min_depth=min_depth, max_depth=max_depth, device=device,
+                      progress=not no_progress,
                       freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze, ema_decay=ema_decay, zoom=zoom,
                       data_shares=shares)
     cfg.validate()  # clear errors before torch is imported

@@ -91,6 +91,7 @@ def prepare_assets(cfg: SimConfig, say: Callable[[str], None] = log.info) -> Ass
                                    model=cfg.model, size=cfg.size, epochs=cfg.base_epochs,
                                    batch_size=cfg.batch_size,
                                    lr=2e-3, seed=0, threads=cfg.threads, workers=1, progress=cfg.progress,
+                                   frame_weight=0.0,  # the recipe the recorded simulation figures used
                                    name="edgedepth-sim", version="1", training_round=0))
         _mark(base_dir, {"best_metrics": result.best_metrics, "steps": result.steps,
                          "elapsed_s": result.elapsed_s, "best_epoch": result.best_epoch})

@@ -337,7 +337,7 @@ class FleetRun:
             data=[str(p) for p in data], val=[val or str(self.assets.gate_set)], out=str(run_dir),
             init_from=str(self.current), epochs=epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size,
             freeze_bn=cfg.freeze_bn, l2sp=cfg.finetune_l2sp, freeze=cfg.finetune_freeze, data_shares=shares,
-            ema_decay=cfg.finetune_ema,
+            ema_decay=cfg.finetune_ema, frame_weight=0.0,  # as the round-0 model (edgedepth.sim.assets)
             seed=derive_seed(self.seed, r, 13) % 100000, threads=cfg.threads, workers=1, progress=False,
             name="edgedepth-sim", version=f"{self.strategy}-round{r}", training_round=r,
             extra_lineage={"round": str(out), "strategy": self.strategy, "sim_seed": self.seed}))

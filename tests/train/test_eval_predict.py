@@ -122,3 +122,20 @@ def test_predict_missing_model_fails_clearly(tmp_path):
                           str(tmp_path / "none.onnx"), str(img), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "does not exist" in res.stderr
+
+
+def test_cli_train_passes_the_frame_weight_and_refuses_a_negative_one(tmp_path, folder_dataset):
+    data = folder_dataset("train", n=8, h=64, w=96, seed=1)
+
+    def cli_train(weight: str, out: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "edgedepth", "train", "--data", str(data), "--model",
+                               "tiny", "--size", "64x96", "--epochs", "1", "--batch-size", "4",
+                               "--no-progress", "--frame-weight", weight, "--out", str(tmp_path / out)],
+                              capture_output=True, text=True, timeout=120)
+
+    bad = cli_train("-1", "bad")
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert bad.returncode != 0 and len(lines) == 1 and "--frame-weight must be >= 0" in lines[0], bad.stderr
+    ok = cli_train("2.5", "ok")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((tmp_path / "ok" / "run.json").read_text())["config"]["frame_weight"] == 2.5
