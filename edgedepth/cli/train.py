@@ -76,8 +76,7 @@ from edgedepth.train.config import TrainConfig  # stdlib only: no torch at impor
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed, batch_size, lr, workers,
           grad_weight, loss_mode, frame_weight, min_depth, max_depth, device, freeze_bn, l2sp, freeze,
-          ema_decay, zoom,
-          data_shares, merge_set, merge_tolerance, merge_protect, merge_protect_tolerance,
+          ema_decay, zoom, data_shares, merge_set, merge_tolerance, merge_protect, merge_protect_tolerance,
           no_progress) -> None:
     """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
 
@@ -97,9 +96,8 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
                       minutes=minutes, init_from=init_from, resume=resume, seed=seed, batch_size=batch_size,
                       lr=lr, workers=workers, grad_weight=grad_weight, loss_mode=loss_mode,
                       frame_weight=frame_weight, min_depth=min_depth, max_depth=max_depth, device=device,
-                      progress=not no_progress,
-                      freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze, ema_decay=ema_decay, zoom=zoom,
-                      data_shares=shares)
+                      progress=not no_progress, freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze,
+                      ema_decay=ema_decay, zoom=zoom, data_shares=shares)
     cfg.validate()  # clear errors before torch is imported
     if merge_set is not None and not init_from:
         raise ConfigError("--merge-set merges towards the initial weights: give --init-from")

@@ -87,7 +87,8 @@ class SimConfig:
     # hard: the novelty factor's cap (SelectionConfig.novelty_cap; 3 as on devices). Earlier session, before
     # the hue histogram: a seed-0 trial of hard alone at cap 2 reached -30.0 % shifted AbsRel after 2 rounds
     # against -25.5 % at 3 (-5 % at 6), but the 3-seed acceptance at cap 2 gave -17.5 % +- 8.4 % (two
-    # round-2 refusals): run-to-run noise
+    # round-2 refusals): run-to-run noise. With the trust rule, hard only, seeds 0/1/2/4/5/6: cap 2
+    # -31.7 % +- 3.3 % against -31.4 % +- 7.2 % at 3 (acceptance seeds 0-2 worse at 2: -31.5 % vs -35.5 %)
     novelty_cap: float = 3.0
     # hard: frames this far from the training data (reference units; night reads ~18, fog ~3) are sampled
     # at the random rate instead of ranked by an uncertainty that means nothing there (SelectionConfig

@@ -61,8 +61,9 @@ class TrainConfig:
     grad_weight: float = 0.5
     loss_mode: str = "nll"  # nll | decoupled (see edgedepth.train.losses.DepthLoss)
     # per-frame uncertainty term (edgedepth.train.losses.frame_uncertainty_nll). scripts/bench_train.py,
-    # seed 0, weight 1 / 3 / 5 / 10: Spearman(mean b, AbsRel) 0.576 / 0.593 / 0.647 / 0.689 at held-out
-    # AbsRel 0.0603 / 0.0621 / 0.0644 / 0.0749: the ranking improves as the depth gets a little worse
+    # seed 0, weight 1 (an earlier session's run) / 3 / 5 / 10: Spearman(mean b, AbsRel) 0.576 / 0.593 /
+    # 0.647 / 0.689 at held-out AbsRel 0.0603 / 0.0621 / 0.0644 / 0.0749: the ranking improves as the
+    # depth gets a little worse
     frame_weight: float = 5.0
     workers: int = 2  # decoding threads while loading datasets into memory
     threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)
