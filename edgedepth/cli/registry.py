@@ -33,7 +33,8 @@ def keys_gen(out_dir: str, force: bool) -> None:
 @click.option("--registry", required=True,
               help="Registry: a directory, file://PATH or s3://BUCKET/PREFIX (HTTP ones are read-only).")
 @click.option("--key", "key_path", type=click.Path(dir_okay=False),
-              help="Private signing key (signing.key from `edgedepth keys gen`); needed to publish.")
+              help="Private signing key (signing.key from `edgedepth keys gen`); needed for every change, "
+                   "since each one signs a new registry state.")
 @click.option("--version", "version", default=None,
               help="Version number (dotted integers); default: one more than the newest published.")
 @click.option("--promote", is_flag=True, help="Promote the new version at once (devices will install it).")
@@ -41,37 +42,91 @@ def keys_gen(out_dir: str, force: bool) -> None:
               help="Promote the already published version V instead of publishing a bundle.")
 @click.option("--demote", "demote", default=None, metavar="V",
               help="Withdraw the promotion of version V (devices stop moving to it).")
+@click.option("--resign", is_flag=True,
+              help="Only sign the current registry state again with a fresh expiry (run it from a timer "
+                   "well within --expires, or devices stop updating when the state expires).")
+@click.option("--status", is_flag=True,
+              help="Print the registry's signed state (sequence, expiry, promoted versions) and exit; "
+                   "needs --public-key or --key.")
+@click.option("--expires", "expires", default="7d", show_default=True,
+              help="How long devices accept the newly signed state: seconds or a number with s/m/h/d.")
+@click.option("--previous-key", "previous_key", default=None, type=click.Path(dir_okay=False),
+              help="After a key rotation: the old signing.pub, to verify the state signed with the old key.")
+@click.option("--public-key", "public_key", default=None, type=click.Path(dir_okay=False),
+              help="With --status: the signing.pub to verify the state with.")
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint URL (MinIO, moto, ...).")
 @click.option("--notes", default="", help="Free-text release notes stored with the version.")
 def publish(bundle: Optional[str], registry: str, key_path: Optional[str], version: Optional[str],
-            promote: bool, promote_only: Optional[str], demote: Optional[str], endpoint_url: Optional[str],
+            promote: bool, promote_only: Optional[str], demote: Optional[str], resign: bool, status: bool,
+            expires: str, previous_key: Optional[str], public_key: Optional[str], endpoint_url: Optional[str],
             notes: str) -> None:
     """Publish BUNDLE as a new signed, immutable version of a model registry.
 
-    Engines are not published (each device builds its own). With --promote-only V or --demote V,
-    only the promotion flag of an existing version changes.
+    Every change signs a new registry state (versions, their manifest hashes, what is promoted, a
+    sequence number, an expiry); devices install only what a valid, unexpired, not-older state says.
+    Engines are not published (each device builds its own). With --promote-only V or --demote V, only
+    the promotion of an existing version changes; --resign only refreshes the expiry.
     """
-    from edgedepth.registry.publish import publish_bundle, set_promoted
+    from edgedepth.cli.run import parse_duration
+    from edgedepth.registry.publish import publish_bundle, read_state, resign_state, set_promoted
 
-    flag_ops = [o for o in (promote_only, demote) if o is not None]
-    if flag_ops:
-        if bundle is not None or len(flag_ops) > 1 or promote or version:
-            raise ConfigError("--promote-only/--demote take no BUNDLE and no --version/--promote; "
+    if status:
+        _print_status(registry, public_key or key_path, endpoint_url)
+        return
+    expires_s = parse_duration(expires)
+    ops = [o for o in (promote_only, demote, True if resign else None) if o is not None]
+    if ops:
+        if bundle is not None or len(ops) > 1 or promote or version:
+            raise ConfigError("--promote-only/--demote/--resign take no BUNDLE and no --version/--promote; "
                               "use one of them alone")
+    elif bundle is None:
+        raise ConfigError("give a BUNDLE directory to publish (or --promote-only V / --demote V / --resign)")
+    if key_path is None:
+        raise ConfigError("--key is required: every change signs a new registry state; pass the "
+                          "signing.key from `edgedepth keys gen`")
+    from edgedepth.registry.keys import load_private_key
+
+    key = load_private_key(key_path)
+    common = dict(endpoint_url=endpoint_url, expires_s=expires_s, previous_key=previous_key)
+    if resign:
+        state = resign_state(registry, key, **common)
+        click.echo(f"re-signed {registry}: sequence {state.sequence}, expires {state.expires}, "
+                   f"promoted {state.latest_promoted}")
+        return
+    if ops:
         target = promote_only if promote_only is not None else demote
-        index = set_promoted(registry, target, promoted=promote_only is not None, endpoint_url=endpoint_url)
+        index = set_promoted(registry, target, promoted=promote_only is not None, private_key=key,
+                             **common)
         click.echo(f"version {target} {'promoted' if promote_only else 'withdrawn'}; "
                    f"latest promoted: {index['latest_promoted']}")
         return
-    if bundle is None:
-        raise ConfigError("give a BUNDLE directory to publish (or --promote-only V / --demote V)")
-    if key_path is None:
-        raise ConfigError("--key is required to publish: pass the signing.key from `edgedepth keys gen`")
-    entry = publish_bundle(bundle, registry, key_path, version=version, promote=promote, notes=notes,
-                           endpoint_url=endpoint_url)
+    entry = publish_bundle(bundle, registry, key, version=version, promote=promote, notes=notes,
+                           **common)
+    state = read_state(registry, key, endpoint_url=endpoint_url)
     click.echo(f"published {bundle} as version {entry['version']} to {registry} "
                f"({entry['files']} files, {entry['size_bytes']} bytes, manifest sha256 "
-               f"{entry['manifest_sha256'][:16]}...){' - promoted' if entry['promoted'] else ''}")
+               f"{entry['manifest_sha256'][:16]}...){' - promoted' if entry['promoted'] else ''}; "
+               f"state sequence {state.sequence}, expires {state.expires}")
+
+
+def _print_status(registry: str, key: Optional[str], endpoint_url: Optional[str]) -> None:
+    from edgedepth.registry.keys import load_private_key, load_public_key
+    from edgedepth.registry.publish import read_state
+
+    if key is None:
+        raise ConfigError("--status needs --public-key (signing.pub) or --key to verify the state with")
+    try:
+        verify_with = load_public_key(key)
+    except ConfigError:
+        verify_with = load_private_key(key).public_key()
+    state = read_state(registry, verify_with, endpoint_url=endpoint_url)
+    if state is None:
+        raise ConfigError(f"{registry} has no signed state.json yet; publish or --resign with --key")
+    click.echo(f"registry {registry}: sequence {state.sequence}, issued {state.issued_at}, "
+               f"expires {state.expires}, key {state.key_id}")
+    for rec in state.versions:
+        click.echo(f"  version {rec.version}{'  promoted' if rec.promoted else ''}  "
+                   f"manifest sha256 {rec.manifest_sha256[:16]}...")
 
 
 @click.command("gate")

@@ -432,13 +432,13 @@ def _bundle_reference(backend):
 
 
 def parse_duration(text: str) -> float:
-    """'45', '30s', '10m', '1h' -> seconds."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    """'45', '30s', '10m', '1h', '7d' -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
     t = str(text).strip().lower()
     try:
         value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
-        raise ConfigError(f"bad duration {text!r}: use seconds or a number with s/m/h, e.g. 10m") from None
+        raise ConfigError(f"bad duration {text!r}: use seconds or a number with s/m/h/d, e.g. 10m") from None
     if value <= 0:
         raise ConfigError(f"duration {text!r} must be positive")
     return value

@@ -2,7 +2,10 @@
 
 Registry layout (static files; any static HTTP server or S3 bucket serves it)::
 
+    REGISTRY/state.json                      the signed state: versions, manifest hashes, promoted flags,
+                                             sequence number, expiry (what devices act on)
     REGISTRY/index.json                      versions, promoted flags, manifest hashes, model, metrics
+                                             (informational, unsigned)
     REGISTRY/versions/<V>/model.onnx         FP32
     REGISTRY/versions/<V>/model.int8.*.onnx  INT8 variants (when the bundle has them)
     REGISTRY/versions/<V>/calibration.*, metrics.json, lineage.json
@@ -12,7 +15,15 @@ Registry layout (static files; any static HTTP server or S3 bucket serves it)::
 Engines (engines/*) are never published: they are specific to a GPU and TensorRT version, so each
 device builds its own from the ONNX files. Write order makes readers safe without locks: a version's
 files first (DIR: staged in a hidden directory and renamed into place in one step; S3: data objects,
-then manifest.json, then manifest.sig), index.json last (DIR: temp file + rename).
+then manifest.json, then manifest.sig), then index.json, and state.json last (DIR: temp file + rename):
+a version exists for devices once the signed state lists it.
+
+Every operation (publish, promote, withdraw, re-sign) writes a new state with the next sequence number,
+built from the previous *signed* state (verified with the publisher's key), never from the unsigned
+index.json: an edited index on the registry host cannot smuggle a version into what the publisher
+signs. A version found in index.json but not in the signed state (an interrupted publish, or a registry
+written before states were signed) is taken in only when its manifest verifies with the publisher's
+key, and unpromoted unless the registry has no signed state yet.
 """
 
 from __future__ import annotations
@@ -23,10 +34,11 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgedepth.bundle import MANIFEST, METRICS, MODEL_FP32, SIGNATURE, verify_bundle, write_manifest
 from edgedepth.errors import ConfigError, ModelError
@@ -43,9 +55,19 @@ from edgedepth.registry.index import (
     utc_now,
     version_key,
 )
-from edgedepth.registry.keys import key_id, load_private_key
-from edgedepth.registry.signing import manifest_sha256, sign_bundle
-from edgedepth.registry.storage import DirStore, HttpStore, S3Store, open_store
+from edgedepth.registry.keys import as_public_key, key_id, load_private_key
+from edgedepth.registry.signing import BundleRejected, manifest_sha256, sign_bundle, verify_manifest_bytes
+from edgedepth.registry.state import (
+    DEFAULT_EXPIRES_S,
+    MAX_STATE_BYTES,
+    STATE,
+    SignedState,
+    StateRejected,
+    VersionRecord,
+    parse_state,
+    sign_state,
+)
+from edgedepth.registry.storage import DirStore, HttpStore, RegistryUnavailable, S3Store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +158,93 @@ def _read_metrics(bundle_dir: Path) -> Dict[str, Any]:
     return metrics if isinstance(metrics, dict) else {"value": metrics}
 
 
-def publish_bundle(bundle_dir: PathLike, registry: str, private_key: Union[Ed25519PrivateKey, PathLike],
+PrivateKeyLike = Union[Ed25519PrivateKey, PathLike]
+PublicKeyLike = Union[Ed25519PublicKey, PathLike, None]
+
+
+def _private(key: PrivateKeyLike) -> Ed25519PrivateKey:
+    return key if isinstance(key, Ed25519PrivateKey) else load_private_key(key)
+
+
+def _load_state(store, key: Ed25519PrivateKey, previous_key: PublicKeyLike) -> Optional[SignedState]:
+    """The registry's current signed state, verified with the publisher's (or the previous) key."""
+    data = store.read(STATE, max_bytes=MAX_STATE_BYTES)
+    if data is None:
+        return None
+    source = f"{store.url}/{STATE}"
+    try:
+        return parse_state(data, key.public_key(), source)
+    except StateRejected as exc:
+        if previous_key is None:
+            raise RegistryError(
+                f"{exc}. The publisher signs only on top of a state it can verify: restore {STATE} from a "
+                "backup, or, after a key rotation, pass the old public key (--previous-key)") from None
+    return parse_state(data, as_public_key(previous_key), source)
+
+
+def _signed_manifest_sha(store, version: str, key: Ed25519PrivateKey) -> str:
+    """SHA-256 of a published version's manifest, after checking its signature with `key`."""
+    prefix = f"{VERSIONS_DIR}/{version}"
+    manifest_bytes = store.read(f"{prefix}/{MANIFEST}")
+    if manifest_bytes is None:
+        raise RegistryUnavailable(f"{store.url}/{prefix}/{MANIFEST} is missing")
+    manifest = verify_manifest_bytes(manifest_bytes, store.read(f"{prefix}/{SIGNATURE}"), key.public_key(),
+                                     f"{store.url}/{prefix}")
+    reg = manifest.get("registry")
+    if not isinstance(reg, dict) or str(reg.get("version")) != version:
+        raise BundleRejected(f"{store.url}/{prefix}: signed manifest is not for version {version}")
+    return manifest_sha256(manifest_bytes)
+
+
+def _current_records(store, index: Dict[str, Any], key: Ed25519PrivateKey,
+                     previous_key: PublicKeyLike = None) -> Tuple[Dict[str, VersionRecord], int]:
+    """(version -> record, next sequence number) to build the next signed state on."""
+    prev = _load_state(store, key, previous_key)
+    records = {r.version: r for r in prev.versions} if prev is not None else {}
+    for entry in index["versions"]:
+        v = entry["version"]
+        if v in records:
+            continue
+        try:
+            sha = _signed_manifest_sha(store, v, key)
+        except (BundleRejected, RegistryUnavailable) as exc:
+            log.warning("version %s is in %s but not signed into the registry state, and its files do not "
+                        "verify with this key (%s); leaving it out", v, INDEX, exc)
+            continue
+        promoted = bool(entry.get("promoted")) if prev is None else False
+        records[v] = VersionRecord(v, sha, promoted)
+        log.warning("version %s was not in the signed registry state; its signed manifest verifies, so it is "
+                    "added%s", v, " (promoted as index.json says: first signed state)" if promoted else
+                    " unpromoted (promote it explicitly if it should be)")
+    return records, (prev.sequence + 1 if prev is not None else 1)
+
+
+def _commit(store, index: Dict[str, Any], records: Dict[str, VersionRecord], sequence: int,
+            key: Ed25519PrivateKey, expires_s: float) -> SignedState:
+    """Write index.json (promoted flags as signed) and then the new signed state.json."""
+    for entry in index["versions"]:
+        rec = records.get(entry["version"])
+        if rec is not None:
+            entry["promoted"] = rec.promoted
+    state = sign_state(list(records.values()), sequence, key, expires_s=expires_s)
+    store.write(INDEX, dump_index(index))
+    store.write(STATE, state.raw)
+    return state
+
+
+def publish_bundle(bundle_dir: PathLike, registry: str, private_key: PrivateKeyLike,
                    version: Optional[str] = None, promote: bool = False, notes: str = "",
-                   endpoint_url: Optional[str] = None) -> Dict[str, Any]:
+                   endpoint_url: Optional[str] = None, expires_s: float = DEFAULT_EXPIRES_S,
+                   previous_key: PublicKeyLike = None) -> Dict[str, Any]:
     """Publish `bundle_dir` as a new version of `registry`; returns the new index entry.
 
     The bundle must verify against its own manifest first (publishing never hides a corrupt file).
     `version` defaults to one more than the newest; a given version must be newer than all published
-    ones and unused. With `promote`, devices polling the registry will pick it up.
+    ones and unused. With `promote`, devices polling the registry will pick it up. The registry's new
+    signed state expires `expires_s` seconds from now (re-sign before then: `resign_state`).
     """
     src = Path(bundle_dir)
-    key = private_key if isinstance(private_key, Ed25519PrivateKey) else load_private_key(private_key)
+    key = _private(private_key)
     source_manifest = verify_bundle(src, ignore_extra=DEVICE_SPECIFIC)
     if MODEL_FP32 not in source_manifest["files"]:
         raise ModelError(f"bundle {src} has no {MODEL_FP32}; devices need the FP32 ONNX to run and to "
@@ -155,7 +253,11 @@ def publish_bundle(bundle_dir: PathLike, registry: str, private_key: Union[Ed255
     metrics = _read_metrics(src)
     with _publish_lock(store):
         index = parse_index(store.read(INDEX), f"{store.url}/{INDEX}")
+        records, sequence = _current_records(store, index, key, previous_key)
         v = _choose_version(store, index, version)
+        if v in records:
+            raise RegistryError(f"version {v} is already in the signed state of {store.url}; versions are "
+                                "immutable, publish a newer one")
         with tempfile.TemporaryDirectory(prefix=f".staging-{v}-", dir=_staging_parent(store)) as tmp:
             stage = Path(tmp) / "bundle"
             stage.mkdir()
@@ -176,8 +278,10 @@ def publish_bundle(bundle_dir: PathLike, registry: str, private_key: Union[Ed255
         if notes:
             entry["notes"] = notes
         index["versions"].append(entry)
-        store.write(INDEX, dump_index(index))
-    log.info("published %s as version %s to %s%s", src, v, store.url, " (promoted)" if promote else "")
+        records[v] = VersionRecord(v, entry["manifest_sha256"], bool(promote))
+        state = _commit(store, index, records, sequence, key, expires_s)
+    log.info("published %s as version %s to %s%s (state sequence %d, expires %s)", src, v, store.url,
+             " (promoted)" if promote else "", state.sequence, state.expires)
     return entry
 
 
@@ -208,22 +312,55 @@ def _store_version(store, stage: Path, version: str, manifest: Dict[str, Any]) -
     store.write(f"{prefix}/{SIGNATURE}", (stage / SIGNATURE).read_bytes())
 
 
-def set_promoted(registry: str, version: str, promoted: bool = True,
-                 endpoint_url: Optional[str] = None) -> Dict[str, Any]:
-    """Flip a published version's promoted flag (promote, or withdraw a bad release); returns the index."""
+def set_promoted(registry: str, version: str, promoted: bool = True, endpoint_url: Optional[str] = None,
+                 *, private_key: PrivateKeyLike, expires_s: float = DEFAULT_EXPIRES_S,
+                 previous_key: PublicKeyLike = None) -> Dict[str, Any]:
+    """Promote a published version, or withdraw its promotion, in a newly signed state; returns the index."""
     store = _writable_store(registry, endpoint_url)
+    key = _private(private_key)
     v = check_version(version)
     with _publish_lock(store):
         index = parse_index(store.read(INDEX), f"{store.url}/{INDEX}")
+        records, sequence = _current_records(store, index, key, previous_key)
+        if v not in records:
+            known = ", ".join(sorted(records, key=version_key)) or "none"
+            raise RegistryError(f"version {v} is not published in {store.url} "
+                                f"(published and signed: {known})")
+        records[v] = replace(records[v], promoted=bool(promoted))
         entry = find_entry(index, v)
         if entry is None:
-            known = ", ".join(e["version"] for e in index["versions"]) or "none"
-            raise RegistryError(f"version {v} is not published in {store.url} (published: {known})")
-        if not store.exists(f"{VERSIONS_DIR}/{v}/{SIGNATURE}"):
-            raise RegistryError(f"{store.url}/{VERSIONS_DIR}/{v} has no {SIGNATURE}; re-publish it")
-        entry["promoted"] = bool(promoted)
-        entry["promoted_at" if promoted else "demoted_at"] = utc_now()
-        data = dump_index(index)
-        store.write(INDEX, data)
-    log.info("version %s %s in %s", v, "promoted" if promoted else "withdrawn", store.url)
-    return parse_index(data)
+            log.warning("version %s is in the signed state but not in %s (edited or lost); the signed "
+                        "state decides, the index only describes", v, INDEX)
+        else:
+            entry["promoted_at" if promoted else "demoted_at"] = utc_now()
+        state = _commit(store, index, records, sequence, key, expires_s)
+    log.info("version %s %s in %s (state sequence %d, expires %s)", v,
+             "promoted" if promoted else "withdrawn", store.url, state.sequence, state.expires)
+    return parse_index(dump_index(index))
+
+
+def resign_state(registry: str, private_key: PrivateKeyLike, expires_s: float = DEFAULT_EXPIRES_S,
+                 endpoint_url: Optional[str] = None, previous_key: PublicKeyLike = None) -> SignedState:
+    """Sign the registry's current state again with a new expiry and the next sequence number.
+
+    Nothing else changes. Run it regularly (a timer, well inside the expiry): devices refuse an expired
+    state, which is what protects them from a registry frozen in time.
+    """
+    store = _writable_store(registry, endpoint_url)
+    key = _private(private_key)
+    with _publish_lock(store):
+        index = parse_index(store.read(INDEX), f"{store.url}/{INDEX}")
+        records, sequence = _current_records(store, index, key, previous_key)
+        if not records:
+            raise RegistryError(f"{store.url} has no published versions to sign; publish one first")
+        state = _commit(store, index, records, sequence, key, expires_s)
+    log.info("re-signed %s: state sequence %d, expires %s", store.url, state.sequence, state.expires)
+    return state
+
+
+def read_state(registry: str, public_key: PublicKeyLike, endpoint_url: Optional[str] = None
+               ) -> Optional[SignedState]:
+    """The registry's signed state, verified with `public_key` (None when it has none yet)."""
+    store = open_store(registry, endpoint_url=endpoint_url)
+    data = store.read(STATE, max_bytes=MAX_STATE_BYTES)
+    return None if data is None else parse_state(data, as_public_key(public_key), f"{store.url}/{STATE}")

@@ -3,23 +3,54 @@
 A registry is plain static files, so every transport only needs "read an object" (and, for publishing,
 "write an object"). Keys are POSIX relative paths such as "index.json" or "versions/3/model.onnx".
 boto3 is imported only for s3:// URLs; httpx only for http(s)://.
+
+Every whole-object read takes a size cap (`max_bytes`, default MAX_READ_BYTES): the object is streamed
+and refused with ObjectTooLarge as soon as it (or its declared length) passes the cap, so a hostile or
+broken registry cannot make a device hold an arbitrarily large file in memory. Model files are never
+read whole: they are streamed to disk and cut off at their signed size (edgedepth.registry.client).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Tuple
+from typing import Iterable, Iterator, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
-from edgedepth.errors import ConfigError, EdgeDepthError, require
+from edgedepth.errors import ConfigError, EdgeDepthError
 from edgedepth.fsutil import write_bytes_atomic
+from edgedepth.s3 import S3Objects
 
 CHUNK = 1 << 20
+MAX_READ_BYTES = 8 << 20  # metadata (state.json, index.json, manifest.json) is far smaller
 
 
 class RegistryUnavailable(EdgeDepthError):
     """The registry could not be reached or an object is missing; retrying later may succeed."""
+
+
+class ObjectTooLarge(EdgeDepthError):
+    """A registry object is larger than the reader's cap; it was not read."""
+
+
+def read_capped(chunks: Iterable[bytes], max_bytes: Optional[int], declared: Optional[int],
+                what: str) -> bytes:
+    """Join `chunks`, refusing (ObjectTooLarge) once more than `max_bytes` arrive or are announced."""
+    cap = MAX_READ_BYTES if max_bytes is None else int(max_bytes)
+
+    def too_large(size: str) -> ObjectTooLarge:
+        return ObjectTooLarge(f"{what} is {size}, more than the {cap} bytes allowed; not reading it (a "
+                              "broken or hostile registry; check what is served at that address)")
+
+    if declared is not None and int(declared) > cap:
+        raise too_large(f"{int(declared)} bytes")
+    parts, n = [], 0
+    for chunk in chunks:
+        n += len(chunk)
+        if n > cap:
+            raise too_large("larger")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class DirStore:
@@ -34,10 +65,12 @@ class DirStore:
     def path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
 
-    def read(self, key: str) -> Optional[bytes]:
+    def read(self, key: str, max_bytes: Optional[int] = None) -> Optional[bytes]:
         p = self.path(key)
         try:
-            return p.read_bytes()
+            with open(p, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                return read_capped(iter(lambda: f.read(CHUNK), b""), max_bytes, size, str(p))
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -81,18 +114,21 @@ class HttpStore:
     def _url(self, key: str) -> str:
         return f"{self.url}/{key}"
 
-    def read(self, key: str) -> Optional[bytes]:
+    def read(self, key: str, max_bytes: Optional[int] = None) -> Optional[bytes]:
         import httpx
 
+        url = self._url(key)
         try:
-            resp = self._http().get(self._url(key))
+            with self._http().stream("GET", url) as resp:
+                if resp.status_code == 404:
+                    return None
+                if resp.status_code != 200:
+                    raise RegistryUnavailable(f"GET {url} returned HTTP {resp.status_code}")
+                length = resp.headers.get("content-length")
+                declared = int(length) if length and length.isdigit() else None
+                return read_capped(resp.iter_bytes(CHUNK), max_bytes, declared, url)
         except httpx.HTTPError as exc:
-            raise RegistryUnavailable(f"GET {self._url(key)} failed: {exc}") from exc
-        if resp.status_code == 404:
-            return None
-        if resp.status_code != 200:
-            raise RegistryUnavailable(f"GET {self._url(key)} returned HTTP {resp.status_code}")
-        return resp.content
+            raise RegistryUnavailable(f"GET {url} failed: {exc}") from exc
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:
         import httpx
@@ -106,7 +142,17 @@ class HttpStore:
             raise RegistryUnavailable(f"GET {self._url(key)} failed: {exc}") from exc
 
     def exists(self, key: str) -> bool:
-        return self.read(key) is not None
+        import httpx
+
+        try:
+            with self._http().stream("GET", self._url(key)) as resp:
+                if resp.status_code == 404:
+                    return False
+                if resp.status_code != 200:
+                    raise RegistryUnavailable(f"GET {self._url(key)} returned HTTP {resp.status_code}")
+                return True
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailable(f"GET {self._url(key)} failed: {exc}") from exc
 
     def write(self, key: str, data: bytes) -> None:
         raise ConfigError(f"{self.url} is an HTTP registry (read-only); publish to its directory or "
@@ -118,95 +164,47 @@ class HttpStore:
             self._client = None
 
 
-class S3Store:
-    """A registry under s3://bucket/prefix (AWS or any S3-compatible endpoint)."""
+class S3Store(S3Objects):
+    """A registry under s3://bucket/prefix (AWS or any S3-compatible endpoint), via edgedepth.s3."""
 
     scheme = "s3"
+    unavailable_error = RegistryUnavailable
 
-    def __init__(self, bucket: str, prefix: str, endpoint_url: Optional[str] = None):
-        self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.endpoint_url = endpoint_url or os.environ.get("EDGEDEPTH_S3_ENDPOINT_URL") or None
+    def __init__(self, bucket: str, prefix: str, endpoint_url: Optional[str] = None, client=None):
+        endpoint = endpoint_url or os.environ.get("EDGEDEPTH_S3_ENDPOINT_URL") or None
+        self._init_s3(bucket, prefix, endpoint, client=client)
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self._s3 = None
 
-    def _client(self):
-        if self._s3 is None:
-            boto3 = require("boto3", "server")
-            self._s3 = boto3.client("s3", endpoint_url=self.endpoint_url)
-        return self._s3
-
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    @staticmethod
-    def _missing(exc: Exception) -> bool:
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        return code in ("404", "NoSuchKey", "NotFound")
-
-    def _get(self, key: str):
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return self._client().get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if self._missing(exc):
-                return None
-            raise RegistryUnavailable(f"GET {self.url}/{key} failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise RegistryUnavailable(f"GET {self.url}/{key} failed: {exc}") from exc
-
-    def read(self, key: str) -> Optional[bytes]:
-        from botocore.exceptions import BotoCoreError
-
-        obj = self._get(key)
+    def read(self, key: str, max_bytes: Optional[int] = None) -> Optional[bytes]:
+        obj = self._open(self._key(key))
         if obj is None:
             return None
+        body = obj["Body"]
         try:
-            return obj["Body"].read()
-        except BotoCoreError as exc:
-            raise RegistryUnavailable(f"reading {self.url}/{key} failed: {exc}") from exc
+            return read_capped(self._iter_body(key, obj, CHUNK), max_bytes, obj.get("ContentLength"),
+                               f"{self.url}/{key}")
+        finally:
+            body.close()
 
     def iter_chunks(self, key: str) -> Iterator[bytes]:
-        from botocore.exceptions import BotoCoreError
-
-        obj = self._get(key)
+        obj = self._open(self._key(key))
         if obj is None:
             raise RegistryUnavailable(f"registry object {self.url}/{key} is missing")
         try:
-            yield from obj["Body"].iter_chunks(CHUNK)
-        except BotoCoreError as exc:
-            raise RegistryUnavailable(f"reading {self.url}/{key} failed: {exc}") from exc
+            yield from self._iter_body(key, obj, CHUNK)
+        finally:
+            obj["Body"].close()
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self._client().head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
-        except ClientError as exc:
-            if self._missing(exc):
-                return False
-            raise RegistryUnavailable(f"HEAD {self.url}/{key} failed: {exc}") from exc
-        except BotoCoreError as exc:
-            raise RegistryUnavailable(f"HEAD {self.url}/{key} failed: {exc}") from exc
+        return self._exists(self._key(key))
 
     def write(self, key: str, data: bytes) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         ctype = "application/json" if key.endswith(".json") else "application/octet-stream"
-        try:
-            self._client().put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=ctype)
-        except (BotoCoreError, ClientError) as exc:
-            raise RegistryUnavailable(f"PUT {self.url}/{key} failed: {exc}") from exc
+        self._put(self._key(key), data, create_only=False, content_type=ctype)
 
     def write_file(self, key: str, path: Path) -> None:
         """Upload a local file (boto3 switches to multipart for large ones)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            self._client().upload_file(str(path), self.bucket, self._key(key))
-        except (BotoCoreError, ClientError) as exc:
-            raise RegistryUnavailable(f"upload of {path} to {self.url}/{key} failed: {exc}") from exc
+        self._upload_file(self._key(key), path)
 
 
 def parse_registry_url(url: str) -> Tuple[str, str]:

@@ -12,8 +12,13 @@ The live loop owns the swap. Typical use (edgedepth.runtime.loop's seam)::
                           on_verdict=updater.verdict_handler(version))
     # healthy -> updater.confirm(version); unhealthy -> the loop swaps back, updater.mark_bad(version, why)
 
-Bundles land in CACHE/versions/<V> (verified, renamed into place). Bad versions (rejected downloads,
-rolled-back models) are stored in CACHE/updater_state.json, so a restart does not retry them.
+Bundles land in CACHE/versions/<V> (verified, renamed into place). Bad versions are stored in
+CACHE/updater_state.json, so a restart does not retry them: a bundle whose complete content fails its
+signature or hashes, or a model rolled back by its health check. A download that fails on the way (cut
+connection, short file, registry unreachable) is not a verdict on the version: it is retried with
+exponential back-off (retry_base_s, doubling up to retry_max_s). The highest signed registry state
+accepted is kept in CACHE/registry_trust.json, so an older state replayed later, even after a restart, is
+refused (edgedepth.registry.state).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from edgedepth.errors import EdgeDepthError
 from edgedepth.fsutil import write_bytes_atomic
@@ -34,11 +39,14 @@ from edgedepth.registry.health import HealthCheck, HealthVerdict, assess  # noqa
 from edgedepth.registry.index import check_version, version_key
 from edgedepth.registry.keys import load_public_key  # noqa: F401 - re-exported for the runtime
 from edgedepth.registry.signing import BundleRejected
+from edgedepth.registry.state import StateRejected
+from edgedepth.registry.storage import RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 STATE_FILE = "updater_state.json"
+TRUST_FILE = "registry_trust.json"
 VERSIONS_SUBDIR = "versions"
 
 
@@ -48,7 +56,8 @@ class ModelUpdater:
     def __init__(self, registry_url: str, public_key_path: PathLike, cache_dir: PathLike,
                  current_version: Optional[str] = None, poll_every_s: float = 300.0,
                  client: Optional[RegistryClient] = None, clock: Callable[[], float] = time.monotonic,
-                 endpoint_url: Optional[str] = None):
+                 endpoint_url: Optional[str] = None, wall_clock: Callable[[], float] = time.time,
+                 retry_base_s: float = 30.0, retry_max_s: float = 3600.0):
         self.registry_url = str(registry_url)
         self.public_key = load_public_key(public_key_path)
         self.cache_dir = Path(cache_dir)
@@ -57,8 +66,13 @@ class ModelUpdater:
         self.previous_version: Optional[str] = None
         self.pending_version: Optional[str] = None
         self.poll_every_s = float(poll_every_s)
-        self.client = client or RegistryClient(self.registry_url, endpoint_url=endpoint_url)
+        self.client = client or RegistryClient(self.registry_url, self.public_key, endpoint_url=endpoint_url,
+                                               trust_path=self.cache_dir / TRUST_FILE, clock=wall_clock)
         self.clock = clock
+        self.retry_base_s = float(retry_base_s)
+        self.retry_max_s = float(retry_max_s)
+        # version -> (failed attempts, clock time before which it is not tried again); memory only
+        self._retry: Dict[str, Tuple[int, float]] = {}
         self._next_poll: Optional[float] = None
         self._lock = threading.Lock()  # confirm/mark_bad may come from the loop's inference thread
         self.bad_versions: Dict[str, Dict[str, Any]] = self._load_state()
@@ -103,7 +117,10 @@ class ModelUpdater:
             return None
         self._next_poll = now + self.poll_every_s
         try:
-            return self._check()
+            return self._check(now)
+        except StateRejected as exc:
+            log.error("model updates refused: %s (the running model is kept; checking again in %.0f s)",
+                      exc, self.poll_every_s)
         except EdgeDepthError as exc:
             log.warning("model update check against %s failed: %s (retrying in %.0f s)",
                         self.registry_url, exc, self.poll_every_s)
@@ -117,19 +134,30 @@ class ModelUpdater:
     def _is_newer(self, version: str) -> bool:
         return self.current_version is None or version_key(version) > version_key(self.current_version)
 
-    def _check(self) -> Optional[Path]:
-        for version, _entry in self.client.promoted():  # newest first
+    def _check(self, now: float) -> Optional[Path]:
+        for version, _entry in self.client.promoted():  # newest first, from the verified signed state
             if not self._is_newer(version):
                 return None
             if version in self.bad_versions:
                 log.debug("skipping version %s: marked bad (%s)", version,
                           self.bad_versions[version].get("reason"))
                 continue
+            failures, not_before = self._retry.get(version, (0, 0.0))
+            if now < not_before:
+                log.debug("version %s: retry %d due in %.0f s", version, failures + 1, not_before - now)
+                continue
             try:
                 path = self.client.download(version, self.versions_dir, self.public_key)
             except BundleRejected as exc:
                 self.mark_bad(version, f"rejected: {exc}")
                 continue
+            except RegistryUnavailable as exc:  # transient: a cut download, a missing object, no network
+                wait = min(self.retry_max_s, self.retry_base_s * 2 ** failures)
+                self._retry[version] = (failures + 1, now + wait)
+                log.warning("download of version %s failed (attempt %d): %s; retrying in %.0f s", version,
+                            failures + 1, exc, wait)
+                continue
+            self._retry.pop(version, None)
             self.pending_version = version
             log.info("model version %s is ready at %s (current %s)", version, path, self.current_version)
             return path

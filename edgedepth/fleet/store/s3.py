@@ -16,8 +16,6 @@ racing on one item, or an orphaned marker adopted by another server); `iter_item
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -26,9 +24,9 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, Iterator, List, Optional, Set
+from typing import Dict, Iterator, List, Optional, Set
 
-from edgedepth.errors import ConfigError, DataError, require
+from edgedepth.errors import ConfigError, DataError
 from edgedepth.fleet.store.base import (
     META_NAME,
     Store,
@@ -39,6 +37,7 @@ from edgedepth.fleet.store.base import (
     prepare_meta,
     utc_now_iso,
 )
+from edgedepth.s3 import S3Objects
 
 log = logging.getLogger(__name__)
 ORPHAN_AGE_S = 3600.0
@@ -49,30 +48,25 @@ def _manifest_stamp(iso: str) -> str:
     return iso.replace("-", "").replace(":", "")
 
 
-class S3Store(Store):
+class S3Store(Store, S3Objects):
     """Items as objects under s3://bucket/prefix, indexed by manifests (see the module docstring)."""
+
+    unavailable_error = StoreUnavailable
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: Optional[str] = None,
                  server_name: Optional[str] = None, manifest_every_s: float = 60.0,
                  manifest_max_items: int = 1000, region: Optional[str] = None, client=None,
                  adopt_orphans: bool = False) -> None:
-        if not bucket:
-            raise ConfigError("an S3 store needs a bucket: s3://BUCKET/PREFIX")
-        self.bucket = bucket
-        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.endpoint_url = endpoint_url
         name = server_name or f"{socket.gethostname()}-{os.getpid()}"
         self.server_name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:64]
+        self._init_s3(bucket, prefix, endpoint_url, region, client)
         self.manifest_every_s = float(manifest_every_s)
         self.manifest_max_items = int(manifest_max_items)
-        self._client = client if client is not None else self._make_client(endpoint_url, region)
         self._lock = threading.Lock()
         self._unmanifested: List[dict] = []
-        # Create-only commit via If-None-Match: * (S3 since 2024, MinIO, moto). Turned off when the
-        # store answers NotImplemented; then a HEAD-then-PUT is used, which has a race window between
-        # two servers writing the same item at the same instant: both commit the same content, and
-        # the id may appear in two manifests (iter_items de-duplicates).
-        self._conditional_writes = True
+        # Two servers writing the same item at the same instant without If-None-Match support (see
+        # S3Objects._put) both commit the same content; the id may then appear in two manifests
+        # (iter_items de-duplicates).
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-put")
         self._check_bucket()
@@ -83,116 +77,8 @@ class S3Store(Store):
             self._flusher = threading.Thread(target=self._flush_loop, name="s3-manifests", daemon=True)
             self._flusher.start()
 
-    # -- plumbing ------------------------------------------------------------------------------
-    @staticmethod
-    def _make_client(endpoint_url: Optional[str], region: Optional[str]):
-        boto3 = require("boto3", "server")
-        from botocore.config import Config
-
-        config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30,
-                        max_pool_connections=64, s3={"addressing_style": "path"} if endpoint_url else None)
-        return boto3.client("s3", endpoint_url=endpoint_url, region_name=region or "us-east-1", config=config)
-
     def describe(self) -> str:
-        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
-        return f"s3://{self.bucket}/{self.prefix}{where} (server {self.server_name})"
-
-    def _key(self, *parts: str) -> str:
-        return self.prefix + "/".join(parts)
-
-    def _call(self, what: str, fn: Callable, **kwargs):
-        """Run one S3 call; transport failures and server errors become StoreUnavailable."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return fn(**kwargs)
-        except ClientError:
-            raise  # callers look at the error code (404, 412, NotImplemented) and decide
-        except BotoCoreError as exc:
-            raise StoreUnavailable(f"{self.describe()}: {what} failed: {exc}; retry later") from exc
-
-    @staticmethod
-    def _code(exc) -> str:
-        err = getattr(exc, "response", {}).get("Error", {})
-        return str(err.get("Code", ""))
-
-    @staticmethod
-    def _status(exc) -> int:
-        return int(getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-
-    def _unavailable(self, what: str, exc) -> StoreUnavailable:
-        return StoreUnavailable(f"{self.describe()}: {what} failed: {self._code(exc) or exc}; retry later")
-
-    def _check_bucket(self) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            self._call("head bucket", self._client.head_bucket, Bucket=self.bucket)
-        except ClientError as exc:
-            if self._status(exc) in (403, 404):
-                raise ConfigError(f"S3 bucket {self.bucket!r} is not reachable ({self._code(exc)}): "
-                                  f"create it or check the credentials and --endpoint-url") from exc
-            raise self._unavailable("head bucket", exc) from exc
-
-    def _get(self, key: str) -> Optional[bytes]:
-        from botocore.exceptions import ClientError
-
-        try:
-            obj = self._call(f"get {key}", self._client.get_object, Bucket=self.bucket, Key=key)
-            return obj["Body"].read()
-        except ClientError as exc:
-            if self._code(exc) in ("NoSuchKey", "404") or self._status(exc) == 404:
-                return None
-            raise self._unavailable(f"get {key}", exc) from exc
-
-    def _exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self._call(f"head {key}", self._client.head_object, Bucket=self.bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if self._status(exc) == 404 or self._code(exc) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise self._unavailable(f"head {key}", exc) from exc
-
-    def _put(self, key: str, data: bytes, create_only: bool) -> bool:
-        """PUT with a SHA-256 checksum the store verifies; False if create_only and the key exists."""
-        from botocore.exceptions import ClientError
-
-        digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        kwargs = dict(Bucket=self.bucket, Key=key, Body=data, ChecksumSHA256=digest)
-        if create_only and self._conditional_writes:
-            kwargs["IfNoneMatch"] = "*"
-        elif create_only and self._exists(key):
-            return False
-        try:
-            self._call(f"put {key}", self._client.put_object, **kwargs)
-            return True
-        except ClientError as exc:
-            code, status = self._code(exc), self._status(exc)
-            if status == 412 or code == "PreconditionFailed":
-                return False
-            if status == 409 and code == "ConditionalRequestConflict":
-                return False  # a concurrent conditional write of the same key is in flight
-            if create_only and self._conditional_writes and code == "NotImplemented":
-                log.warning("%s does not support If-None-Match writes: falling back to HEAD-then-PUT",
-                            self.describe())
-                self._conditional_writes = False
-                return self._put(key, data, create_only)
-            raise self._unavailable(f"put {key}", exc) from exc
-
-    def _list(self, prefix: str) -> Iterator[dict]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-            for page in pages:
-                yield from page.get("Contents", [])
-        except ClientError as exc:
-            raise self._unavailable(f"list {prefix}", exc) from exc
-        except BotoCoreError as exc:
-            raise StoreUnavailable(f"{self.describe()}: list {prefix} failed: {exc}; retry later") from exc
+        return f"{super().describe()} (server {self.server_name})"
 
     # -- Store ---------------------------------------------------------------------------------
     def put_item(self, item_id: str, files: Dict[str, bytes], meta: dict) -> bool:
@@ -302,18 +188,6 @@ class S3Store(Store):
             raise
         self._delete_keys([self._key("pending", m["id"]) for m in batch])
         return len(batch)
-
-    def _delete_keys(self, keys: List[str]) -> None:
-        from botocore.exceptions import ClientError
-
-        for start in range(0, len(keys), 1000):
-            chunk = [{"Key": k} for k in keys[start:start + 1000]]
-            try:
-                self._call("delete markers", self._client.delete_objects, Bucket=self.bucket,
-                           Delete={"Objects": chunk, "Quiet": True})
-            except (ClientError, StoreUnavailable) as exc:
-                # Harmless: a leftover marker only costs iter_items one extra GET.
-                log.warning("could not delete %d pending markers: %s", len(chunk), exc)
 
     def adopt_orphans(self, older_than_s: float = ORPHAN_AGE_S) -> int:
         """Take over pending markers older than `older_than_s` (their server died before its manifest)."""
