@@ -201,8 +201,12 @@ class RegistryClient:
         path.parent.mkdir(parents=True, exist_ok=True)
         h = hashlib.sha256()
         n = 0
+        info: Dict[str, int] = {}
         with open(path, "wb") as f:
-            for chunk in self.store.iter_chunks(key):
+            for chunk in self.store.iter_chunks(key, info):
+                if info.get("length", size) != size:  # the registry holds another file than was signed
+                    raise BundleRejected(f"{source}: '{rel}' is {info['length']} bytes on the registry, its "
+                                         f"signed manifest lists {size}; the file was modified")
                 n += len(chunk)
                 if n > size:
                     raise BundleRejected(f"{source}: '{rel}' is larger than the {size} bytes its signed "
@@ -211,7 +215,10 @@ class RegistryClient:
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
-        if n != size:
+        if info.get("length", size) != size:  # an empty object yields no chunk
+            raise BundleRejected(f"{source}: '{rel}' is {info['length']} bytes on the registry, its signed "
+                                 f"manifest lists {size}; the file was modified")
+        if n != size:  # the object has the signed size (or did not say), but fewer bytes arrived
             raise DownloadIncomplete(f"{source}: '{rel}' arrived with {n} of the {size} bytes its signed "
                                      "manifest lists (a cut connection or a partial copy); retrying later")
         if h.hexdigest() != meta.get("sha256"):

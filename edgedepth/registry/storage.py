@@ -76,7 +76,8 @@ class DirStore:
         except OSError as exc:
             raise RegistryUnavailable(f"cannot read {p}: {exc}") from exc
 
-    def iter_chunks(self, key: str) -> Iterator[bytes]:
+    def iter_chunks(self, key: str, info: Optional[dict] = None) -> Iterator[bytes]:
+        """The object's bytes in chunks; `info["length"]` is set to its size when the transport says it."""
         p = self.path(key)
         try:
             f = open(p, "rb")
@@ -85,6 +86,8 @@ class DirStore:
         except OSError as exc:
             raise RegistryUnavailable(f"cannot read {p}: {exc}") from exc
         with f:
+            if info is not None:
+                info["length"] = os.fstat(f.fileno()).st_size
             yield from iter(lambda: f.read(CHUNK), b"")
 
     def exists(self, key: str) -> bool:
@@ -130,13 +133,17 @@ class HttpStore:
         except httpx.HTTPError as exc:
             raise RegistryUnavailable(f"GET {url} failed: {exc}") from exc
 
-    def iter_chunks(self, key: str) -> Iterator[bytes]:
+    def iter_chunks(self, key: str, info: Optional[dict] = None) -> Iterator[bytes]:
         import httpx
 
         try:
             with self._http().stream("GET", self._url(key)) as resp:
                 if resp.status_code != 200:
                     raise RegistryUnavailable(f"GET {self._url(key)} returned HTTP {resp.status_code}")
+                length = resp.headers.get("content-length")
+                if info is not None and length and length.isdigit() and \
+                        "content-encoding" not in resp.headers:
+                    info["length"] = int(length)
                 yield from resp.iter_bytes(CHUNK)
         except httpx.HTTPError as exc:
             raise RegistryUnavailable(f"GET {self._url(key)} failed: {exc}") from exc
@@ -186,10 +193,12 @@ class S3Store(S3Objects):
         finally:
             body.close()
 
-    def iter_chunks(self, key: str) -> Iterator[bytes]:
+    def iter_chunks(self, key: str, info: Optional[dict] = None) -> Iterator[bytes]:
         obj = self._open(self._key(key))
         if obj is None:
             raise RegistryUnavailable(f"registry object {self.url}/{key} is missing")
+        if info is not None and obj.get("ContentLength") is not None:
+            info["length"] = int(obj["ContentLength"])
         try:
             yield from self._iter_body(key, obj, CHUNK)
         finally:

@@ -34,7 +34,7 @@ def test_poll_picks_newest_promoted_version_only(registry, keys, tmp_path):
     up.confirm("2")
     assert up.current_version == "2" and up.previous_version == "1"
     assert up.poll(now=2000.0) is None  # 3 is not promoted
-    set_promoted(registry, "3")
+    set_promoted(registry, "3", private_key=keys[0])
     assert up.poll(now=2010.0) is None  # not due yet (every 60 s)
     path = up.poll(now=2060.0)
     assert path is not None and path.name == "3"
@@ -46,7 +46,7 @@ def test_version_marked_bad_is_skipped_and_remembered(registry, keys, tmp_path):
     up.mark_bad("2", "health check: NaN depth")
     assert not (tmp_path / "device" / "versions" / "2").exists()
     assert up.poll(now=100.0) is None  # 2 is bad; 1 is current: nothing to do
-    set_promoted(registry, "3")
+    set_promoted(registry, "3", private_key=keys[0])
     restarted = make(registry, keys, tmp_path)  # bad versions survive a restart
     assert "2" in restarted.bad_versions
     assert restarted.poll(now=0.0).name == "3"
@@ -55,7 +55,7 @@ def test_version_marked_bad_is_skipped_and_remembered(registry, keys, tmp_path):
 
 
 def test_rejected_download_is_marked_bad_and_older_promoted_used(registry, keys, tmp_path):
-    set_promoted(registry, "3")
+    set_promoted(registry, "3", private_key=keys[0])
     model = tmp_path / "registry" / "versions" / "3" / "model.onnx"
     model.write_bytes(model.read_bytes()[:-1] + b"\x00")
     up = make(registry, keys, tmp_path)
@@ -82,7 +82,7 @@ def test_first_install_takes_latest_promoted_and_prunes_old(registry, keys, tmp_
     up = make(registry, keys, tmp_path, current=None)
     assert up.poll(now=0.0).name == "2"
     up.confirm("2")
-    set_promoted(registry, "3")
+    set_promoted(registry, "3", private_key=keys[0])
     up.confirm(up.poll(now=100.0).name)
     cached = sorted(p.name for p in (tmp_path / "device" / "versions").iterdir())
     assert cached == ["2", "3"]  # current + previous kept for rollback
@@ -96,7 +96,7 @@ def test_verdict_handler_confirms_or_marks_bad(registry, keys, tmp_path):
     nan = np.full((8, 8), np.nan, np.float32)
     up.verdict_handler(v)(assess([nan], [1.0]))
     assert v in up.bad_versions and "NaN" in up.bad_versions[v]["reason"] and up.current_version == "1"
-    set_promoted(registry, "3")
+    set_promoted(registry, "3", private_key=keys[0])
     v = up.poll(now=100.0).name
     up.verdict_handler(v)(assess([np.ones((8, 8), np.float32) * np.arange(8)] * 3, [1.0] * 3))
     assert up.current_version == "3" and up.pending_version is None
