@@ -146,3 +146,28 @@ def moto_server(monkeypatch) -> Iterator[str]:
 def bundle_factory(tmp_path):
     """make(name, scale=1.0, with_engine=True) -> a fresh bundle directory under tmp_path."""
     return lambda name, **kw: make_bundle(tmp_path / name, **kw)
+
+
+@pytest.fixture
+def flaky_registry(tmp_path) -> Iterator[callable]:
+    """start(suffix, cuts) -> (registry dir, http URL): a static server whose first `cuts` GETs of paths
+    ending in `suffix` deliver half the file and close the connection (flaky_http.py)."""
+    root = tmp_path / "registry"
+    root.mkdir(exist_ok=True)
+    procs = []
+
+    def start(suffix: str, cuts: int) -> tuple:
+        port = free_port()
+        script = Path(__file__).with_name("flaky_http.py")
+        proc = subprocess.Popen([sys.executable, str(script), str(port), str(root), suffix, str(cuts)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(proc)
+        if not wait_port(port, proc):
+            pytest.fail("flaky_http.py did not start on 127.0.0.1")
+        return root, f"http://127.0.0.1:{port}"
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            _stop(proc)
