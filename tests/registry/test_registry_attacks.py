@@ -221,3 +221,17 @@ def test_demotion_is_signed_and_never_downgrades_a_device(bundle, keys, http_reg
     assert dev.poll(now=1.0) is None and dev.current_version == "2"
     fresh = device(url, keys, tmp_path, name="fresh")
     assert fresh.poll(now=0.0).name == "1"
+
+
+def test_every_transport_caps_whole_reads(tmp_path):
+    from edgedepth.registry.storage import ObjectTooLarge, open_store, read_capped
+
+    (tmp_path / "big.json").write_bytes(b"x" * 5000)
+    store = open_store(str(tmp_path))
+    assert len(store.read("big.json", max_bytes=5000)) == 5000
+    with pytest.raises(ObjectTooLarge, match="big.json"):
+        store.read("big.json", max_bytes=4999)
+    # a stream that never says its length is cut off as soon as it passes the cap
+    endless = (b"y" * 1000 for _ in range(10 ** 9))
+    with pytest.raises(ObjectTooLarge, match="endless"):
+        read_capped(endless, 10_000, None, "endless")
