@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edgedepth.bundle import MANIFEST, SIGNATURE
 from edgedepth.fsutil import fsync_dir as _fsync_dir
 from edgedepth.registry.index import INDEX, VERSIONS_DIR, RegistryError, check_version, parse_index
-from edgedepth.registry.keys import as_public_key
+from edgedepth.registry.keys import as_public_key, key_id
 from edgedepth.registry.signing import (
     BundleRejected,
     check_relative_path,
@@ -100,7 +100,9 @@ class RegistryClient:
                 f"no {STATE} at {self.store.url}: the registry has no signed state (a registry published "
                 "by an older edgedepth, a wrong URL, or the file was deleted); no update is installed until "
                 "the publisher runs `edgedepth publish --registry R --key K --resign`")
-        state = parse_state(data, self._key(), source)
+        key = self._key()
+        state = parse_state(data, key, source)
+        self.trust.bind_key(key_id(key))
         check_fresh(state, self.clock(), source)
         self.trust.accept(state, self.clock())
         self.last_state = state

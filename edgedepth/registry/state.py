@@ -196,6 +196,19 @@ class TrustStore:
         self._lock = threading.Lock()
         self.record: Dict[str, Any] = self._load()
 
+    def bind_key(self, kid: str) -> None:
+        """Forget the record when the device now trusts another key: a new key pair starts a new history.
+
+        This is the recovery from a leaked key that signed a state with a huge sequence number (a
+        fast-forward): install the new public key, and the sequence count starts over with it.
+        """
+        with self._lock:
+            if self.record and self.record.get("key_id") not in (None, kid):
+                log.warning("the registry public key changed (%s -> %s): the highest state sequence seen "
+                            "(%d) belonged to the old key and is forgotten", self.record.get("key_id"), kid,
+                            self.sequence)
+                self.record = {}
+
     def _load(self) -> Dict[str, Any]:
         if self.path is None or not self.path.is_file():
             return {}
@@ -241,6 +254,7 @@ class TrustStore:
                             "(a device never installs an older version than it runs)",
                             before, state.latest_promoted)
             self.record = {"sequence": state.sequence, "sha256": state.sha256, "expires": state.expires,
+                           "key_id": state.key_id,
                            "latest_promoted": state.latest_promoted,
                            "accepted_at": format_time(time.time() if now is None else now)}
             if self.path is not None:

@@ -235,3 +235,28 @@ def test_every_transport_caps_whole_reads(tmp_path):
     endless = (b"y" * 1000 for _ in range(10 ** 9))
     with pytest.raises(ObjectTooLarge, match="endless"):
         read_capped(endless, 10_000, None, "endless")
+
+
+def test_key_rotation_continues_the_sequence(bundle, keys, http_registry, tmp_path, caplog):
+    from edgedepth.registry.index import RegistryError
+    from edgedepth.registry.keys import generate_keypair
+
+    root, url = http_registry
+    publish_bundle(bundle, str(root), keys[0], promote=True)
+    publish_bundle(bundle, str(root), keys[0], promote=True)
+    new_key, new_pub = generate_keypair(tmp_path / "new-keys")
+    with pytest.raises(RegistryError, match="--previous-key"):  # it cannot verify what it would build on
+        resign_state(str(root), new_key)
+    state = resign_state(str(root), new_key, previous_key=keys[1])
+    assert state.sequence == 3
+    old_device = device(url, keys, tmp_path, name="old")
+    with caplog.at_level(logging.ERROR, logger=UPDATER_LOG):
+        assert old_device.poll(now=0.0) is None
+    assert "signature does not verify" in caplog.text
+    # A device given the new public key accepts the state, continuing the sequence; bundles signed with
+    # the old key are refused, so the first version signed with the new key is what it installs.
+    new_device = ModelUpdater(url, new_pub, tmp_path / "old", poll_every_s=0.0)  # same cache, new key
+    assert new_device.client.state().sequence == 3
+    publish_bundle(bundle, str(root), new_key, promote=True)
+    path = new_device.poll(now=0.0)
+    assert path is not None and path.name == "3"
