@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 STATE_FILE = "updater_state.json"
 TRUST_FILE = "registry_trust.json"
+_SHORT_DOWNLOAD = "the file was modified or truncated"  # how earlier releases worded a short file
 VERSIONS_SUBDIR = "versions"
 
 
@@ -90,10 +91,16 @@ class ModelUpdater:
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
             bad = state.get("bad_versions", {})
-            return {str(k): dict(v) for k, v in bad.items()} if isinstance(bad, dict) else {}
+            bad = {str(k): dict(v) for k, v in bad.items()} if isinstance(bad, dict) else {}
         except (OSError, ValueError, TypeError, AttributeError) as exc:
             log.warning("updater state %s is unreadable (%s); starting with no bad versions", path, exc)
             return {}
+        # Earlier releases marked a version bad for a short download too ("... modified or truncated");
+        # that is a transport failure, not a verdict on the version: give those versions another try.
+        for v in [v for v, info in bad.items() if _SHORT_DOWNLOAD in str(info.get("reason", ""))]:
+            log.info("version %s was marked bad for a short download; it will be tried again", v)
+            del bad[v]
+        return bad
 
     def _save_state(self) -> None:
         state = {"bad_versions": self.bad_versions, "current_version": self.current_version}

@@ -108,3 +108,16 @@ def test_installed_version_reads_the_published_manifest(registry, bundle, tmp_pa
     assert installed_version(tmp_path / "registry" / "versions" / "2") == "2"
     assert installed_version(bundle) is None  # never published
     assert installed_version(tmp_path / "nope") is None
+
+
+def test_version_once_marked_bad_for_a_short_download_is_tried_again(registry, keys, tmp_path):
+    device = tmp_path / "device"
+    device.mkdir()
+    reason = ("rejected: registry/versions/2: 'model.onnx' has 431 bytes, its signed manifest lists 862; "
+              "the file was modified or truncated")
+    (device / "updater_state.json").write_text(json.dumps({"bad_versions": {
+        "2": {"reason": reason, "at": "2026-01-01T00:00:00Z"},
+        "3": {"reason": "rolled back: NaN depth", "at": "2026-01-01T00:00:00Z"}}}))
+    up = make(registry, keys, tmp_path)
+    assert set(up.bad_versions) == {"3"}
+    assert up.poll(now=0.0).name == "2"
