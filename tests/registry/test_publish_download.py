@@ -189,3 +189,10 @@ def test_s3_registry_round_trip(bundle, keys, moto_server, tmp_path):
     with pytest.raises(BundleRejected, match="lineage.json"):
         client.download("2", tmp_path / "cache", keys[1])
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["1"]
+    # the S3 transport caps whole reads like the others
+    from edgedepth.registry.storage import ObjectTooLarge
+
+    s3.put_object(Bucket="models", Key="edgedepth/registry/index.json", Body=b" " * (9 << 20))
+    with pytest.raises(ObjectTooLarge, match="index.json"):
+        client.index()
+    assert client.latest_promoted()[0] == "1"  # the signed state decides, not the index
