@@ -45,6 +45,9 @@ def keys_gen(out_dir: str, force: bool) -> None:
 @click.option("--resign", is_flag=True,
               help="Only sign the current registry state again with a fresh expiry (run it from a timer "
                    "well within --expires, or devices stop updating when the state expires).")
+@click.option("--rebuild", is_flag=True,
+              help="With --resign: rebuild a damaged state.json from index.json (each version's signature is "
+                   "checked; promotions are taken from the index, so check them).")
 @click.option("--status", is_flag=True,
               help="Print the registry's signed state (sequence, expiry, promoted versions) and exit; "
                    "needs --public-key or --key.")
@@ -57,7 +60,8 @@ def keys_gen(out_dir: str, force: bool) -> None:
 @click.option("--endpoint-url", default=None, help="S3-compatible endpoint URL (MinIO, moto, ...).")
 @click.option("--notes", default="", help="Free-text release notes stored with the version.")
 def publish(bundle: Optional[str], registry: str, key_path: Optional[str], version: Optional[str],
-            promote: bool, promote_only: Optional[str], demote: Optional[str], resign: bool, status: bool,
+            promote: bool, promote_only: Optional[str], demote: Optional[str], resign: bool, rebuild: bool,
+            status: bool,
             expires: str, previous_key: Optional[str], public_key: Optional[str], endpoint_url: Optional[str],
             notes: str) -> None:
     """Publish BUNDLE as a new signed, immutable version of a model registry.
@@ -74,6 +78,8 @@ def publish(bundle: Optional[str], registry: str, key_path: Optional[str], versi
         _print_status(registry, public_key or key_path, endpoint_url)
         return
     expires_s = parse_duration(expires)
+    if rebuild and not resign:
+        raise ConfigError("--rebuild goes with --resign")
     ops = [o for o in (promote_only, demote, True if resign else None) if o is not None]
     if ops:
         if bundle is not None or len(ops) > 1 or promote or version:
@@ -89,7 +95,7 @@ def publish(bundle: Optional[str], registry: str, key_path: Optional[str], versi
     key = load_private_key(key_path)
     common = dict(endpoint_url=endpoint_url, expires_s=expires_s, previous_key=previous_key)
     if resign:
-        state = resign_state(registry, key, **common)
+        state = resign_state(registry, key, rebuild=rebuild, **common)
         click.echo(f"re-signed {registry}: sequence {state.sequence}, expires {state.expires}, "
                    f"promoted {state.latest_promoted}")
         return

@@ -178,7 +178,8 @@ def _load_state(store, key: Ed25519PrivateKey, previous_key: PublicKeyLike) -> O
         if previous_key is None:
             raise RegistryError(
                 f"{exc}. The publisher signs only on top of a state it can verify: restore {STATE} from a "
-                "backup, or, after a key rotation, pass the old public key (--previous-key)") from None
+                "backup, or, after a key rotation, pass the old public key (--previous-key); without a "
+                "backup, `--resign --rebuild` rebuilds it from index.json") from None
     return parse_state(data, as_public_key(previous_key), source)
 
 
@@ -196,10 +197,21 @@ def _signed_manifest_sha(store, version: str, key: Ed25519PrivateKey) -> str:
     return manifest_sha256(manifest_bytes)
 
 
+def _unverified_sequence(store) -> int:
+    """The sequence number state.json claims, unchecked (0 when unreadable): only for --rebuild."""
+    try:
+        envelope = json.loads((store.read(STATE, max_bytes=MAX_STATE_BYTES) or b"{}").decode("utf-8"))
+        sequence = json.loads(envelope["signed"])["sequence"]
+        return sequence if isinstance(sequence, int) and sequence > 0 else 0
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return 0
+
+
 def _current_records(store, index: Dict[str, Any], key: Ed25519PrivateKey,
-                     previous_key: PublicKeyLike = None) -> Tuple[Dict[str, VersionRecord], int]:
+                     previous_key: PublicKeyLike = None, rebuild: bool = False
+                     ) -> Tuple[Dict[str, VersionRecord], int]:
     """(version -> record, next sequence number) to build the next signed state on."""
-    prev = _load_state(store, key, previous_key)
+    prev = None if rebuild else _load_state(store, key, previous_key)
     records = {r.version: r for r in prev.versions} if prev is not None else {}
     for entry in index["versions"]:
         v = entry["version"]
@@ -216,6 +228,12 @@ def _current_records(store, index: Dict[str, Any], key: Ed25519PrivateKey,
         log.warning("version %s was not in the signed registry state; its signed manifest verifies, so it is "
                     "added%s", v, " (promoted as index.json says: first signed state)" if promoted else
                     " unpromoted (promote it explicitly if it should be)")
+    if rebuild:
+        promoted = sorted((r.version for r in records.values() if r.promoted), key=version_key)
+        log.warning("rebuilding the signed state from %s: every version's signature was checked, but the "
+                    "promotions are taken from the unsigned index: %s; check them", INDEX,
+                    ", ".join(promoted) or "none promoted")
+        return records, _unverified_sequence(store) + 1
     return records, (prev.sequence + 1 if prev is not None else 1)
 
 
@@ -340,17 +358,21 @@ def set_promoted(registry: str, version: str, promoted: bool = True, endpoint_ur
 
 
 def resign_state(registry: str, private_key: PrivateKeyLike, expires_s: float = DEFAULT_EXPIRES_S,
-                 endpoint_url: Optional[str] = None, previous_key: PublicKeyLike = None) -> SignedState:
+                 endpoint_url: Optional[str] = None, previous_key: PublicKeyLike = None,
+                 rebuild: bool = False) -> SignedState:
     """Sign the registry's current state again with a new expiry and the next sequence number.
 
     Nothing else changes. Run it regularly (a timer, well inside the expiry): devices refuse an expired
-    state, which is what protects them from a registry frozen in time.
+    state, which is what protects them from a registry frozen in time. `rebuild` is the recovery when
+    state.json was damaged and no backup exists: the state is rebuilt from index.json (each version
+    checked against its signed manifest; promotions as the index says) and numbered after the sequence
+    the damaged file claims, so devices that saw it accept the new one.
     """
     store = _writable_store(registry, endpoint_url)
     key = _private(private_key)
     with _publish_lock(store):
         index = parse_index(store.read(INDEX), f"{store.url}/{INDEX}")
-        records, sequence = _current_records(store, index, key, previous_key)
+        records, sequence = _current_records(store, index, key, previous_key, rebuild=rebuild)
         if not records:
             raise RegistryError(f"{store.url} has no published versions to sign; publish one first")
         state = _commit(store, index, records, sequence, key, expires_s)

@@ -260,3 +260,28 @@ def test_key_rotation_continues_the_sequence(bundle, keys, http_registry, tmp_pa
     publish_bundle(bundle, str(root), new_key, promote=True)
     path = new_device.poll(now=0.0)
     assert path is not None and path.name == "3"
+
+
+def test_damaged_state_blocks_the_publisher_until_rebuilt(bundle, keys, http_registry, tmp_path):
+    from click.testing import CliRunner
+
+    from edgedepth.cli.main import cli
+
+    root, url = http_registry
+    publish_bundle(bundle, str(root), keys[0], promote=True)
+    publish_bundle(bundle, str(root), keys[0])
+    dev = device(url, keys, tmp_path)
+    dev.confirm(dev.poll(now=0.0).name)  # has seen sequence 2
+    state = json.loads((root / STATE).read_text())
+    state["signed"] = state["signed"].replace('"promoted":false', '"promoted":true')
+    (root / STATE).write_text(json.dumps(state))  # damaged on the host
+    runner = CliRunner()
+    base = ["publish", "--registry", str(root), "--key", str(keys[0])]
+    res = runner.invoke(cli, base + ["--promote-only", "2"])
+    assert res.exit_code == 2 and "--rebuild" in res.output  # never signs on top of what it cannot verify
+    res = runner.invoke(cli, base + ["--resign", "--rebuild", "--expires", "2d"])
+    assert res.exit_code == 0 and "sequence 3" in res.output and "promoted 1" in res.output, res.output
+    res = runner.invoke(cli, ["publish", "--registry", str(root), "--public-key", str(keys[1]), "--status"])
+    assert res.exit_code == 0 and "version 1  promoted" in res.output, res.output
+    assert "version 2  promoted" not in res.output
+    assert dev.poll(now=1.0) is None and dev.client.trust.sequence == 3  # accepted; 2 is not promoted
