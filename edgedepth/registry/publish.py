@@ -36,7 +36,7 @@ import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -109,15 +109,15 @@ def _version_taken(store, version: str) -> bool:
         store.exists(f"{VERSIONS_DIR}/{version}/{SIGNATURE}")
 
 
-def _choose_version(store, index: Dict[str, Any], version: Optional[str]) -> str:
-    existing = [e["version"] for e in index["versions"]]
+def _choose_version(store, index: Dict[str, Any], version: Optional[str], signed: Iterable[str] = ()) -> str:
+    existing = sorted({e["version"] for e in index["versions"]} | set(signed), key=version_key)
     if version is None:
         v = next_version(existing)
         while _version_taken(store, v):  # left by an interrupted publish: never reuse the number
             v = next_version(existing + [v])
         return v
     v = check_version(version)
-    if find_entry(index, v) is not None or _version_taken(store, v):
+    if v in existing or _version_taken(store, v):
         raise RegistryError(f"version {v} already exists in {store.url}; published versions are immutable, "
                             f"publish as {next_version(existing + [v])} instead")
     if existing and version_key(v) <= version_key(max(existing, key=version_key)):
@@ -272,7 +272,7 @@ def publish_bundle(bundle_dir: PathLike, registry: str, private_key: PrivateKeyL
     with _publish_lock(store):
         index = parse_index(store.read(INDEX), f"{store.url}/{INDEX}")
         records, sequence = _current_records(store, index, key, previous_key)
-        v = _choose_version(store, index, version)
+        v = _choose_version(store, index, version, signed=records)
         if v in records:
             raise RegistryError(f"version {v} is already in the signed state of {store.url}; versions are "
                                 "immutable, publish a newer one")
