@@ -38,6 +38,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edgedepth.errors import ConfigError
 from edgedepth.fsutil import write_bytes_atomic
 from edgedepth.registry.index import RegistryError, check_version, version_key
 from edgedepth.registry.keys import key_id
@@ -166,7 +167,7 @@ def parse_state(data: bytes, public_key: Ed25519PublicKey, source: str = STATE) 
             raise ValueError("a version is listed twice")
         parse_time(payload["issued_at"], source)
         parse_time(payload["expires"], source)
-    except (ValueError, KeyError, TypeError, AttributeError, RegistryError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RegistryError, ConfigError) as exc:
         raise StateRejected(f"{source}: signed state is malformed ({exc}); re-sign it") from None
     records.sort(key=lambda r: version_key(r.version))
     return SignedState(sequence, payload["issued_at"], payload["expires"], str(payload.get("key_id", "")),
