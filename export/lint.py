@@ -104,6 +104,7 @@ def lint_model(
     if has_qdq:
         _check_precision_int8(dev, out)
         _check_qdq(mp, dev, inits, out)
+        _check_float_layers(mp, dev, out)
     _check_int64(inits, out)
     _check_dynamic(mp, out)
     _check_fp16(calib_report, dev, precision, has_qdq, out)
@@ -230,6 +231,26 @@ def _check_qdq(mp, dev: DeviceConfig, inits, out: List[Finding]) -> None:
             )
         if scale.size > 1:
             _check_axis(node, inits, producers, consumers, out)
+
+
+def _check_float_layers(mp, dev: DeviceConfig, out: List[Finding]) -> None:
+    """A mixed model (`edgedepth calibrate` left its most INT8-sensitive layers un-quantized): say
+    which weighted layers have no Q/DQ and in what precision TensorRT builds them on this board."""
+    dq_out = {n.output[0] for n in mp.graph.node if n.op_type == "DequantizeLinear"}
+    weighted = [n for n in mp.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    plain = [n.name or n.op_type for n in weighted if not any(i in dq_out for i in n.input)]
+    if not plain:
+        return
+    names = ", ".join(plain[:8]) + (" ..." if len(plain) > 8 else "")
+    if dev.trt_version < (10, 0):
+        out.append(Finding("info", "float-layers", f"{len(plain)} of {len(weighted)} weighted layers have no "
+                           f"Q/DQ and build in FP16 (INT8 + FP16 builder flags on TensorRT {dev.tensorrt}): "
+                           f"{names}"))
+    else:
+        out.append(Finding("warning", "float-layers", f"{len(plain)} of {len(weighted)} weighted layers have "
+                           f"no Q/DQ: the strongly typed network `edgedepth build` makes of a Q/DQ model on "
+                           f"TensorRT {dev.tensorrt} runs them in the ONNX tensor type (FP32), not FP16: "
+                           f"{names}"))
 
 
 def _is_weight(name: str, inits, producers) -> bool:
