@@ -8,7 +8,8 @@ fully quantized Q/DQ model.
    DequantizeLinear outputs), which is what quantizing with `nodes_to_exclude` produces, without running
    the quantizer once per layer.
 2. Greedy: layers leave INT8 in order of sensitivity, most sensitive first, until the gate passes.
-3. The artifact is re-quantized by onnxruntime with those layers in `nodes_to_exclude` and gated again.
+3. The artifact is re-quantized by onnxruntime with those layers in `nodes_to_exclude` (and their reads of
+   Q/DQ pairs shared with quantized layers pointed at the float tensor) and gated again.
 
 Layers without Q/DQ around them are built by TensorRT in the float precision the build allows: FP16
 when the FP16 builder flag is on (weakly typed networks: TensorRT 8.x builds of Q/DQ models), the ONNX
@@ -180,6 +181,9 @@ def fp16_fallback(pre_model: str, qdq_path: str, quantize: Callable[[str, Sequen
     final = str(Path(workdir) / "fallback.onnx")
     for k in range(chosen, len(order) + 1):  # confirm on onnxruntime's own quantization of the exclusion
         quantize(final, order[:k])
+        # An excluded layer whose input tensor also feeds a quantized layer still reads that tensor's
+        # shared DequantizeLinear after nodes_to_exclude; point it at the float tensor, as measured.
+        onnx.save(with_float_layers(_load(final), order[:k]), final)
         ok, info = accept(final)
         if ok:
             int8 = quantized_layers(_load(final))

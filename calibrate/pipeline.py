@@ -198,6 +198,7 @@ def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet,
             if not ok:  # leave the most sensitive layers un-quantized until the gate passes
                 fallback = _float_fallback(pre_model, fp32_model, path, ranges, m, accept, x_cal, x_hold,
                                            pre, workdir, threads, bench_rounds)
+                fallback["full_int8"] = info  # what the gate refused
                 if fallback["passed"]:
                     path, ok = fallback.pop("path"), True
                     info = {"metrics": fallback["metrics"], "gate": fallback["gate"]}

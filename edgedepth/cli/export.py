@@ -196,6 +196,10 @@ def _print_calibration(path: Path, target: str, report: Optional[dict] = None) -
 
 def _print_fallback(fb: dict) -> None:
     """The per-layer float fallback of a refused INT8 TensorRT model (calibrate/fallback.py)."""
+    full = fb.get("full_int8", {}).get("gate")
+    if full:
+        click.echo(f"    all layers INT8: delta1 drop {full['d1_drop']:+.4f}, AbsRel "
+                   f"{full['abs_rel_rise'] * 100:+.2f}% FAIL ({'; '.join(full['reasons'])})")
     top = ", ".join(f"{r['layer']} ({r['abs_rel_vs_fp32']:.4f})" for r in fb.get("sensitivity", [])[:3])
     click.echo(f"    sensitivity (AbsRel vs FP32 with only that layer INT8), top: {top}")
     if not fb.get("passed"):

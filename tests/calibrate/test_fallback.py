@@ -65,9 +65,10 @@ def rgb_only_frames(tmp_path_factory, frames_dir):
     return out
 
 
-def test_rewired_graph_equals_onnxruntime_exclusion(exported, tmp_path):
-    """Sensitivity runs on Q/DQ pairs bypassed in the full model; that must be what quantizing with
-    nodes_to_exclude gives."""
+def test_rewired_graph_equals_the_written_mixed_model(exported, tmp_path):
+    """Sensitivity and the greedy search run on Q/DQ pairs bypassed in the full model; the artifact is
+    onnxruntime's quantization with nodes_to_exclude, then the same bypass for inputs shared with a
+    quantized layer (the depth head shares its input with the uncertainty head). Both must agree."""
     import onnx
     from edgedepth.calibrate import gate
     from edgedepth.calibrate import quantize as q
@@ -81,10 +82,14 @@ def test_rewired_graph_equals_onnxruntime_exclusion(exported, tmp_path):
     full = q.quantize_trt(str(pre), str(tmp_path / "full.onnx"), ranges, "minmax")
     layers = quantized_layers(onnx.load(full))
     assert len(layers) >= 40 and sum(1 for n in layers if "Add" in n) >= 3
-    pick = [layers[0], layers[len(layers) // 2], next(n for n in layers if "Add" in n)]
+    pick = [layers[0], layers[len(layers) // 2], next(n for n in layers if "Add" in n),
+            next(n for n in layers if "depth_head" in n)]
     onnx.save(with_float_layers(onnx.load(full), pick), str(tmp_path / "rewired.onnx"))
     ref = q.quantize_trt(str(pre), str(tmp_path / "excluded.onnx"), ranges, "minmax", exclude=pick)
+    assert any("depth_head" in n for n in quantized_layers(onnx.load(ref)))  # the shared input's Q/DQ
+    onnx.save(with_float_layers(onnx.load(ref), pick), ref)
     rewired, excluded = onnx.load(str(tmp_path / "rewired.onnx")), onnx.load(ref)
+    assert not set(pick) & set(quantized_layers(excluded))
     assert sorted(quantized_layers(rewired)) == sorted(quantized_layers(excluded))
     assert sorted(n.op_type for n in rewired.graph.node) == sorted(n.op_type for n in excluded.graph.node)
     np.testing.assert_allclose(gate.predict(str(tmp_path / "rewired.onnx"), x), gate.predict(ref, x),
@@ -133,6 +138,6 @@ def test_fallback_keeps_the_sensitive_layer_in_float(tmp_path, exported, rgb_onl
     trt8 = next(f for f in lint_model(str(work / bundle.MODEL_INT8_TRT), "xavier-nx").findings
                 if f.code == "float-layers")
     assert trt8.level == "info" and "FP16" in trt8.message
-    assert "% of the MACs" in res.output
+    assert "% of the MACs" in res.output and "all layers INT8" in res.output
     man = bundle.read_manifest(work)
     assert man["calibration"]["trt"]["float_layers"] == fb["float_layers"]
