@@ -235,13 +235,13 @@ SENSITIVITY_FRAMES = 32  # calibration frames the per-layer sensitivity is measu
 def _float_fallback(pre_model, fp32_model, full_path, ranges, method, accept, x_cal, x_hold, pre, workdir,
                     threads, bench_rounds) -> Dict[str, Any]:
     """calibrate/fallback.py on this method's ranges; with CPU timings of FP32 / full / mixed INT8."""
-    from edgedepth.calibrate.fallback import cpu_latency, fp16_fallback
+    from edgedepth.calibrate.fallback import cpu_latency, float_fallback
 
     sub = Path(workdir) / f"fallback-{method}"
     sub.mkdir(parents=True, exist_ok=True)
     x_sens = x_cal[np.linspace(0, len(x_cal) - 1, min(len(x_cal), SENSITIVITY_FRAMES)).astype(int)]
     fp32_sens = gate.predict(fp32_model, x_sens, threads)
-    res = fp16_fallback(pre_model, full_path,
+    res = float_fallback(pre_model, full_path,
                         lambda out, exclude: q.quantize_trt(pre_model, out, ranges, method, exclude=exclude),
                         accept, x_sens, fp32_sens, pre, str(sub), threads)
     if res["passed"]:
