@@ -149,8 +149,8 @@ def layer_sensitivity(qdq_model, layers: Sequence[str], inputs: np.ndarray, fp32
 
 
 def float_fallback(pre_model: str, qdq_path: str, quantize: Callable[[str, Sequence[str]], str],
-                  accept: Accept, inputs: np.ndarray, fp32_pred: np.ndarray, pre, workdir: str,
-                  threads: int = 1) -> Dict[str, Any]:
+                   accept: Accept, inputs: np.ndarray, fp32_pred: np.ndarray, pre, workdir: str,
+                   threads: int = 1) -> Dict[str, Any]:
     """Find the fewest most-sensitive layers to keep in float so that `accept` (the gate) passes.
 
     `inputs` / `fp32_pred`: the frames sensitivity is measured on (the calibration frames, so that the

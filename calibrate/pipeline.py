@@ -242,8 +242,8 @@ def _float_fallback(pre_model, fp32_model, full_path, ranges, method, accept, x_
     x_sens = x_cal[np.linspace(0, len(x_cal) - 1, min(len(x_cal), SENSITIVITY_FRAMES)).astype(int)]
     fp32_sens = gate.predict(fp32_model, x_sens, threads)
     res = float_fallback(pre_model, full_path,
-                        lambda out, exclude: q.quantize_trt(pre_model, out, ranges, method, exclude=exclude),
-                        accept, x_sens, fp32_sens, pre, str(sub), threads)
+                         lambda out, exclude: q.quantize_trt(pre_model, out, ranges, method, exclude=exclude),
+                         accept, x_sens, fp32_sens, pre, str(sub), threads)
     if res["passed"]:
         res["cpu_latency"] = cpu_latency(fp32_model, full_path, res["path"], x_hold, bench_rounds, threads)
         log.info("%s: %d of %d quantized layers kept in float; INT8 still covers %.1f%% of the MACs",
