@@ -153,6 +153,8 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
                 write_trt_cache(ranges, str(bdir / bundle.CALIB_CACHE), dev.tensorrt if dev else "8.5.2")
                 section["trt_cache"] = {"file": bundle.CALIB_CACHE, "from_method": best["method"],
                                         "tensors": len(ranges)}
+                fb = best.get("fallback") or {}
+                section["float_layers"] = list(fb.get("float_layers", [])) if fb.get("passed") else []
         elif (bdir / out_name).exists():
             os.unlink(bdir / out_name)  # a stale artifact must not outlive a refused calibration
     finally:
@@ -163,7 +165,8 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
     bundle.write_json_atomic(report_path, report)
     if (bdir / bundle.MODEL_FP32).is_file():
         bundle.write_manifest(bdir, {"calibration": {t: {"written": s.get("written"), "method": s.get(
-            "chosen_method"), "gate_passed": s.get("gate_passed")} for t, s in report["targets"].items()}})
+            "chosen_method"), "gate_passed": s.get("gate_passed"), "float_layers": s.get("float_layers", [])}
+            for t, s in report["targets"].items()}})
     if not section["written"]:
         reasons = "; ".join(best["gate"]["reasons"]) if best else "no method produced a model"
         raise GateRefused(f"INT8 {target} model refused by the accuracy gate ({reasons}); report written to "
@@ -192,15 +195,13 @@ def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet,
             q.quantize_trt(pre_model, path, ranges, m)
             ok, info = accept(path)
             fallback = None
-            if not ok:  # keep the stem conv and the heads in float, the usual accuracy-sensitive layers
-                groups = q.layer_types(pre_model)
-                keep_float = groups.get("conv_full_3x3", [])[:1] + groups.get("conv_head", [])
-                fb_path = str(Path(workdir) / f"trt-{m}-partial.onnx")
-                q.quantize_trt(pre_model, fb_path, ranges, m, exclude=keep_float)
-                ok2, info2 = accept(fb_path)
-                fallback = {"float_nodes": keep_float, "passed": ok2, **info2}
-                if ok2:
-                    path, ok, info = fb_path, ok2, info2
+            if not ok:  # leave the most sensitive layers un-quantized until the gate passes
+                fallback = _float_fallback(pre_model, fp32_model, path, ranges, m, accept, x_cal, x_hold,
+                                           pre, workdir, threads, bench_rounds)
+                fallback["full_int8"] = info  # what the gate refused
+                if fallback["passed"]:
+                    path, ok = fallback.pop("path"), True
+                    info = {"metrics": fallback["metrics"], "gate": fallback["gate"]}
             entry.update(info, path=path, fallback=fallback, summary=q.qdq_summary(path))
         else:
             from edgedepth.calibrate.cpu_select import select_cpu_layout
@@ -226,6 +227,29 @@ def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet,
     if target == "cpu" and passing:
         return max(pool, key=lambda r: r["speed"]["ratio"])
     return max(pool, key=lambda r: (r["metrics"]["d1"], -r["metrics"]["abs_rel"]))
+
+
+SENSITIVITY_FRAMES = 32  # calibration frames the per-layer sensitivity is measured on (evenly spaced)
+
+
+def _float_fallback(pre_model, fp32_model, full_path, ranges, method, accept, x_cal, x_hold, pre, workdir,
+                    threads, bench_rounds) -> Dict[str, Any]:
+    """calibrate/fallback.py on this method's ranges; with CPU timings of FP32 / full / mixed INT8."""
+    from edgedepth.calibrate.fallback import cpu_latency, float_fallback
+
+    sub = Path(workdir) / f"fallback-{method}"
+    sub.mkdir(parents=True, exist_ok=True)
+    x_sens = x_cal[np.linspace(0, len(x_cal) - 1, min(len(x_cal), SENSITIVITY_FRAMES)).astype(int)]
+    fp32_sens = gate.predict(fp32_model, x_sens, threads)
+    res = float_fallback(pre_model, full_path,
+                         lambda out, exclude: q.quantize_trt(pre_model, out, ranges, method, exclude=exclude),
+                         accept, x_sens, fp32_sens, pre, str(sub), threads)
+    if res["passed"]:
+        res["cpu_latency"] = cpu_latency(fp32_model, full_path, res["path"], x_hold, bench_rounds, threads)
+        log.info("%s: %d of %d quantized layers kept in float; INT8 still covers %.1f%% of the MACs",
+                 method, len(res["float_layers"]), res["quantized_layers"],
+                 100 * res["share"]["int8_mac_fraction"])
+    return res
 
 
 def _confirm_speed(fp32: str, int8: str, inputs: np.ndarray, rounds: int, threads: int) -> Dict[str, Any]:

@@ -13,9 +13,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 from edgedepth.export import trt_ops
+from edgedepth.export.protoread import read_model
 
 from edgedepth.devices import DeviceConfig, load_device, parser_max_opset
-from edgedepth.errors import DataError, ModelError, require
+from edgedepth.errors import DataError, ModelError
 
 FP16_MAX = 65504.0
 _DTYPE_NAMES = {
@@ -73,12 +74,7 @@ class LintReport:
 
 
 def _attr(node, name: str, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            from onnx import helper
-
-            return helper.get_attribute_value(a)
-    return default
+    return node.attr(name, default)
 
 
 def _opset(mp) -> int:
@@ -92,16 +88,13 @@ def lint_model(
     precision: Optional[str] = None,
     dla_core: Optional[int] = None,
 ) -> LintReport:
-    """Check `model_path` for `device` (name, YAML path or DeviceConfig)."""
-    onnx = require("onnx", "train")
+    """Check `model_path` for `device` (name, YAML path or DeviceConfig). Needs no `onnx` package:
+    the graph is read by export/protoread.py, so lint runs on a device's base install."""
     dev: DeviceConfig = load_device(device)
     path = Path(model_path)
     if not path.is_file():
         raise ModelError(f"{path} does not exist")
-    try:
-        mp = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises DecodeError and others
-        raise ModelError(f"{path} is not a readable ONNX model ({exc})") from exc
+    mp = read_model(str(path))
     out: List[Finding] = []
     inits = {t.name: t for t in mp.graph.initializer}
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in mp.graph.node)
@@ -111,6 +104,7 @@ def lint_model(
     if has_qdq:
         _check_precision_int8(dev, out)
         _check_qdq(mp, dev, inits, out)
+        _check_float_layers(mp, dev, out)
     _check_int64(inits, out)
     _check_dynamic(mp, out)
     _check_fp16(calib_report, dev, precision, has_qdq, out)
@@ -191,8 +185,6 @@ def _check_precision_int8(dev: DeviceConfig, out: List[Finding]) -> None:
 
 
 def _check_qdq(mp, dev: DeviceConfig, inits, out: List[Finding]) -> None:
-    from onnx import numpy_helper
-
     allowed = trt_ops.qdq_types(dev.trt_version)
     consumers: Dict[str, List] = {}
     producers = {o: n for n in mp.graph.node for o in n.output}
@@ -205,7 +197,7 @@ def _check_qdq(mp, dev: DeviceConfig, inits, out: List[Finding]) -> None:
         if len(node.input) < 2 or node.input[1] not in inits:
             out.append(Finding("error", "qdq-scale", "scale must be a constant initializer", node.name))
             continue
-        scale = numpy_helper.to_array(inits[node.input[1]])
+        scale = inits[node.input[1]].to_array()
         if not np.all(scale > 0) or not np.all(np.isfinite(scale)):
             out.append(Finding("error", "qdq-scale", "scales must be finite and positive", node.name))
         zp = inits.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -223,7 +215,7 @@ def _check_qdq(mp, dev: DeviceConfig, inits, out: List[Finding]) -> None:
                         node.name,
                     )
                 )
-            if np.any(numpy_helper.to_array(zp) != 0):
+            if np.any(zp.to_array() != 0):
                 out.append(
                     Finding(
                         "error",
@@ -239,6 +231,26 @@ def _check_qdq(mp, dev: DeviceConfig, inits, out: List[Finding]) -> None:
             )
         if scale.size > 1:
             _check_axis(node, inits, producers, consumers, out)
+
+
+def _check_float_layers(mp, dev: DeviceConfig, out: List[Finding]) -> None:
+    """A mixed model (`edgedepth calibrate` left its most INT8-sensitive layers un-quantized): say
+    which weighted layers have no Q/DQ and in what precision TensorRT builds them on this board."""
+    dq_out = {n.output[0] for n in mp.graph.node if n.op_type == "DequantizeLinear"}
+    weighted = [n for n in mp.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
+    plain = [n.name or n.op_type for n in weighted if not any(i in dq_out for i in n.input)]
+    if not plain:
+        return
+    names = ", ".join(plain[:8]) + (" ..." if len(plain) > 8 else "")
+    if dev.trt_version < (10, 0):
+        out.append(Finding("info", "float-layers", f"{len(plain)} of {len(weighted)} weighted layers have no "
+                           f"Q/DQ and build in FP16 (INT8 + FP16 builder flags on TensorRT {dev.tensorrt}): "
+                           f"{names}"))
+    else:
+        out.append(Finding("warning", "float-layers", f"{len(plain)} of {len(weighted)} weighted layers have "
+                           f"no Q/DQ: the strongly typed network `edgedepth build` makes of a Q/DQ model on "
+                           f"TensorRT {dev.tensorrt} runs them in the ONNX tensor type (FP32), not FP16: "
+                           f"{names}"))
 
 
 def _is_weight(name: str, inits, producers) -> bool:
@@ -284,9 +296,7 @@ def _check_int64(inits, out: List[Finding]) -> None:
     for name, t in inits.items():
         if t.data_type != 7:
             continue
-        from onnx import numpy_helper
-
-        arr = numpy_helper.to_array(t)
+        arr = t.to_array()
         big = arr.size and (arr.max() > np.iinfo(np.int32).max or arr.min() < np.iinfo(np.int32).min)
         out.append(
             Finding(
@@ -300,7 +310,7 @@ def _check_int64(inits, out: List[Finding]) -> None:
 
 def _check_dynamic(mp, out: List[Finding]) -> None:
     for vi in mp.graph.input:
-        dims = vi.type.tensor_type.shape.dim
+        dims = vi.dims
         dyn = [i for i, d in enumerate(dims) if d.dim_param or d.dim_value <= 0]
         if not dyn:
             continue
@@ -362,8 +372,6 @@ def _check_fp16(
 def _check_dla(
     mp, dev: DeviceConfig, inits, has_qdq: bool, dla_core: Optional[int], out: List[Finding]
 ) -> None:
-    from onnx import numpy_helper
-
     lim = trt_ops.DLA_LIMITS
     fallback: List[str] = []
 
@@ -377,7 +385,7 @@ def _check_dla(
         if node.op_type in ("Conv", "ConvTranspose"):
             k = _attr(node, "kernel_shape") or []
             if node.input[1] in inits and not k:
-                k = list(numpy_helper.to_array(inits[node.input[1]]).shape[2:])
+                k = list(inits[node.input[1]].dims[2:])
             s = _attr(node, "strides", [1, 1])
             p = _attr(node, "pads", [0, 0, 0, 0])
             d = _attr(node, "dilations", [1, 1])
@@ -410,7 +418,7 @@ def _check_dla(
             )
         )
     if any(
-        vi.type.tensor_type.shape.dim[0].dim_param for vi in mp.graph.input if vi.type.tensor_type.shape.dim
+        vi.dims[0].dim_param for vi in mp.graph.input if vi.dims
     ):
         out.append(
             Finding("warning", "dla-dynamic", "DLA needs static shapes: the batch would run on the GPU")

@@ -187,9 +187,36 @@ def _print_calibration(path: Path, target: str, report: Optional[dict] = None) -
             line += (f"; {s['int8_ms']:.2f} ms vs FP32 {s['fp32_ms']:.2f} ms = {s['ratio']:.2f}x "
                      f"({m['layout']['format']})")
         click.echo(line)
+        if m.get("fallback"):
+            _print_fallback(m["fallback"])
     if sec.get("written"):
         click.echo(f"wrote {path.parent / sec['artifact']} (method {sec.get('chosen_method')})")
     click.echo(f"report: {path}")
+
+
+def _print_fallback(fb: dict) -> None:
+    """The per-layer float fallback of a refused INT8 TensorRT model (calibrate/fallback.py)."""
+    full = fb.get("full_int8", {}).get("gate")
+    if full:
+        click.echo(f"    all layers INT8: delta1 drop {full['d1_drop']:+.4f}, AbsRel "
+                   f"{full['abs_rel_rise'] * 100:+.2f}% FAIL ({'; '.join(full['reasons'])})")
+    top = ", ".join(f"{r['layer']} ({r['abs_rel_vs_fp32']:.4f})" for r in fb.get("sensitivity", [])[:3])
+    click.echo(f"    sensitivity (AbsRel vs FP32 with only that layer INT8), top: {top}")
+    if not fb.get("passed"):
+        click.echo(f"    float fallback: no set of float layers passed the gate "
+                   f"({len(fb.get('steps', []))} tried)")
+        return
+    g, share = fb["gate"], fb["share"]
+    click.echo(f"    float fallback: {len(fb['float_layers'])} of {fb['quantized_layers']} quantized layers "
+               f"left un-quantized: {', '.join(fb['float_layers'])}")
+    click.echo(f"    with them in float: delta1 drop {g['d1_drop']:+.4f}, "
+               f"AbsRel {g['abs_rel_rise'] * 100:+.2f}% PASS; INT8 still runs "
+               f"{share['int8_weighted_layers']}/{share['weighted_layers']} weighted layers, "
+               f"{share['int8_mac_fraction'] * 100:.1f}% of the MACs")
+    lat = fb.get("cpu_latency")
+    if lat:
+        click.echo(f"    onnxruntime CPU (not a TensorRT figure): FP32 {lat['fp32_ms']:.2f} ms, full INT8 "
+                   f"{lat['full_int8_ms']:.2f} ms, mixed {lat['mixed_ms']:.2f} ms")
 
 
 @click.command()

@@ -145,3 +145,13 @@ def test_auto_keeps_the_best_method(tmp_path, exported, frames_dir):
     best = max(sec["methods"].items(), key=lambda kv: (kv[1]["metrics"]["d1"], -kv[1]["metrics"]["abs_rel"]))
     assert sec["chosen_method"] == best[0]
     assert np.isfinite(sec["methods"]["entropy"]["metrics"]["abs_rel"])
+
+
+def test_gate_without_ground_truth_bounds_the_deviation_from_fp32():
+    """Reference mode: FP32 scores AbsRel 0 against itself, so the limit applies to INT8's own AbsRel."""
+    from edgedepth.calibrate.gate import decide
+
+    fp = {"d1": 1.0, "abs_rel": 0.0}
+    assert decide(fp, {"d1": 1.0, "abs_rel": 0.01})["passed"]
+    d = decide(fp, {"d1": 1.0, "abs_rel": 0.06})
+    assert not d["passed"] and "against the FP32 output is 6.00%" in d["reasons"][0]

@@ -99,3 +99,112 @@ def test_cli_exit_codes(ort_default_int8, exported):
     res = CliRunner().invoke(cli, ["lint", str(bdir / "model.onnx"), "--device", "jetson-nano-4gb",
                                    "--precision", "int8"])
     assert res.exit_code == 1 and "nearest valid precision: fp16" in res.output
+
+
+def test_lint_runs_on_a_base_install_without_onnx(ort_default_int8, exported, tmp_path):
+    """`edgedepth lint` is part of the device install, which has onnxruntime but not the onnx package."""
+    import subprocess
+    import sys
+
+    from edgedepth.calibrate import quantize as q
+
+    bdir, _ = exported
+    pre = tmp_path / "pre.onnx"
+    q.pre_process(str(bdir / "model.onnx"), str(pre))
+    x = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    trt = q.quantize_trt(str(pre), str(tmp_path / "trt.onnx"),
+                         q.calibrate_ranges(str(pre), x, "minmax", tmp_path / "r.json"), "minmax")
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('onnx', 'torch', 'onnxscript'):\n"
+        "            raise ImportError('blocked for the test: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from edgedepth.cli.main import main\n"
+        "sys.argv = ['edgedepth'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", blocker, "lint", *args, "--json"], capture_output=True,
+                              text=True, timeout=120)
+
+    bad = run(str(ort_default_int8), "--device", "orin-nano-8gb")
+    assert bad.returncode == 1, bad.stderr[-2000:]
+    found = json.loads(bad.stdout)
+    assert found == lint_model(str(ort_default_int8), "orin-nano-8gb").to_dict()
+    assert {"qdq-type", "qdq-zero-point"} <= {f["code"] for f in found["findings"] if f["level"] == "error"}
+    good = run(trt, "--device", "xavier-nx", "--dla-core", "0")
+    assert good.returncode == 0, good.stderr[-2000:]
+    codes = {f["code"] for f in json.loads(good.stdout)["findings"]}
+    assert {"dla-qdq", "dla-fallback", "summary"} <= codes
+
+
+def test_graph_reader_matches_onnx(ort_default_int8):
+    """export/protoread.read_model decodes what onnx.load decodes (nodes, attributes, tensors, I/O)."""
+    import onnx
+    from edgedepth.export.protoread import read_model
+    from onnx import helper, numpy_helper
+
+    ref = onnx.load(str(ort_default_int8))
+    got = read_model(str(ort_default_int8))
+    assert got.ir_version == ref.ir_version
+    opsets = [(o.domain, o.version) for o in ref.opset_import]
+    assert [(o.domain, o.version) for o in got.opset_import] == opsets
+    assert len(got.graph.node) == len(ref.graph.node)
+    for g, r in zip(got.graph.node, ref.graph.node):
+        assert (g.name, g.op_type, g.domain, g.input, g.output) == (
+            r.name, r.op_type, r.domain, list(r.input), list(r.output))
+        for a in r.attribute:
+            want = helper.get_attribute_value(a)
+            have = g.attr(a.name)
+            if isinstance(want, onnx.TensorProto):
+                assert np.array_equal(have.to_array(), numpy_helper.to_array(want))
+            else:
+                want = list(want) if isinstance(want, (list, tuple)) else want
+                assert have == want or np.allclose(have, want)
+    assert len(got.graph.initializer) == len(ref.graph.initializer)
+    for g, r in zip(got.graph.initializer, ref.graph.initializer):
+        assert g.name == r.name and g.data_type == r.data_type and g.dims == list(r.dims)
+        assert np.array_equal(g.to_array(), numpy_helper.to_array(r))
+    for g, r in zip(got.graph.input, ref.graph.input):
+        dims = [(d.dim_value, d.dim_param) for d in r.type.tensor_type.shape.dim]
+        assert g.name == r.name and [(d.dim_value, d.dim_param) for d in g.dims] == dims
+
+
+def test_graph_reader_decodes_typed_fields(tmp_path):
+    """Tensors written with typed fields (not raw_data), negative ints, float16, lists and strings."""
+    import onnx
+    from edgedepth.export.protoread import read_model
+    from onnx import TensorProto, helper, numpy_helper
+
+    vals = {
+        "f": (TensorProto.FLOAT, [1.5, -2.0, 3.25, 0.0]),
+        "i8": (TensorProto.INT8, [-128, 0, 5, 127]),
+        "i64": (TensorProto.INT64, [-(2**40), -1, 0, 2**62]),
+        "h": (TensorProto.FLOAT16, [0.5, -1.0, 65504.0, 1e-3]),
+        "d": (TensorProto.DOUBLE, [0.1, -0.2, 1e300, 4.0]),
+    }
+    inits = [helper.make_tensor(name, dt, [2, 2], v) for name, (dt, v) in vals.items()]
+    node = helper.make_node("Pad", ["x"], ["y"], name="p", mode="reflect", pads=[-1, 2, 3, -4],
+                            value=0.5, names=["a", "b"], scales=[1.0, 2.5])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "typed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    got = read_model(str(path))
+    arrays = {t.name: t.to_array() for t in got.graph.initializer}
+    assert arrays["f"].tolist() == [[1.5, -2.0], [3.25, 0.0]] and arrays["f"].dtype == np.float32
+    assert arrays["i8"].tolist() == [[-128, 0], [5, 127]]
+    assert arrays["i64"].ravel().tolist() == vals["i64"][1]
+    assert arrays["h"].dtype == np.float16
+    assert arrays["h"].ravel().tolist() == np.array([0.5, -1.0, 65504.0, 1e-3], np.float16).tolist()
+    assert arrays["d"].ravel().tolist() == vals["d"][1]
+    for t in onnx.load(str(path)).graph.initializer:
+        assert not t.raw_data and np.array_equal(arrays[t.name], numpy_helper.to_array(t))
+    n = got.graph.node[0]
+    assert n.attr("mode") == b"reflect" and n.attr("pads") == [-1, 2, 3, -4] and n.attr("value") == 0.5
+    assert n.attr("names") == [b"a", b"b"] and n.attr("scales") == [1.0, 2.5] and n.attr("nope", 7) == 7
+    assert [(d.dim_value, d.dim_param) for d in got.graph.input[0].dims] == [(0, "N"), (3, "")]
+    assert got.opset_import[0].version == 13
