@@ -179,11 +179,9 @@ def _hash_note(path: Path, want: str, sha) -> str:
 
 
 def _ort_providers() -> List[str]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return []
-    return list(ort.get_available_providers())
+    from edgedepth.backends.onnxruntime.session import available_providers
+
+    return available_providers()
 
 
 def _torch_cuda() -> Tuple[bool, str]:
@@ -450,14 +448,15 @@ class BackendRunner(Runner):
     def __init__(self, spec: RuntimeSpec):
         super().__init__(spec)
         if spec.engine == "tensorrt":
-            from edgedepth.runtime.backends import load_backend
+            from edgedepth.backends.tensorrt.engine import TrtRunner
 
-            self.backend = load_backend(spec.path, backend="trt")
+            self.backend = TrtRunner(spec.path)
         else:
-            from edgedepth.runtime.backends.onnxruntime import OrtBackend, providers_for
+            from edgedepth.backends.onnxruntime.runner import OrtRunner
+            from edgedepth.backends.onnxruntime.session import providers_for
 
             providers = providers_for("ort-cuda" if spec.device == "cuda" else "ort-cpu")
-            self.backend = OrtBackend(spec.path, providers=providers, threads=spec.threads)
+            self.backend = OrtRunner(spec.path, providers=providers, threads=spec.threads)
         want = (1, 3, spec.height, spec.width)
         if tuple(self.backend.input_shape) != want:
             raise ModelError(f"{Path(spec.path).name} takes {self.backend.input_shape}, not {want}")

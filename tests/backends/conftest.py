@@ -1,4 +1,4 @@
-"""Fixtures for the engine tests: strict fake pycuda / TensorRT (tests/fakes), a tiny bundle with an engine."""
+"""Fixtures for the engine tests: strict fake pycuda / TensorRT (tests/fakes)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ BOARDS = {"8.2.1": "jetson-nano-4gb", "8.5.2": "xavier-nx", "10.3.0": "orin-nano
 
 
 def _bundle(tmp_path, version, name="b"):
-    """Build with a fake TensorRT without CUDA checks (as a workstation would), then install the checked one."""
+    """Build with a fake TensorRT without CUDA checks, as on a workstation; tests install a checked one."""
     if version.startswith("11"):
         from edgedepth.export.fp16 import write_fp16_onnx
 

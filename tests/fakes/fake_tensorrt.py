@@ -62,7 +62,8 @@ class NotModelled(AssertionError):
 def api(version: str) -> Dict[str, Any]:
     """Real attribute lists and enum values for `version` (8.2, 8.5, 8.6, 10.3, 11.4)."""
     major_minor = ".".join(version.split(".")[:2])
-    base = {"8.2": "8.6.1", "8.5": "8.6.1", "8.6": "8.6.1", "10.3": "10.3.0", "11.4": "11.4.0.106"}[major_minor]
+    bases = {"8.2": "8.6.1", "8.5": "8.6.1", "8.6": "8.6.1", "10.3": "10.3.0", "11.4": "11.4.0.106"}
+    base = bases[major_minor]
     data = json.loads((HERE / "trt_api" / f"tensorrt-{base}.json").read_text())
     removals = []
     if major_minor in ("8.5", "8.2"):
@@ -108,10 +109,22 @@ def _enum(name: str, members: Dict[str, int]) -> type:
     return type(name, (), ns)
 
 
-class _Strict:
+class _StrictMeta(type):
+    """Class-level lookups hidden the same way (`hasattr(trt.Builder, "build_engine")` on 10.x is False)."""
+
+    def __getattribute__(cls, name: str):
+        if not name.startswith("_"):
+            real = type.__getattribute__(cls, "_REAL")
+            if real is not None and name not in real:
+                cls_name = type.__getattribute__(cls, "__name__")
+                raise AttributeError(f"type object 'tensorrt.{cls_name}' has no attribute '{name}'")
+        return type.__getattribute__(cls, name)
+
+
+class _Strict(metaclass=_StrictMeta):
     """Attribute access limited to the real class's names (`_REAL`), of which `_SETTABLE` may be set."""
 
-    _REAL: frozenset = frozenset()
+    _REAL = None  # set per fake class
     _SETTABLE: frozenset = frozenset()
 
     def __getattribute__(self, name: str):
@@ -157,11 +170,8 @@ def make(version: str, cuda=None, calls: Optional[List[tuple]] = None) -> types.
             cuda._require_context(what)
 
     def cls(name: str, impl: type, settable=()) -> type:
-        real = real_classes[name]
-        for attr in vars(impl):
-            if not attr.startswith("_") and attr not in real and attr not in ("WARNING", "INFO", "ERROR"):
-                pass  # implemented for another version; hidden here by _REAL
-        return type(name, (impl, _Strict), {"_REAL": real, "_SETTABLE": frozenset(settable) & real})
+        real = real_classes[name]  # methods implemented for other versions are hidden by _REAL
+        return _StrictMeta(name, (impl, _Strict), {"_REAL": real, "_SETTABLE": frozenset(settable) & real})
 
     dtype_np = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_,
                 "UINT8": np.uint8, "INT64": np.int64}
