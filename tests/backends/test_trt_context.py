@@ -138,3 +138,23 @@ def test_the_fake_pycuda_catches_what_real_pycuda_punishes(monkeypatch, cuda):
     with pytest.raises(fake_pycuda.Abort, match="not empty"):
         fake_pycuda.check()
     fake_pycuda.reset()
+
+
+def test_swap_check_script_reports_memory_back_after_the_swap(tmp_path, monkeypatch, cuda, capsys):
+    """scripts/trt_swap_check.py (run on the board by jetson_smoke.sh), here on the fakes."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    a, b = _bundle(tmp_path, "10.3.0", "a"), _bundle(tmp_path, "10.3.0", "b")
+    fake_tensorrt.install(monkeypatch, "10.3.0", cuda=fake_pycuda)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "trt_swap_check.py"
+    argv = [str(script), str(a), str(b), "--device", "orin-nano-8gb", "--frames", "5"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out
+    assert "swap changed gpu memory by +0.0 MiB" in out and "OK" in out
+    state = fake_pycuda.check()
+    assert state["leaks"] == [] and state["live_bytes"] == 0 and state["primary_retains"] == 0
