@@ -257,6 +257,7 @@ class HostAllocation:
     def _release(self, how: str) -> None:
         self.freed = True
         if _cleanup_ok(self.ctx):
+            self.array.view(np.uint8)[...] = 0xFF  # freed memory: whoever still reads it sees NaN garbage
             with S.lock:
                 S.pinned.pop(id(self), None)
         else:

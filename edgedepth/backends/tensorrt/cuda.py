@@ -43,8 +43,10 @@ class _Call:
 class CudaOwner:
     """A thread holding the primary CUDA context of one device; `call(fn, *args)` runs fn there."""
 
-    def __init__(self, device_index: int = 0, name: str = "edgedepth-cuda") -> None:
+    def __init__(self, device_index: int = 0, name: str = "edgedepth-cuda", driver=None) -> None:
+        """driver: the pycuda.driver module (imported when None; a benchmark or test may pass another)."""
         self.device_index = int(device_index)
+        self._driver = driver
         self._cond = threading.Condition()
         self._queue: list = []
         self._closed = False
@@ -62,7 +64,7 @@ class CudaOwner:
     # -- the owner thread ----------------------------------------------------------------------------
     def _main(self) -> None:
         try:
-            cuda = require("pycuda.driver", "trt")
+            cuda = self._driver if self._driver is not None else require("pycuda.driver", "trt")
             cuda.init()
             count = cuda.Device.count()
             if count <= self.device_index:

@@ -37,7 +37,8 @@ class TensorSpec:
     is_input: bool
     shape: Tuple[int, ...]
     dtype: Any  # the TensorRT DataType
-    hosts: List[np.ndarray] = field(default_factory=list)
+    hosts: List[np.ndarray] = field(default_factory=list)  # page-locked: the input, or an output's staging
+    ring: List[np.ndarray] = field(default_factory=list)  # outputs handed to callers: plain numpy memory
     device: Any = None
 
 
@@ -158,8 +159,12 @@ class TrtRunner(Backend):
         self._bindings: List[int] = []
         for s in specs:
             dtype = trt.nptype(s.dtype)
-            count = 1 if s.is_input else self.ring
-            s.hosts = [cuda.pagelocked_empty(s.shape, dtype) for _ in range(count)]
+            # Results are copied from one page-locked staging buffer into a ring of ordinary arrays: a caller
+            # may still hold a result when the model is closed (a hot swap between frames), and page-locked
+            # memory is freed explicitly at close, on the owner thread.
+            s.hosts = [cuda.pagelocked_empty(s.shape, dtype)]
+            if not s.is_input:
+                s.ring = [np.empty(s.shape, np.float32) for _ in range(self.ring)]
             self.tensors[s.name] = s  # registered before mem_alloc, so a failure below still frees the hosts
             s.device = cuda.mem_alloc(s.hosts[0].nbytes)
             if self._v3:
@@ -180,9 +185,11 @@ class TrtRunner(Backend):
         if ok is False:
             raise ModelError("TensorRT execution failed (see the TensorRT log)")
         for s in self._outputs:
-            cuda.memcpy_dtoh_async(s.hosts[slot], s.device, self.stream)
+            cuda.memcpy_dtoh_async(s.hosts[0], s.device, self.stream)
         self.stream.synchronize()
-        return self.tensors[OUTPUT_DEPTH].hosts[slot], self.tensors[OUTPUT_UNCERTAINTY].hosts[slot]
+        for s in self._outputs:
+            np.copyto(s.ring[slot], s.hosts[0], casting="unsafe")  # FP16 outputs become float32 here
+        return self.tensors[OUTPUT_DEPTH].ring[slot], self.tensors[OUTPUT_UNCERTAINTY].ring[slot]
 
     def _release(self) -> None:
         """Free device memory, pinned memory, the stream and the TensorRT objects, on the owner thread."""
@@ -212,10 +219,7 @@ class TrtRunner(Backend):
                 raise ModelError(f"{Path(self.model_path).name} was closed; load it again")
             slot = self._slot
             self._slot = (slot + 1) % self.ring
-            depth, unc = self._owner.call(self._infer, batch, slot)
-        if depth.dtype != np.float32:  # an engine with FP16 outputs
-            depth, unc = depth.astype(np.float32), unc.astype(np.float32)
-        return depth, unc
+            return self._owner.call(self._infer, batch, slot)
 
     def mem_info(self) -> Tuple[int, int]:
         """(free, total) GPU memory bytes as the CUDA driver reports them, read on the owner thread."""
