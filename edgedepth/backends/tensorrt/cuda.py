@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import queue
 import threading
 import weakref
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -31,11 +32,14 @@ _LIVE: "weakref.WeakSet[CudaOwner]" = weakref.WeakSet()
 
 
 class _Call:
+    """A call handed to the owner; `done` stays locked until the owner ran it (cheaper than an Event)."""
+
     __slots__ = ("fn", "args", "done", "result", "error")
 
     def __init__(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
         self.fn, self.args = fn, args
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: Any = None
         self.error: Optional[BaseException] = None
 
@@ -47,8 +51,8 @@ class CudaOwner:
         """driver: the pycuda.driver module (imported when None; a benchmark or test may pass another)."""
         self.device_index = int(device_index)
         self._driver = driver
-        self._cond = threading.Condition()
-        self._queue: list = []
+        self._queue: "queue.SimpleQueue[Optional[_Call]]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._closed = False
         self._ready = threading.Event()
         self._start_error: Optional[BaseException] = None
@@ -90,10 +94,7 @@ class CudaOwner:
 
     def _serve(self) -> None:
         while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                item = self._queue.pop(0)
+            item = self._queue.get()
             if item is None:
                 return
             try:
@@ -101,7 +102,7 @@ class CudaOwner:
             except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
                 item.error = exc
             finally:
-                item.done.set()
+                item.done.release()
 
     # -- any thread ----------------------------------------------------------------------------------
     @property
@@ -116,12 +117,11 @@ class CudaOwner:
         if self.on_owner():
             return fn(*args)
         item = _Call(fn, args)
-        with self._cond:
+        with self._lock:
             if self._closed:
                 raise ModelError("this model was closed (its CUDA context is released); load it again")
-            self._queue.append(item)
-            self._cond.notify()
-        item.done.wait()
+            self._queue.put(item)
+        item.done.acquire()
         if item.error is not None:
             raise item.error
         return item.result
@@ -140,10 +140,9 @@ class CudaOwner:
                 self.call(release)
             except BaseException as exc:  # noqa: BLE001 - the context is released anyway, then re-raised
                 error = exc
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._queue.append(None)
-            self._cond.notify()
+            self._queue.put(None)
         if not self.on_owner():
             self._thread.join(timeout)
             if self._thread.is_alive():
