@@ -60,7 +60,8 @@ def test_inference_thread_exit_and_close_leave_no_context_pushed(tmp_path, monke
     depth, unc = _run_in_thread(lambda: be.infer(x))
     np.testing.assert_allclose(depth, 1.0 + x.mean(axis=1, keepdims=True), rtol=1e-6)
     np.testing.assert_allclose(unc, -depth, rtol=1e-6)
-    assert ("execute",) in trt.calls
+    api = "execute_async_v2" if version.startswith("8.2") else "execute_async_v3"  # the engine's I/O API
+    assert ("execute", api) in trt.calls
     be.close()
     # a result still held by the loop when the model is closed (a hot swap between frames) stays valid
     np.testing.assert_allclose(depth, 1.0 + x.mean(axis=1, keepdims=True), rtol=1e-6)
@@ -160,3 +161,20 @@ def test_swap_check_script_reports_memory_back_after_the_swap(tmp_path, monkeypa
     assert "swap changed gpu memory by +0.0 MiB" in out and "OK" in out
     state = fake_pycuda.check()
     assert state["leaks"] == [] and state["live_bytes"] == 0 and state["primary_retains"] == 0
+
+
+def test_engine_for_another_gpu_is_refused_and_the_context_released(tmp_path, monkeypatch, cuda):
+    import json
+
+    from edgedepth.errors import ModelError
+
+    bdir = _bundle(tmp_path, "10.3.0")
+    man_path = engine_of(bdir).with_suffix(".json")
+    man_path.write_text(json.dumps(dict(json.loads(man_path.read_text()), gpu_sm="7.2")))
+    fake_tensorrt.install(monkeypatch, "10.3.0", cuda=fake_pycuda)  # the fake GPU is SM 8.7
+    from edgedepth.runtime.backends.tensorrt import TrtBackend
+
+    with pytest.raises(ModelError, match="built for SM 7.2 but this GPU is SM 8.7"):
+        TrtBackend(engine_of(bdir))
+    state = fake_pycuda.check()
+    assert state["leaks"] == [] and state["primary_retains"] == 0 and state["live_bytes"] == 0

@@ -463,7 +463,7 @@ def make(version: str, cuda=None, calls: Optional[List[tuple]] = None) -> types.
 
         def execute_async_v2(self, bindings, stream_handle, input_consumed=None) -> bool:
             names = [io["name"] for io in self._engine._io]
-            return self._run(dict(zip(names, bindings)), stream_handle)
+            return self._run(dict(zip(names, bindings)), stream_handle, "execute_async_v2")
 
         # 8.5+
         def get_tensor_shape(self, name: str):
@@ -477,10 +477,10 @@ def make(version: str, cuda=None, calls: Optional[List[tuple]] = None) -> types.
             return True
 
         def execute_async_v3(self, stream_handle: int) -> bool:
-            return self._run(self._addr, stream_handle)
+            return self._run(self._addr, stream_handle, "execute_async_v3")
 
-        def _run(self, addr: Dict[str, int], stream_handle: int) -> bool:
-            calls.append(("execute",))
+        def _run(self, addr: Dict[str, int], stream_handle: int, api: str) -> bool:
+            calls.append(("execute", api))
             need_context("enqueue")
             if cuda is None:
                 return True

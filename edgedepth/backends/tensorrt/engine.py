@@ -21,7 +21,7 @@ import numpy as np
 
 from edgedepth.backends.base import Backend
 from edgedepth.backends.tensorrt.cuda import CudaOwner
-from edgedepth.backends.tensorrt.manifest import check_manifest, info_from_manifest, read_manifest
+from edgedepth.backends.tensorrt.manifest import check_gpu, check_manifest, info_from_manifest, read_manifest
 from edgedepth.errors import ModelError, require
 from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY
 
@@ -100,17 +100,13 @@ class TrtRunner(Backend):
         self._closed = False
         path = Path(engine_path)
         manifest = read_manifest(path)
+        # everything that needs no GPU is checked before any CUDA work starts
+        check_manifest(path, manifest, str(self._trt.__version__), board)
+        self.info = info_from_manifest(manifest, path)
+        self.model_sha256 = str(manifest.get("onnx_sha256") or manifest.get("model_sha256") or "")
         self._owner = CudaOwner(device_index)
         try:
-            check_manifest(
-                path,
-                manifest,
-                str(self._trt.__version__),
-                board,
-                gpu_sm=self._owner.device_facts.get("gpu_sm"),
-            )
-            self.info = info_from_manifest(manifest, path)
-            self.model_sha256 = str(manifest.get("onnx_sha256") or manifest.get("model_sha256") or "")
+            check_gpu(dict(manifest, engine=path.name), self._owner.device_facts.get("gpu_sm"))
             self._owner.call(self._load, path.read_bytes())
         except BaseException:
             self.close()

@@ -61,15 +61,20 @@ def check_engine_manifest(
             f"{name} was built with TensorRT {built} but this device has {trt_version}: engines "
             f"are not portable across versions; rebuild it here with `edgedepth build`"
         )
-    if gpu_sm and manifest.get("gpu_sm") and str(manifest["gpu_sm"]) != str(gpu_sm):
-        raise ModelError(
-            f"{name} was built for SM {manifest['gpu_sm']} but this GPU is SM {gpu_sm}; rebuild "
-            "it on this device with `edgedepth build`"
-        )
+    check_gpu(manifest, gpu_sm)
     if onnx_sha256 and manifest.get("onnx_sha256") and manifest["onnx_sha256"] != onnx_sha256:
         raise ModelError(
             f"{name} was built from a different ONNX file than the bundle's; rebuild it with "
             "`edgedepth build`"
+        )
+
+
+def check_gpu(manifest: Dict[str, Any], gpu_sm: Optional[str]) -> None:
+    """Refuse an engine built for another GPU architecture (SM) than `gpu_sm` (None: not known yet)."""
+    if gpu_sm and manifest.get("gpu_sm") and str(manifest["gpu_sm"]) != str(gpu_sm):
+        raise ModelError(
+            f"{manifest.get('engine', 'engine')} was built for SM {manifest['gpu_sm']} but this GPU is SM "
+            f"{gpu_sm}; rebuild it on this device with `edgedepth build`"
         )
 
 
