@@ -337,6 +337,11 @@ def _engine_size(engine: Path) -> Optional[Tuple[int, int]]:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return None
+    for io in data.get("io") or []:  # edgedepth build's manifest: the engine's own I/O
+        shape = io.get("shape") if isinstance(io, dict) else None
+        if io.get("mode") == "input" and isinstance(shape, list) and len(shape) == 4:
+            if all(isinstance(x, int) and x > 0 for x in shape[-2:]):
+                return int(shape[-2]), int(shape[-1])
     for key in ("input_size", "input", "size"):
         v = data.get(key)
         if isinstance(v, list) and len(v) >= 2 and all(isinstance(x, int) for x in v[-2:]):

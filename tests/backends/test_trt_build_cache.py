@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fake_tensorrt
 from click.testing import CliRunner
-from trt_fixtures import write_tiny_onnx
+from trt_fixtures import H, W, write_tiny_onnx
 
 from edgedepth.cli.main import cli
 
@@ -17,6 +17,9 @@ def test_second_build_keeps_the_cached_engine(tmp_path, monkeypatch):
     assert first.exit_code == 0, first.output
     engine = next((tmp_path / "b" / "engines").glob("*.engine"))
     stamp = engine.stat().st_mtime_ns
+    from edgedepth.bench.runtimes import _engine_size
+
+    assert _engine_size(engine) == (H, W)  # `edgedepth bench` reads the engine's input size from its manifest
     builds = [c for c in trt.calls if c[0] == "build_serialized_network"]
     assert len(builds) == 1
     second = CliRunner().invoke(cli, args)
