@@ -314,17 +314,24 @@ def build(
         click.echo("TensorRT builder settings (dry run):")
         _echo_lines("  " + line for line in plan.lines())
         return
-    current = None if force else engine_is_current(plan, str(trt.__version__))
+    from edgedepth.backends.tensorrt.build import fp16_onnx_for, gpu_info
+
+    current = None if force else engine_is_current(plan, str(trt.__version__), gpu_info().get("gpu_sm"))
     if current is not None:
         click.echo(
             f"engine up to date: {plan.engine_path} (built {current.get('created')} with TensorRT "
             f"{current.get('tensorrt')} from this ONNX and these settings; --force builds it again)"
         )
         return
-    if plan.convert_to_fp16_onnx and not Path(plan.fp16_onnx).is_file():
+    if plan.convert_to_fp16_onnx:
         import importlib.util
 
-        if importlib.util.find_spec("onnx") is not None:  # a workstation: convert here
+        try:
+            fp16_onnx_for(plan)
+            stale = False
+        except ConfigError:
+            stale = True
+        if stale and importlib.util.find_spec("onnx") is not None:  # a workstation: convert here
             from edgedepth.export.fp16 import write_fp16_onnx
 
             written = write_fp16_onnx(plan.onnx, plan.fp16_onnx)

@@ -439,8 +439,11 @@ def _engine_io(trt, logger, data: bytes) -> List[Dict[str, Any]]:
         del engine
 
 
-def engine_is_current(plan: BuildPlan, trt_version: str) -> Optional[Dict[str, Any]]:
-    """The manifest of an engine already built from this ONNX with these settings and TensorRT, else None."""
+def engine_is_current(
+    plan: BuildPlan, trt_version: str, gpu_sm: Optional[str] = None
+) -> Optional[Dict[str, Any]]:
+    """The manifest of an engine already built from this ONNX with these settings and TensorRT (and for
+    this GPU's SM when known), else None."""
     import json
 
     eng, man = Path(plan.engine_path), Path(plan.manifest_path)
@@ -448,7 +451,7 @@ def engine_is_current(plan: BuildPlan, trt_version: str) -> Optional[Dict[str, A
         return None
     try:
         manifest = json.loads(man.read_text())
-        check_engine_manifest(manifest, trt_version, None, plan.onnx_sha256)
+        check_engine_manifest(manifest, trt_version, gpu_sm, plan.onnx_sha256)
     except (OSError, ValueError, ModelError):
         return None
     want = {k: v for k, v in plan.to_dict().items() if k not in ("inputs", "outputs", "onnx_sha256", "notes")}
