@@ -150,9 +150,13 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
                 ranges = q.read_ranges(best["ranges"])
                 from edgedepth.calibrate.calibrator import write_trt_cache
 
-                write_trt_cache(ranges, str(bdir / bundle.CALIB_CACHE), dev.tensorrt if dev else "8.5.2")
-                section["trt_cache"] = {"file": bundle.CALIB_CACHE, "from_method": best["method"],
-                                        "tensors": len(ranges)}
+                if dev is not None:  # the header names the TensorRT that reads it; another version skips it
+                    write_trt_cache(ranges, str(bdir / bundle.CALIB_CACHE), dev.tensorrt)
+                    section["trt_cache"] = {"file": bundle.CALIB_CACHE, "from_method": best["method"],
+                                            "tensors": len(ranges), "tensorrt": dev.tensorrt}
+                else:
+                    section["trt_cache"] = {"file": None, "why": "no --device: the implicit-INT8 cache (DLA) "
+                                            "must name the board's TensorRT; calibrate again with --device"}
                 fb = best.get("fallback") or {}
                 section["float_layers"] = list(fb.get("float_layers", [])) if fb.get("passed") else []
         elif (bdir / out_name).exists():

@@ -23,10 +23,11 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edgedepth.errors import ModelError
 from edgedepth.fsutil import file_sha256
+from edgedepth.onnxproto import _fields, onnx_header  # noqa: F401  (re-exported: bundle.onnx_header)
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -63,64 +64,6 @@ def _bundle_files(root: Path) -> List[str]:
                 continue
             out.append(rel)
     return sorted(out)
-
-
-# ---------------------------------------------------------------- minimal ONNX protobuf reader
-def _varint(buf: bytes, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: bytes):
-    """Yield (field number, wire type, value) of one protobuf message; bytes for length-delimited."""
-    pos = 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            val, pos = _varint(buf, pos)
-        elif wire == 1:
-            val, pos = buf[pos:pos + 8], pos + 8
-        elif wire == 2:
-            n, pos = _varint(buf, pos)
-            val, pos = buf[pos:pos + n], pos + n
-        elif wire == 5:
-            val, pos = buf[pos:pos + 4], pos + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        if pos > len(buf):
-            raise ValueError("truncated message")
-        yield num, wire, val
-
-
-def onnx_header(path: PathLike) -> Dict[str, Any]:
-    """IR version, producer, opsets and metadata_props of an ONNX file, without importing onnx."""
-    data = Path(path).read_bytes()
-    info: Dict[str, Any] = {"ir_version": None, "producer": "", "opset": {}, "metadata": {}}
-    try:
-        for num, _wire, val in _fields(data):
-            if num == 1:
-                info["ir_version"] = val
-            elif num == 2:
-                info["producer"] = bytes(val).decode("utf-8", "replace")
-            elif num == 8:
-                sub = {n: v for n, _w, v in _fields(val)}
-                domain = bytes(sub.get(1, b"")).decode() or "ai.onnx"
-                info["opset"][domain] = int(sub.get(2, 0))
-            elif num == 14:
-                sub = {n: v for n, _w, v in _fields(val)}
-                info["metadata"][bytes(sub.get(1, b"")).decode()] = bytes(sub.get(2, b"")).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path} is not a readable ONNX file ({exc}); re-export it") from exc
-    return info
 
 
 def model_info_dict(onnx_path: PathLike) -> Dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, Optional
 
 from edgedepth.errors import ModelError
@@ -69,13 +70,13 @@ class ModelInfo:
 
 
 def read_onnx_info(path: str, session: Optional[object] = None) -> ModelInfo:
-    """ModelInfo of an ONNX file via onnxruntime (no `onnx` package needed on a device)."""
-    if session is None:
-        import onnxruntime as ort
+    """ModelInfo of an ONNX file, read from its protobuf bytes (no `onnx`, no onnxruntime session).
 
-        try:
-            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-            raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
-    props = dict(session.get_modelmeta().custom_metadata_map)
+    `session` (an open onnxruntime session of the same file) is accepted for callers that have one; the
+    file is the source either way, so every reader of the metadata sees the same values."""
+    from edgedepth.onnxproto import onnx_header
+
+    if not Path(path).is_file():
+        raise ModelError(f"ONNX model {path} does not exist; export it with `edgedepth export`")
+    props = dict(onnx_header(path)["metadata"])
     return ModelInfo.from_metadata_props(props, source=str(path))

@@ -15,8 +15,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedepth.errors import ModelError
-from edgedepth.modelmeta import ModelInfo, read_onnx_info
-from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY, Preprocessing, resize_depth
+from edgedepth.modelmeta import ModelInfo
+from edgedepth.preprocess import Preprocessing, resize_depth
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 
@@ -61,24 +61,17 @@ class Predictor:
         self.max_batch, self.fixed_batch = 32, None
 
     def _init_onnx(self, providers: Optional[Sequence[str]]) -> None:
-        import onnxruntime as ort
+        from edgedepth.backends.onnxruntime.runner import OrtRunner
 
-        try:
-            self.session = ort.InferenceSession(str(self.path), providers=list(providers or
-                                                                             ["CPUExecutionProvider"]))
-        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-            raise ModelError(f"cannot load ONNX model {self.path}: {exc}") from exc
-        self.info = read_onnx_info(str(self.path), self.session)
+        # the same runner `edgedepth run` uses, without its fixed-shape IO binding (any batch size here)
+        self.runner = OrtRunner(self.path, providers=list(providers or ["CPUExecutionProvider"]),
+                                io_binding=False, check_io=False)
+        self.session = self.runner.session
+        self.info = self.runner.info
         self.preprocessing = self.info.preprocessing
-        inputs = self.session.get_inputs()
-        self.input_name = INPUT_NAME if any(i.name == INPUT_NAME for i in inputs) else inputs[0].name
-        names = [o.name for o in self.session.get_outputs()]
-        if OUTPUT_DEPTH in names:
-            self.output_names = [OUTPUT_DEPTH] + ([OUTPUT_UNCERTAINTY] if OUTPUT_UNCERTAINTY in names else [])
-        else:
-            self.output_names = names[:2]
-        batch_dim = inputs[0].shape[0]
-        self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        self.input_name = self.runner.input_name
+        self.output_names = self.runner.output_names
+        self.fixed_batch = self.runner.fixed_batch
         self.max_batch = self.fixed_batch or 32
 
     @property
@@ -112,10 +105,8 @@ class Predictor:
         return d[:, 0].float().cpu().numpy(), u[:, 0].float().cpu().numpy()
 
     def _run_onnx(self, part: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        outs = self.session.run(self.output_names, {self.input_name: part})
-        d = outs[0][:, 0]
-        u = outs[1][:, 0] if len(outs) > 1 else np.zeros_like(d)
-        return d, u
+        d, u = self.runner.run(part)
+        return d[:, 0], u[:, 0]
 
     def predict_many(self, images: Sequence[np.ndarray]) -> List[Prediction]:
         """RGB uint8 HxWx3 images (any sizes) -> one Prediction each, at each image's size."""

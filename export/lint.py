@@ -13,10 +13,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 from edgedepth.export import trt_ops
-from edgedepth.export.protoread import read_model
 
 from edgedepth.devices import DeviceConfig, load_device, parser_max_opset
 from edgedepth.errors import DataError, ModelError
+from edgedepth.onnxgraph import read_model
 
 FP16_MAX = 65504.0
 _DTYPE_NAMES = {
@@ -89,7 +89,7 @@ def lint_model(
     dla_core: Optional[int] = None,
 ) -> LintReport:
     """Check `model_path` for `device` (name, YAML path or DeviceConfig). Needs no `onnx` package:
-    the graph is read by export/protoread.py, so lint runs on a device's base install."""
+    the graph is read by edgedepth/onnxgraph.py, so lint runs on a device's base install."""
     dev: DeviceConfig = load_device(device)
     path = Path(model_path)
     if not path.is_file():

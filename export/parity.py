@@ -18,14 +18,9 @@ def preprocess_batch(rgb: np.ndarray, pre: Preprocessing) -> np.ndarray:
 
 
 def ort_session(path: str, threads: int = 1, optimize: bool = True):
-    import onnxruntime as ort
+    from edgedepth.backends.onnxruntime.session import open_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return open_session(path, ["CPUExecutionProvider"], threads=threads, optimize=optimize)
 
 
 def run_onnx(session, inputs: np.ndarray, batch: int = 1) -> Tuple[np.ndarray, np.ndarray]:

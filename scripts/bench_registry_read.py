@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 CHILD = r"""
-import json, resource, sys
+import json, sys
+from edgedepth.bench.memory import peak_rss_mb
 from edgedepth.registry.client import RegistryClient
 from edgedepth.registry.storage import open_store
 url, what, pub = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -37,7 +38,7 @@ try:
         outcome = f"promoted {RegistryClient(url, pub).promoted()}"
 except Exception as exc:
     outcome = f"{type(exc).__name__}: {str(exc)[:90]}"
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = peak_rss_mb()  # VmHWM: ru_maxrss keeps the parent's peak across exec
 print(json.dumps({"outcome": outcome, "peak_rss_mib": peak}))
 """
 

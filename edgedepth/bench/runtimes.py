@@ -179,11 +179,9 @@ def _hash_note(path: Path, want: str, sha) -> str:
 
 
 def _ort_providers() -> List[str]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return []
-    return list(ort.get_available_providers())
+    from edgedepth.backends.onnxruntime.session import available_providers
+
+    return available_providers()
 
 
 def _torch_cuda() -> Tuple[bool, str]:
@@ -339,6 +337,11 @@ def _engine_size(engine: Path) -> Optional[Tuple[int, int]]:
         data = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return None
+    for io in data.get("io") or []:  # edgedepth build's manifest: the engine's own I/O
+        shape = io.get("shape") if isinstance(io, dict) else None
+        if io.get("mode") == "input" and isinstance(shape, list) and len(shape) == 4:
+            if all(isinstance(x, int) and x > 0 for x in shape[-2:]):
+                return int(shape[-2]), int(shape[-1])
     for key in ("input_size", "input", "size"):
         v = data.get(key)
         if isinstance(v, list) and len(v) >= 2 and all(isinstance(x, int) for x in v[-2:]):
@@ -450,14 +453,15 @@ class BackendRunner(Runner):
     def __init__(self, spec: RuntimeSpec):
         super().__init__(spec)
         if spec.engine == "tensorrt":
-            from edgedepth.runtime.backends import load_backend
+            from edgedepth.backends.tensorrt.engine import TrtRunner
 
-            self.backend = load_backend(spec.path, backend="trt")
+            self.backend = TrtRunner(spec.path)
         else:
-            from edgedepth.runtime.backends.onnxruntime import OrtBackend, providers_for
+            from edgedepth.backends.onnxruntime.runner import OrtRunner
+            from edgedepth.backends.onnxruntime.session import providers_for
 
             providers = providers_for("ort-cuda" if spec.device == "cuda" else "ort-cpu")
-            self.backend = OrtBackend(spec.path, providers=providers, threads=spec.threads)
+            self.backend = OrtRunner(spec.path, providers=providers, threads=spec.threads)
         want = (1, 3, spec.height, spec.width)
         if tuple(self.backend.input_shape) != want:
             raise ModelError(f"{Path(spec.path).name} takes {self.backend.input_shape}, not {want}")

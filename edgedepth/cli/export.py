@@ -288,6 +288,12 @@ def lint(
     help="Folder for the engine and its manifest; default: BUNDLE/engines.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the exact builder settings; needs no TensorRT or GPU.")
+@click.option("--force", is_flag=True, help="Build even when an engine with a matching manifest exists.")
+@click.option(
+    "--fp16-onnx-only",
+    is_flag=True,
+    help="Only write BUNDLE/model.fp16.onnx (workstation, needs onnx): what a TensorRT 11 FP16 build parses.",
+)
 @click.pass_context
 def build(
     ctx: click.Context,
@@ -300,12 +306,23 @@ def build(
     max_batch: int,
     out_dir: Optional[str],
     dry_run: bool,
+    force: bool,
+    fp16_onnx_only: bool,
 ) -> None:
-    """Build a TensorRT engine for a board (on the board, or an identical JetPack)."""
+    """Build a TensorRT engine for a board (on the board, or an identical JetPack).
+
+    An engine whose manifest matches this ONNX, these settings and the installed TensorRT is kept (a
+    second start does not build again); --force builds anyway."""
     from edgedepth.devices import load_device, version_tuple
-    from edgedepth.export.trt_build import _import_trt, build_engine, plan_build
+    from edgedepth.export.trt_build import _import_trt, build_engine, engine_is_current, plan_build
 
     dev = load_device(device)
+    if fp16_onnx_only:
+        from edgedepth.export.fp16 import write_fp16_onnx
+
+        out = write_fp16_onnx(model)
+        click.echo(f"wrote {out} (FP16 with FP32 inputs/outputs; copy it with the bundle to the board)")
+        return
     trt = None
     trt_version = None
     if not dry_run:
@@ -324,6 +341,28 @@ def build(
         click.echo("TensorRT builder settings (dry run):")
         _echo_lines("  " + line for line in plan.lines())
         return
+    from edgedepth.backends.tensorrt.build import fp16_onnx_for, gpu_info
+
+    current = None if force else engine_is_current(plan, str(trt.__version__), gpu_info().get("gpu_sm"))
+    if current is not None:
+        click.echo(
+            f"engine up to date: {plan.engine_path} (built {current.get('created')} with TensorRT "
+            f"{current.get('tensorrt')} from this ONNX and these settings; --force builds it again)"
+        )
+        return
+    if plan.convert_to_fp16_onnx:
+        import importlib.util
+
+        try:
+            fp16_onnx_for(plan)
+            stale = False
+        except ConfigError:
+            stale = True
+        if stale and importlib.util.find_spec("onnx") is not None:  # a workstation: convert here
+            from edgedepth.export.fp16 import write_fp16_onnx
+
+            written = write_fp16_onnx(plan.onnx, plan.fp16_onnx)
+            click.echo(f"wrote {written} for the strongly typed FP16 build")
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     manifest = build_engine(plan, trt, verbose)
     click.echo(

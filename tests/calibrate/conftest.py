@@ -13,9 +13,10 @@ def exported(tmp_path_factory, tiny_ckpt, frames_dir, export_tiny_bundle):
 
 @pytest.fixture(scope="session")
 def calibrated(tmp_path_factory, exported, frames_dir):
-    """The exported bundle after `calibrate --target trt` (minmax, 12 frames)."""
+    """The exported bundle after `calibrate --target trt --device xavier-nx` (minmax, 12 frames)."""
     from edgedepth.calibrate.pipeline import calibrate_model
 
     bdir, _ = exported
-    report = calibrate_model(str(bdir / "model.onnx"), str(frames_dir), "trt", "minmax", n_frames=12)
+    report = calibrate_model(str(bdir / "model.onnx"), str(frames_dir), "trt", "minmax", n_frames=12,
+                             device="xavier-nx")
     return bdir, report

@@ -41,7 +41,9 @@ def test_trt_target_obeys_tensorrt_qdq_rules(calibrated):
     assert not set(sec["frames"]["calibration"]) & set(sec["frames"]["holdout"])
     assert sec["methods"]["minmax"]["gate"]["d1_drop"] <= 0.01
     assert report["activation_ranges"] and "image" in report["activation_ranges"]
+    # the fixture calibrates for xavier-nx, whose TensorRT is 8.5.2
     assert (bdir / bundle.CALIB_CACHE).read_text().startswith("TRT-8502-EntropyCalibration2")
+    assert sec["trt_cache"]["tensorrt"] == "8.5.2"
     man = bundle.verify_bundle(bdir)
     assert {bundle.MODEL_INT8_TRT, bundle.CALIB_REPORT, bundle.CALIB_CACHE} <= set(man["files"])
 
@@ -145,6 +147,9 @@ def test_auto_keeps_the_best_method(tmp_path, exported, frames_dir):
     best = max(sec["methods"].items(), key=lambda kv: (kv[1]["metrics"]["d1"], -kv[1]["metrics"]["abs_rel"]))
     assert sec["chosen_method"] == best[0]
     assert np.isfinite(sec["methods"]["entropy"]["metrics"]["abs_rel"])
+    if sec["written"]:  # no --device: the implicit-INT8 cache is not guessed for some TensorRT version
+        assert sec["trt_cache"]["file"] is None and "--device" in sec["trt_cache"]["why"]
+        assert not (tmp_path / bundle.CALIB_CACHE).exists()
 
 
 def test_gate_without_ground_truth_bounds_the_deviation_from_fp32():

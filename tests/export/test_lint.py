@@ -142,10 +142,11 @@ def test_lint_runs_on_a_base_install_without_onnx(ort_default_int8, exported, tm
 
 
 def test_graph_reader_matches_onnx(ort_default_int8):
-    """export/protoread.read_model decodes what onnx.load decodes (nodes, attributes, tensors, I/O)."""
+    """edgedepth.onnxgraph.read_model decodes what onnx.load decodes (nodes, attributes, tensors, I/O)."""
     import onnx
-    from edgedepth.export.protoread import read_model
     from onnx import helper, numpy_helper
+
+    from edgedepth.onnxgraph import read_model
 
     ref = onnx.load(str(ort_default_int8))
     got = read_model(str(ort_default_int8))
@@ -176,8 +177,9 @@ def test_graph_reader_matches_onnx(ort_default_int8):
 def test_graph_reader_decodes_typed_fields(tmp_path):
     """Tensors written with typed fields (not raw_data), negative ints, float16, lists and strings."""
     import onnx
-    from edgedepth.export.protoread import read_model
     from onnx import TensorProto, helper, numpy_helper
+
+    from edgedepth.onnxgraph import read_model
 
     vals = {
         "f": (TensorProto.FLOAT, [1.5, -2.0, 3.25, 0.0]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +28,7 @@ def test_plans_follow_the_tensorrt_generation(calibrated_like):
     assert (p.api, p.precision, p.flags, p.workspace_mib) == ("legacy-8.2", "fp16", ["FP16"], 256)
     p = plan_build(str(fp32), "x86-dgpu", "fp16", trt_version="11.0.0")
     assert p.strongly_typed and p.convert_to_fp16_onnx and p.flags == []
+    assert p.fp16_onnx.endswith("model.fp16.onnx")
     p = plan_build(str(fp32), "agx-orin-64gb", "int8", dla_core=1, workspace_mib=512)
     assert p.flags == ["INT8", "FP16", "GPU_FALLBACK"] and p.int8_calibration_cache.endswith(
         "calibration.cache"
@@ -85,105 +86,33 @@ def test_real_build_without_tensorrt_names_the_extra(exported):
         _import_trt()
 
 
-# ------------------------------------------------------------------ a fake TensorRT, per generation
+# ------------------------------------------------------------------ strict fake TensorRT, per generation
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
+if str(FAKES) not in sys.path:
+    sys.path.insert(0, str(FAKES))
+
+
 def fake_trt(version: str):
-    """A stand-in module with the attributes each TensorRT generation has; records builder calls."""
-    major = int(version.split(".")[0])
-    calls = []
-    trt = types.SimpleNamespace(__version__=version, calls=calls)
+    import fake_tensorrt
 
-    class Logger:
-        INFO, WARNING = 1, 2
-
-        def __init__(self, level):
-            pass
-
-    flags = {"EXPLICIT_BATCH": 0} if major < 11 else {}
-    if major >= 10:
-        flags["STRONGLY_TYPED"] = 1
-    trt.Logger = Logger
-    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(**flags)
-    bflags = {"GPU_FALLBACK": "GPU_FALLBACK"}
-    if major < 11:
-        bflags.update(FP16="FP16", INT8="INT8")
-    trt.BuilderFlag = types.SimpleNamespace(**bflags)
-    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
-    trt.DeviceType = types.SimpleNamespace(DLA="DLA", GPU="GPU")
-    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None})
-
-    class Parser:
-        num_errors = 0
-
-        def __init__(self, network, logger):
-            pass
-
-        def parse_from_file(self, path):
-            calls.append(("parse", path))
-            return True
-
-    class Config:
-        def __init__(self):
-            self.flags = []
-
-        def set_flag(self, f):
-            self.flags.append(f)
-            calls.append(("flag", f))
-
-        def __setattr__(self, k, v):
-            if k != "flags":
-                calls.append(("set", k, v))
-            object.__setattr__(self, k, v)
-
-    if major >= 8 and version >= "8.4" or major >= 10:
-        Config.set_memory_pool_limit = lambda self, pool, n: calls.append(("pool", pool, n))
-
-    class Builder:
-        num_DLA_cores = 2
-
-        def __init__(self, logger):
-            pass
-
-        def create_network(self, flags):
-            calls.append(("network", flags))
-            return object()
-
-        def create_builder_config(self):
-            return Config()
-
-    if major < 10:
-
-        def build_engine(self, network, config):
-            calls.append(("build_engine",))
-            return types.SimpleNamespace(serialize=lambda: b"ENGINE82")
-
-        Builder.build_engine = build_engine
-    if version >= "8.5" or major >= 10:
-
-        def build_serialized_network(self, network, config):
-            calls.append(("build_serialized_network",))
-            return b"ENGINE"
-
-        Builder.build_serialized_network = build_serialized_network
-    trt.Builder = Builder
-    trt.OnnxParser = Parser
-    trt.Runtime = lambda logger: types.SimpleNamespace(deserialize_cuda_engine=lambda data: None)
-    return trt
+    return fake_tensorrt.make(version)
 
 
 def test_builder_calls_per_generation(exported, calibrated_like, tmp_path):
     bdir, qdq = calibrated_like
     fp32 = str(bdir / "model.onnx")
-    # TensorRT 8.2 (Nano): explicit batch flag, max_workspace_size, build_engine.
+    # TensorRT 8.2 (Nano): explicit batch flag, max_workspace_size, and build_serialized_network (8.x has it).
     trt = fake_trt("8.2.1")
     plan = plan_build(fp32, "jetson-nano-4gb", trt_version="8.2.1", out_dir=str(tmp_path / "e82"))
     man = build_engine(plan, trt)
     assert ("network", 1) in trt.calls and ("set", "max_workspace_size", 256 << 20) in trt.calls
-    assert ("build_engine",) in trt.calls and ("flag", "FP16") in trt.calls
-    assert (tmp_path / "e82" / "model.jetson-nano-4gb.fp16.trt8.2.1.engine").read_bytes() == b"ENGINE82"
+    assert ("build_serialized_network",) in trt.calls and ("flag", "FP16") in trt.calls
+    assert not [c for c in trt.calls if c[0] == "pool"]  # no memory pools before 8.4
     on_disk = json.loads((tmp_path / "e82" / "model.jetson-nano-4gb.fp16.trt8.2.1.json").read_text())
     assert on_disk["tensorrt"] == "8.2.1" and on_disk["precision"] == "fp16" and on_disk == man
     assert on_disk["io"][0]["name"] == "image" and on_disk["onnx_sha256"] == plan.onnx_sha256
-    # TensorRT 10 (Orin) with a Q/DQ model: strongly typed, memory pool, serialized network, no flags.
+    assert on_disk["io"][0]["dtype"].startswith("<DataType.FLOAT")  # read back from the built engine
+    # TensorRT 10 (Orin) with a Q/DQ model: strongly typed, memory pool, no precision flags.
     trt = fake_trt("10.3.0")
     plan = plan_build(
         str(qdq),
@@ -193,27 +122,10 @@ def test_builder_calls_per_generation(exported, calibrated_like, tmp_path):
         timing_cache=str(tmp_path / "timing.cache"),
     )
     (tmp_path / "timing.cache").write_bytes(b"")
-    trt_cache = types.SimpleNamespace(serialize=lambda: b"TIMING")
-    build_calls = trt.calls
-
-    def create_timing_cache(self, blob):
-        build_calls.append(("timing", blob))
-        return trt_cache
-
-    orig = trt.Builder.create_builder_config
-
-    def cfg(self):
-        c = orig(self)
-        object.__setattr__(c, "create_timing_cache", types.MethodType(create_timing_cache, c))
-        object.__setattr__(c, "set_timing_cache", lambda cache, ignore_mismatch: None)
-        object.__setattr__(c, "get_timing_cache", lambda: trt_cache)
-        return c
-
-    trt.Builder.create_builder_config = cfg
     build_engine(plan, trt)
-    assert ("network", (1 << 0) | (1 << 1)) in trt.calls and ("pool", "WORKSPACE", 1024 << 20) in trt.calls
+    assert ("network", 1 << 1) in trt.calls and ("pool", "WORKSPACE", 1024 << 20) in trt.calls
     assert ("build_serialized_network",) in trt.calls and not [c for c in trt.calls if c[0] == "flag"]
-    assert (tmp_path / "timing.cache").read_bytes() == b"TIMING"
+    assert (tmp_path / "timing.cache").read_bytes() == b"TIMING:"
     # DLA with implicit INT8 from the calibration cache (TensorRT 10.3 on AGX Orin).
     trt = fake_trt("10.3.0")
     plan = plan_build(
@@ -226,15 +138,57 @@ def test_builder_calls_per_generation(exported, calibrated_like, tmp_path):
     assert calib.get_batch(["image"]) is None
 
 
-def test_tensorrt_11_converts_to_fp16_onnx(exported, tmp_path):
+def test_strict_fakes_match_the_real_bindings():
+    """What the build code's feature tests rely on, per generation (from the real bindings' attributes)."""
+    t82, t85, t10, t11 = (fake_trt(v) for v in ("8.2.1", "8.5.2", "10.3.0", "11.4.0"))
+    assert all(hasattr(t.Builder, "build_serialized_network") for t in (t82, t85, t10, t11))
+    assert hasattr(t82.Builder, "build_engine") and not hasattr(t10.Builder, "build_engine")
+    assert not hasattr(t82, "MemoryPoolType") and hasattr(t85, "MemoryPoolType")
+    assert int(t10.NetworkDefinitionCreationFlag.STRONGLY_TYPED) == 1
+    assert int(t11.NetworkDefinitionCreationFlag.STRONGLY_TYPED) == 0
+    assert not hasattr(t11.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH")
+    assert not hasattr(t11, "IInt8EntropyCalibrator2") and not hasattr(t11.BuilderFlag, "INT8")
+    assert not hasattr(t11.BuilderFlag, "FP16") and hasattr(t10.BuilderFlag, "FP16")
+    config = t10.Builder(t10.Logger(t10.Logger.WARNING)).create_builder_config()
+    with pytest.raises(AttributeError):
+        config.max_workspace_size = 1 << 20  # removed in 10.0; pybind refuses unknown attributes
+    with pytest.raises(AttributeError):
+        config.anything_else = 1
+
+
+def test_tensorrt_11_builds_the_workstation_fp16_onnx(exported, tmp_path):
+    from edgedepth.export.fp16 import write_fp16_onnx
+
     bdir, _ = exported
-    trt = fake_trt("11.0.0")
+    trt = fake_trt("11.4.0")
     plan = plan_build(
-        str(bdir / "model.onnx"), "x86-dgpu", "fp16", trt_version="11.0.0", out_dir=str(tmp_path)
+        str(bdir / "model.onnx"), "x86-dgpu", "fp16", trt_version="11.4.0", out_dir=str(tmp_path)
     )
-    build_engine(plan, trt)
-    parsed = next(c[1] for c in trt.calls if c[0] == "parse")
-    assert parsed.endswith("model.fp16.onnx") and ("network", 1 << 1) in trt.calls
+    with pytest.raises(ConfigError, match="model.fp16.onnx, which is missing.*workstation"):
+        build_engine(plan, trt)
+    fp16 = write_fp16_onnx(bdir / "model.onnx")
+    try:
+        build_engine(plan, trt)
+        parsed = next(c[1] for c in trt.calls if c[0] == "parse")
+        assert parsed.endswith("model.fp16.onnx") and ("network", 1 << 0) in trt.calls
+    finally:
+        fp16.unlink()
+
+
+def test_calibration_cache_of_another_tensorrt_is_refused(calibrated_like):
+    bdir, _ = calibrated_like  # its calibration.cache was written for TensorRT 10.3.0
+    with pytest.raises(ConfigError, match="written for TensorRT 10.3.0, not 8.5.2.*--device"):
+        plan_build(str(bdir / "model.onnx"), "agx-xavier", "int8", dla_core=0)
+
+
+def test_versions_compare_as_integers():
+    from edgedepth.backends.tensorrt.manifest import version_tuple
+
+    assert version_tuple("8.10.1") > version_tuple("8.4") and "8.10.1" < "8.4"
+    assert version_tuple("10.3.0.post1") == (10, 3, 0)
+    from edgedepth.backends.tensorrt.build import api_for
+
+    assert api_for(version_tuple("8.10")) == "pool-8.4+" and api_for(version_tuple("8.3.9")) == "legacy-8.2"
 
 
 def test_check_engine_manifest_refuses_mismatches():

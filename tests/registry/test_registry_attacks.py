@@ -177,14 +177,15 @@ def test_tampered_complete_file_is_still_rejected_for_good(bundle, keys, http_re
 
 
 READ_AND_MEASURE = """
-import json, resource, sys
+import json, sys
+from edgedepth.bench.memory import peak_rss_mb
 from edgedepth.registry.storage import open_store
 try:
     data = open_store(sys.argv[1]).read(sys.argv[2])
     outcome = f"read {len(data)} bytes"
 except Exception as exc:
     outcome = f"{type(exc).__name__}: {exc}"
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak_mb = peak_rss_mb()  # VmHWM: ru_maxrss keeps the parent's peak across exec
 print(json.dumps({"outcome": outcome, "maxrss_mb": peak_mb}))
 """
 

@@ -6,7 +6,9 @@
 `auto` takes, in order: a TensorRT engine built for this board (manifest checked) when tensorrt and pycuda
 import; ONNX Runtime on CUDA when that provider exists; ONNX Runtime on the CPU with the INT8-cpu model
 when the bundle's calibration report says it passed its gate and is faster; else the FP32 model.
-`backend.reason` says which and why. tensorrt, pycuda and onnxruntime are imported lazily.
+`backend.reason` says which and why. tensorrt, pycuda and onnxruntime are imported lazily. The engines
+themselves live in edgedepth.backends (shared with build, calibration and the benchmarks); this module
+is the runtime's choice among them.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ import logging
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
-import numpy as np
-
+from edgedepth.backends.base import Backend  # noqa: F401  (the runtime's name for the interface)
 from edgedepth.errors import ConfigError, EdgeDepthError, ModelError
-from edgedepth.modelmeta import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -31,42 +31,6 @@ INT8_TRT_ONNX = "model.int8.trt.onnx"  # used by `edgedepth build`, not loaded h
 CALIBRATION_REPORT = "calibration.json"
 ENGINES_DIR = "engines"
 PRECISION_PREFERENCE = ("int8", "fp16", "fp32", "best")
-
-
-class Backend:
-    """One loaded model. `infer` returns arrays that stay valid for the next `ring - 1` calls."""
-
-    name: str = "backend"
-    info: ModelInfo
-    model_path: str = ""
-    model_sha256: str = ""
-    reason: str = ""
-    ring: int = 4
-
-    @property
-    def input_shape(self) -> Tuple[int, int, int, int]:
-        pre = self.info.preprocessing
-        return (1, 3, pre.height, pre.width)
-
-    def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-    def warmup(self, runs: int = 3) -> None:
-        batch = np.zeros(self.input_shape, dtype=np.float32)
-        for _ in range(runs):
-            self.infer(batch)
-
-    def close(self) -> None:
-        """Release sessions, engines and device memory."""
-
-    def describe(self) -> str:
-        return f"{self.name} ({Path(self.model_path).name}, model {self.info.name} v{self.info.version})"
-
-    def __enter__(self) -> "Backend":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -166,9 +130,9 @@ def _cpu_entry(report: dict) -> Optional[dict]:
 
 
 def _ort_providers() -> List[str]:
-    import onnxruntime as ort
+    from edgedepth.backends.onnxruntime.session import available_providers
 
-    return list(ort.get_available_providers())
+    return available_providers()
 
 
 def _trt_importable() -> Tuple[bool, str]:
@@ -267,7 +231,8 @@ def _load_from_bundle(bundle: Path, backend: str, board: Optional[str], threads:
 
 
 def _load_ort_for(model: Path, backend: str, reason: str, threads: Optional[int]) -> Backend:
-    from edgedepth.runtime.backends.onnxruntime import OrtBackend, providers_for
+    from edgedepth.backends.onnxruntime.runner import OrtRunner as OrtBackend
+    from edgedepth.backends.onnxruntime.session import providers_for
 
     if model.suffix != ".onnx":
         raise ModelError(f"{model} is not an .onnx model")
@@ -279,7 +244,7 @@ def _load_ort_for(model: Path, backend: str, reason: str, threads: Optional[int]
 
 
 def _load_trt(engine: Path, board: Optional[str], reason: str) -> Backend:
-    from edgedepth.runtime.backends.tensorrt import TrtBackend
+    from edgedepth.backends.tensorrt.engine import TrtRunner as TrtBackend
 
     result = TrtBackend(engine, board=board)
     result.reason = reason

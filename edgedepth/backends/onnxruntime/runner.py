@@ -1,0 +1,144 @@
+"""ONNX Runtime behind the Backend interface: CPU, CUDA or TensorRT execution provider; FP32 or INT8 ONNX.
+
+Inputs are bound from the caller's (preallocated) buffer and outputs are written into a small ring of
+preallocated arrays through IO binding, so a frame costs no output allocation. onnxruntime releases
+the GIL while it runs, so preprocessing and postprocessing of neighbouring frames overlap with it.
+`run(batch)` takes any batch size (the Predictor's and the parity checks' path).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgedepth.backends.base import Backend
+from edgedepth.backends.onnxruntime.session import open_session, usable_cores
+from edgedepth.errors import ModelError
+from edgedepth.fsutil import file_sha256
+from edgedepth.modelmeta import read_onnx_info
+from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY
+
+log = logging.getLogger(__name__)
+
+
+def pipeline_threads(cores: Optional[int] = None) -> int:
+    """Intra-op threads for CPU inference inside the live loop: every core but one, at least one.
+
+    The loop runs capture, preprocessing, postprocessing and selection in threads beside inference; with
+    every core given to onnxruntime they preempt its workers and each frame waits for the straggler.
+    Measured on 2 cores (96x128 `small`, scripts/bench_loop.py): 1 thread, loop 751 fps = 0.97x bare
+    inference at 1 thread; 2 threads, loop 876 fps = 0.82x bare at 2 threads (1066 fps). A live loop is
+    paced by its camera, so headroom and steady latency matter more than a saturated CPU's peak; for
+    offline throughput pass `edgedepth run --threads N`."""
+    return max(1, int(usable_cores() if cores is None else cores) - 1)
+
+
+class OrtRunner(Backend):
+    """An onnxruntime InferenceSession with IO binding into a ring of preallocated outputs."""
+
+    def __init__(
+        self,
+        model_path,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        threads: Optional[int] = None,
+        io_binding: bool = True,
+        spin: Optional[bool] = None,
+        ring: int = 4,
+        optimize: bool = True,
+        check_io: bool = True,
+    ):
+        import onnxruntime as ort
+
+        self.model_path = str(model_path)
+        self.session = open_session(self.model_path, providers, threads=threads, optimize=optimize, spin=spin)
+        self.info = read_onnx_info(self.model_path)
+        self.model_sha256 = file_sha256(Path(self.model_path))
+        self.providers = self.session.get_providers()
+        self.name = {"TensorrtExecutionProvider": "ort-trt", "CUDAExecutionProvider": "ort-cuda"}.get(
+            self.providers[0], "ort-cpu"
+        )
+        inputs = self.session.get_inputs()
+        names = [o.name for o in self.session.get_outputs()]
+        self.input_name = INPUT_NAME if any(i.name == INPUT_NAME for i in inputs) else inputs[0].name
+        batch_dim = inputs[0].shape[0]
+        self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        self.output_names = [n for n in (OUTPUT_DEPTH, OUTPUT_UNCERTAINTY) if n in names] or names[:2]
+        if check_io:
+            self._check_io()
+        self.ring = max(2, int(ring))
+        shape = self.input_shape
+        out_shape = (shape[0], 1, shape[2], shape[3])
+        self._outputs: List[Tuple[np.ndarray, np.ndarray]] = [
+            (np.empty(out_shape, np.float32), np.empty(out_shape, np.float32)) for _ in range(self.ring)
+        ]
+        self._slot = 0
+        self._binding = None
+        self._bound_out: List[Tuple[object, object]] = []
+        if io_binding and check_io:
+            self._binding = self.session.io_binding()
+            self._bound_out = [
+                (ort.OrtValue.ortvalue_from_numpy(d), ort.OrtValue.ortvalue_from_numpy(u))
+                for d, u in self._outputs
+            ]
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        if INPUT_NAME not in inputs or OUTPUT_DEPTH not in outputs or OUTPUT_UNCERTAINTY not in outputs:
+            raise ModelError(
+                f"{self.model_path}: expected input '{INPUT_NAME}' and outputs '{OUTPUT_DEPTH}', "
+                f"'{OUTPUT_UNCERTAINTY}' (got inputs {list(inputs)}, outputs {outputs}); re-export it with "
+                "`edgedepth export`"
+            )
+        dims = inputs[INPUT_NAME].shape
+        pre = self.info.preprocessing
+        fixed = [d for d in dims[2:] if isinstance(d, int)]
+        if len(dims) != 4 or (len(fixed) == 2 and tuple(fixed) != (pre.height, pre.width)):
+            raise ModelError(
+                f"{self.model_path}: input shape {dims} does not match its metadata "
+                f"({pre.height}x{pre.width}); re-export it"
+            )
+
+    def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if batch.dtype != np.float32 or batch.shape != self.input_shape:
+            raise ModelError(f"input must be float32 {self.input_shape}, got {batch.dtype} {batch.shape}")
+        slot = self._slot
+        self._slot = (slot + 1) % self.ring
+        if self._binding is None:
+            depth, unc = self.session.run([OUTPUT_DEPTH, OUTPUT_UNCERTAINTY], {INPUT_NAME: batch})
+            return depth, unc
+        binding = self._binding
+        if not batch.flags.c_contiguous:
+            batch = np.ascontiguousarray(batch)
+        binding.bind_cpu_input(INPUT_NAME, batch)
+        d_val, u_val = self._bound_out[slot]
+        binding.bind_ortvalue_output(OUTPUT_DEPTH, d_val)
+        binding.bind_ortvalue_output(OUTPUT_UNCERTAINTY, u_val)
+        self.session.run_with_iobinding(binding)
+        return self._outputs[slot]
+
+    def run(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(N,3,H,W) float32 of any N -> fresh (depth, uncertainty) arrays (N,1,H,W); pads a fixed batch."""
+        n = batch.shape[0]
+        if self.fixed_batch and n != self.fixed_batch:
+            if n > self.fixed_batch:
+                parts = [self.run(batch[i : i + self.fixed_batch]) for i in range(0, n, self.fixed_batch)]
+                return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            pad = np.zeros((self.fixed_batch - n,) + batch.shape[1:], np.float32)
+            d, u = self.run(np.concatenate([batch, pad]))
+            return d[:n], u[:n]
+        outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        d = outs[0]
+        u = outs[1] if len(outs) > 1 else np.zeros_like(d)
+        return d, u
+
+    def close(self) -> None:
+        self._binding = None
+        self._bound_out = []
+        self.session = None
+
+
+OrtBackend = OrtRunner  # the name the runtime has always used
