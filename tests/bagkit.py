@@ -68,7 +68,8 @@ def write_recording(path: Path, n: int = 200, h: int = 48, w: int = 64, ros1: bo
                                           data=data)
 
     def camera_info(ns, seq):
-        roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+        roi = T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                    do_rectify=False)
         kw = dict(header=header(ns, seq), height=h, width=w, distortion_model="plumb_bob",
                   binning_x=0, binning_y=0, roi=roi)
         if ros1:

@@ -60,7 +60,7 @@ class BagFrame:
 
     Decoding is lazy (`rgb()`, `depth()`) so frames dropped by subsampling cost no image decode."""
 
-    index: int  # position among the colour messages read (after the time range)
+    index: int  # position among all colour messages of the recording (0 = the first)
     stamp_ns: int  # header stamp (or receive time), nanoseconds
     t: float  # seconds since the recording's first message (receive time)
     rgb_msg: Any
@@ -292,18 +292,23 @@ class Recording:
                 depth_buf.popleft()
 
         try:
-            messages = self.reader.messages(connections=conns,
-                                            start=None if lo is None else max(0, lo - margin),
-                                            stop=None if hi is None else hi + margin)
+            # read from the start so that frame indices count every colour message and the camera
+            # info recorded before `start` is known; messages before the range are not decoded
+            messages = self.reader.messages(connections=conns, stop=None if hi is None else hi + margin)
             for conn, log_ns, raw in messages:
+                if conn.topic == topics.rgb and ((lo is not None and log_ns < lo) or
+                                                 (hi is not None and log_ns >= hi)):
+                    index += 1
+                    continue
+                if conn.topic == topics.depth and lo is not None and log_ns < lo - margin:
+                    continue
                 msg = self._deserialize(raw, conn.msgtype, conn.topic)
                 if msg is None:
+                    index += conn.topic == topics.rgb
                     continue
                 if conn.topic == topics.info:
                     K = camera_k(msg) if camera_k(msg) is not None else K
                 elif conn.topic == topics.rgb:
-                    if (lo is not None and log_ns < lo) or (hi is not None and log_ns >= hi):
-                        continue
                     pending.append(BagFrame(index, stamp_ns(msg, log_ns), (log_ns - t0) / 1e9, msg,
                                             conn.msgtype, intrinsics=K))
                     index += 1

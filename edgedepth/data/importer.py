@@ -18,9 +18,11 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Union
 
 import cv2
 import numpy as np
@@ -205,7 +207,7 @@ def import_recording(source: Union[str, Path], out: Union[str, Path], *, topic: 
                      every: Optional[float] = None, change: Optional[float] = None,
                      max_frames: Optional[int] = None, tolerance: float = 0.02,
                      image_format: str = "auto", depth_format: str = "auto", domain: Optional[str] = None,
-                     progress: Optional[Callable[[int], None]] = None) -> ImportReport:
+                     writers: int = 4, progress: Optional[Callable[[int], None]] = None) -> ImportReport:
     """Write `source` (bag, video or image folder) to `out` in the folder dataset format."""
     src = Path(source).expanduser()
     out = Path(out).expanduser()
@@ -225,6 +227,9 @@ def import_recording(source: Union[str, Path], out: Union[str, Path], *, topic: 
     report = ImportReport(str(src), kind, str(out))
     t0 = time.perf_counter()
     rec = None
+    # durable writes wait on fsync; a few writer threads overlap that wait with reading and decoding
+    pool = ThreadPoolExecutor(max_workers=writers)
+    inflight: Deque[Future] = deque()
     try:
         if kind == "bag":
             from edgedepth.data.bagfile import Recording
@@ -256,7 +261,10 @@ def import_recording(source: Union[str, Path], out: Union[str, Path], *, topic: 
             d_fmt = depth_format
             if d_fmt == "auto":  # lossless: mm PNG for integer depth, float .npy for metric floats
                 d_fmt = "png" if depth is None or _is_millimetres(depth) else "npy"
-            write_sample(out, c.name, rgb, depth, depth_format=d_fmt, image_format=img_fmt, encoded_rgb=enc)
+            inflight.append(pool.submit(write_sample, out, c.name, rgb, depth, depth_format=d_fmt,
+                                        image_format=img_fmt, encoded_rgb=enc))
+            while len(inflight) > 2 * writers:
+                inflight.popleft().result()
             selector.keep(c.t, rgb)
             fm: Dict[str, Any] = dict(c.meta, source_index=c.index)
             if c.t is not None:
@@ -271,7 +279,10 @@ def import_recording(source: Union[str, Path], out: Union[str, Path], *, topic: 
             report.written += 1
             if progress is not None:
                 progress(report.written)
+        while inflight:
+            inflight.popleft().result()
     finally:
+        pool.shutdown(wait=True)
         if rec is not None:
             rec.close()
     if report.written == 0:
