@@ -40,11 +40,15 @@ def crop_mask(height: int, width: int, crop: str, dataset_kind: str = "nyu") -> 
     if crop == "eigen" and dataset_kind != "kitti":
         t, b, left, r = NYU_EIGEN
         ys, xs = height / 480.0, width / 640.0
-        mask[int(round(t * ys)):int(round(b * ys)), int(round(left * xs)):int(round(r * xs))] = True
+        mask[_half_up(t * ys):_half_up(b * ys), _half_up(left * xs):_half_up(r * xs)] = True
         return mask
     t, b, left, r = KITTI_EIGEN if crop == "eigen" else KITTI_GARG
     mask[int(t * height):int(b * height), int(left * width):int(r * width)] = True
     return mask
+
+
+def _half_up(v: float) -> int:
+    return int(np.floor(v + 0.5))
 
 
 def median_scale(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
