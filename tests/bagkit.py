@@ -44,8 +44,8 @@ def frame_images(i: int, h: int, w: int, depth_kind: str):
 def write_recording(path: Path, n: int = 200, h: int = 48, w: int = 64, ros1: bool = False,
                     colour: str = "rgb8", depth: Optional[str] = "16UC1", info: bool = True,
                     fps: float = 30.0, depth_offset_ns: int = 0, stamp_zero: bool = False) -> Written:
-    """colour: rgb8 | bgr8 | jpeg | png; depth: 16UC1 | 32FC1 | None. ROS 2 goes to PATH (an MCAP
-    rosbag2 folder); ROS 1 to PATH (a .bag file)."""
+    """colour: rgb8 | bgr8 | jpeg | png; depth: 16UC1 | 32FC1 | compressedDepth | None.
+    ROS 2 goes to PATH (an MCAP rosbag2 folder); ROS 1 to PATH (a .bag file)."""
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_HUMBLE)
@@ -99,7 +99,16 @@ def write_recording(path: Path, n: int = 200, h: int = 48, w: int = 64, ros1: bo
         out.stamps.append(ns)
         if info:
             msgs.append((ns, INFO_TOPIC, "sensor_msgs/msg/CameraInfo", camera_info(ns, i)))
-        if depth:
+        if depth == "compressedDepth":  # image_transport: 12-byte header, then a 16-bit PNG in mm
+            dns = ns + depth_offset_ns
+            ok, png = cv2.imencode(".png", d)
+            data = np.concatenate([np.zeros(12, np.uint8), png.reshape(-1)])
+            msg = T["sensor_msgs/msg/CompressedImage"](header=header(dns, i),
+                                                       format="16UC1; compressedDepth png", data=data)
+            msgs.append((dns + 1000, DEPTH_TOPIC + "/compressedDepth", "sensor_msgs/msg/CompressedImage",
+                         msg))
+            out.depth.append(d.astype(np.float32) / 1000.0)
+        elif depth:
             dns = ns + depth_offset_ns
             msgs.append((dns + 1000, DEPTH_TOPIC, "sensor_msgs/msg/Image", image(dns, i, d, depth)))
             metres = d.astype(np.float32) / 1000.0 if depth == "16UC1" else d

@@ -43,6 +43,10 @@ def test_video_every_half_second(tmp_path):
     assert np.abs(ds[1].rgb.astype(int) - frame(5)).mean() < 8  # MJPG is lossy
     meta = json.loads((tmp_path / "ds" / "meta.json").read_text())
     assert meta["frames"]["000010"]["t"] == pytest.approx(1.0) and meta["importer"] == "video"
+    from edgedepth.data.dataset import dataset_info
+
+    info = dataset_info(ds)
+    assert info["count"] == 4 and "depth" not in info  # unlabelled frames are counted, no depth figures
     rep = import_recording(video, tmp_path / "range", start=0.3, end=0.6)
     assert rep.written == 3  # frames 3, 4, 5
 

@@ -132,3 +132,10 @@ def test_topic_choice_and_errors(mcap200, tmp_path):
         import_recording(mcap200.path, tmp_path / "a")
     res = cli("data", "import", mcap200.path, "--out", tmp_path / "d", "--every", "fast")
     assert res.returncode != 0 and "bad duration" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_compressed_depth_topic(tmp_path):
+    w = bagkit.write_recording(tmp_path / "bag", n=6, depth="compressedDepth")
+    rep = import_recording(w.path, tmp_path / "ds")
+    assert rep.with_depth == 6 and rep.topics["depth"] == bagkit.DEPTH_TOPIC + "/compressedDepth"
+    check_matches(tmp_path / "ds", w)
