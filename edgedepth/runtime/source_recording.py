@@ -2,7 +2,7 @@
 
     mcap://rec.mcap?topic=/camera/color/image_raw&pace=recorded     (also a rosbag2 folder, a .db3)
     bag://rs.bag?pace=fast                                           ROS 1
-    rec.mcap | rs.bag                                                a plain path, paced as recorded
+    rec.mcap | rs.bag | rosbag2_folder/                              a plain path, paced as recorded
 
 Options: topic, depth_topic, info_topic (defaults: RealSense's names, see edgedepth.data.bagfile; 'none'
 turns depth or intrinsics off), pace=recorded (default: frames come at their recorded times and, like a
@@ -105,10 +105,12 @@ class RecordingSource(RawSource):
 
 def is_recording_uri(uri: str) -> bool:
     """A URI or plain path this module reads (mcap://, bag://, rosbag://, *.mcap, *.bag, *.db3)."""
+    from edgedepth.data.bagfile import is_recording
+
     scheme = urlsplit(uri).scheme.lower()
     if scheme in SCHEMES:
         return True
-    return len(scheme) <= 1 and Path(uri).suffix.lower() in SUFFIXES
+    return len(scheme) <= 1 and is_recording(uri)  # *.mcap / *.db3 / *.bag, or a rosbag2 folder
 
 
 def recording_source(uri: str) -> RecordingSource:

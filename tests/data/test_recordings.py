@@ -139,3 +139,10 @@ def test_compressed_depth_topic(tmp_path):
     rep = import_recording(w.path, tmp_path / "ds")
     assert rep.with_depth == 6 and rep.topics["depth"] == bagkit.DEPTH_TOPIC + "/compressedDepth"
     check_matches(tmp_path / "ds", w)
+
+
+def test_header_stamps_of_zero_fall_back_to_receive_times(tmp_path):
+    w = bagkit.write_recording(tmp_path / "bag", n=5, stamp_zero=True)
+    rep = import_recording(w.path, tmp_path / "ds")
+    assert rep.with_depth == 5  # depth received 1 us after its colour frame: paired by receive time
+    check_matches(tmp_path / "ds", w)

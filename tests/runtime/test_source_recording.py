@@ -38,6 +38,7 @@ def run_cli(*args):
 def test_fast_replay_gives_every_frame_with_depth_and_intrinsics(mcap200):
     raw = make_raw_source(f"mcap://{bagkit.mcap_file(mcap200.path)}?pace=fast")
     assert isinstance(raw, RecordingSource) and not raw.live
+    assert isinstance(make_raw_source(str(mcap200.path)), RecordingSource)  # a rosbag2 folder as a path
     with open_source(f"mcap://{mcap200.path}?pace=fast&start=1s") as src:
         frames = []
         while True:
