@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from edgedepth.errors import DataError
+from edgedepth.eval_protocol import Protocol, apply_protocol
 from edgedepth.metrics import format_metrics_table, frame_metrics, mean_metrics, spearman
 from edgedepth.predictor import Predictor, load_predictor
 
@@ -40,6 +41,7 @@ class EvalResult:
     per_domain: Dict[str, Dict[str, float]]
     frames: List[FrameResult] = field(default_factory=list)
     seconds: float = 0.0
+    protocol: Dict[str, str] = field(default_factory=dict)  # dataset -> how it was scored
 
     def table(self) -> str:
         rows = {"all": self.overall}
@@ -52,7 +54,7 @@ class EvalResult:
 
     def to_dict(self, with_frames: bool = True) -> Dict[str, Any]:
         d = {"model": self.model, "overall": self.overall, "per_domain": self.per_domain,
-             "seconds": self.seconds}
+             "seconds": self.seconds, "protocol": self.protocol}
         if with_frames:
             d["frames"] = [asdict(f) for f in self.frames]
         return d
@@ -81,9 +83,12 @@ def summarise(frames: Sequence[FrameResult]) -> Dict[str, float]:
     return out
 
 
-def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batch_size: int = 16
-                     ) -> List[FrameResult]:
-    """FrameResults for an iterable of Samples (rgb, depth, name, domain)."""
+def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batch_size: int = 16,
+                     protocol: Optional[Protocol] = None, kind: str = "folder") -> List[FrameResult]:
+    """FrameResults for an iterable of Samples (rgb, depth, name, domain).
+
+    protocol: crop / median scaling / depth cap (edgedepth.eval_protocol), already resolved for the
+    dataset's `kind`; None scores every valid pixel in the model's depth range."""
     pre = predictor.preprocessing
     results: List[FrameResult] = []
     batch: List[Any] = []
@@ -93,7 +98,12 @@ def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batc
         for s, p in zip(batch, preds):
             if s.depth is None:
                 raise DataError(f"frame {s.name} in {dataset or 'the dataset'} has no depth to compare with")
-            m = frame_metrics(p.depth, s.depth, None, pre.min_depth, pre.max_depth)
+            if protocol is None:
+                m = frame_metrics(p.depth, s.depth, None, pre.min_depth, pre.max_depth)
+            else:
+                pred, mask, lo, hi = apply_protocol(p.depth, s.depth, protocol, kind, pre.min_depth,
+                                                    pre.max_depth)
+                m = frame_metrics(pred, s.depth, mask, lo, hi)
             domain = str(s.domain or "unknown")
             results.append(FrameResult(str(s.name), domain, dataset, m, p.mean_uncertainty, p.mean_scale))
         batch.clear()
@@ -108,24 +118,31 @@ def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batc
 
 
 def evaluate(model: Any, data: Sequence[str], batch_size: int = 16, limit: Optional[int] = None,
-             providers: Optional[Sequence[str]] = None) -> EvalResult:
-    """Evaluate `model` (path to .pt/.onnx, or a Predictor) on dataset directories."""
-    from edgedepth.data.formats import open_dataset
+             providers: Optional[Sequence[str]] = None, protocol: Optional[Protocol] = None) -> EvalResult:
+    """Evaluate `model` (path to .pt/.onnx, or a Predictor) on dataset specs (edgedepth.data.dataset).
 
+    protocol: the scoring protocol; each dataset fills in its standard depth cap (NYU 10 m, KITTI 80 m)."""
+    from edgedepth.data.dataset import open_dataset, resolve_spec
+
+    for d in data:
+        resolve_spec(d)  # a missing dataset fails before the model loads
     t0 = time.monotonic()
     predictor = load_predictor(model, providers)
     frames: List[FrameResult] = []
+    used: Dict[str, str] = {}
     for d in data:
-        if not Path(d).exists():
-            raise DataError(f"dataset {d} does not exist; create one with `edgedepth data synth`")
         ds = open_dataset(d)
         n = len(ds) if limit is None else min(len(ds), int(limit))
         if n == 0:
             raise DataError(f"dataset {d} holds no frames")
-        frames.extend(evaluate_samples(predictor, (ds[i] for i in range(n)), str(d), batch_size))
+        kind = str(getattr(ds, "kind", "folder"))
+        proto = protocol.for_dataset(kind) if protocol is not None else None
+        if proto is not None:
+            used[str(d)] = proto.describe()
+        frames.extend(evaluate_samples(predictor, (ds[i] for i in range(n)), str(d), batch_size, proto, kind))
     by_domain: Dict[str, List[FrameResult]] = {}
     for f in frames:
         by_domain.setdefault(f.domain, []).append(f)
     return EvalResult(model=str(getattr(predictor, "path", model)), overall=summarise(frames),
                       per_domain={k: summarise(v) for k, v in by_domain.items()}, frames=frames,
-                      seconds=time.monotonic() - t0)
+                      seconds=time.monotonic() - t0, protocol=used)

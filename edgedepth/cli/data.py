@@ -106,3 +106,59 @@ def info(specs: str, skip_bad: bool, as_json: bool, max_samples: int) -> None:
         )
     else:
         click.echo("depth:       no valid depth found")
+
+
+@data.command("import")
+@click.argument("source", type=click.Path())
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="New output folder (rgb/, depth/ when the source has depth, meta.json).")
+@click.option("--topic", default=None,
+              help="Colour topic of a bag (Image or CompressedImage); default RealSense's "
+                   "/camera/color/image_raw[/compressed] or the only image topic.")
+@click.option("--depth-topic", "depth_topic", default=None,
+              help="Depth topic (16UC1 mm or 32FC1 m); default /camera/aligned_depth_to_color/image_raw "
+                   "when present; 'none' to skip depth.")
+@click.option("--info-topic", "info_topic", default=None,
+              help="CameraInfo topic for the intrinsics; default the colour camera's; 'none' to skip.")
+@click.option("--start", default=None, help="Skip frames before this time since the recording's start "
+                                            "(e.g. 12.5s).")
+@click.option("--end", default=None, help="Stop at this time since the recording's start (e.g. 60s).")
+@click.option("--every", default=None, help="Keep at most one frame per interval, e.g. 0.5s or 200ms.")
+@click.option("--change", type=float, default=None,
+              help="Keep a frame only when it differs from the last kept one by at least this mean "
+                   "absolute grey difference (0..1, e.g. 0.05).")
+@click.option("--max-frames", "max_frames", type=int, default=None, help="Stop after this many frames.")
+@click.option("--depth-tolerance", "tolerance", default="20ms", show_default=True,
+              help="Largest time difference between a colour frame and the depth paired with it.")
+@click.option("--image-format", "image_format", default="auto", show_default=True,
+              type=click.Choice(["auto", "png", "jpg"]),
+              help="auto: JPEG sources pass through unchanged, everything else becomes PNG.")
+@click.option("--depth-format", "depth_format", default="auto", show_default=True,
+              type=click.Choice(["auto", "png", "npy"]),
+              help="auto: whole millimetres as uint16 PNG, other depth as float32 .npy (both lossless).")
+@click.option("--domain", default=None, help="Domain name recorded in meta.json (e.g. warehouse).")
+@click.option("--list-topics", "list_topics", is_flag=True, help="Print a bag's topics and exit.")
+def import_cmd(source, out_dir, topic, depth_topic, info_topic, start, end, every, change, max_frames,
+               tolerance, image_format, depth_format, domain, list_topics) -> None:
+    """Import SOURCE into the folder dataset format: a ROS 2 bag (.mcap, .db3 or a rosbag2 folder), a
+    ROS 1 .bag, a video file, or a folder of images (file names kept)."""
+    from edgedepth.data.importer import import_recording, parse_duration
+
+    if list_topics:
+        from edgedepth.data.bagfile import summarise_topics
+
+        for line in summarise_topics(source):
+            click.echo(line)
+        return
+    if not out_dir:
+        raise ConfigError("give --out DIR, a new folder for the imported dataset")
+    if max_frames is not None and max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
+    rep = import_recording(
+        source, out_dir, topic=topic, depth_topic=depth_topic, info_topic=info_topic,
+        start=parse_duration(start), end=parse_duration(end), every=parse_duration(every), change=change,
+        max_frames=max_frames, tolerance=parse_duration(tolerance) or 0.0, image_format=image_format,
+        depth_format=depth_format, domain=domain)
+    if rep.topics:
+        click.echo("topics: " + ", ".join(f"{k} {v or '-'}" for k, v in rep.topics.items()))
+    click.echo(rep.summary())

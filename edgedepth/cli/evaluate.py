@@ -16,22 +16,35 @@ COLORMAPS = ("inferno", "turbo", "viridis")
 
 @click.command("eval")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--data", "data", required=True, multiple=True, help="Dataset folder(s): DIR[,DIR...].")
+@click.option("--data", "data", required=True, multiple=True,
+              help="Dataset spec(s): folder, NYU .mat, KITTI folder (optionally nyu:/kitti:/folder:), "
+                   "comma-separated or repeated.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write overall, per-domain and per-frame results to this JSON file.")
 @click.option("--limit", type=int, default=None, help="At most this many frames per dataset.")
 @click.option("--batch-size", "batch_size", type=int, default=16, show_default=True, help="Inference batch.")
-def eval_cmd(model, data, json_out, limit, batch_size) -> None:
+@click.option("--crop", default="none", show_default=True, type=click.Choice(["none", "eigen", "garg"]),
+              help="Score only the standard crop: eigen (NYU's, or KITTI's on KITTI) or garg (KITTI).")
+@click.option("--median-scaling/--no-median-scaling", "median_scaling", default=False, show_default=True,
+              help="Scale each prediction by median(gt)/median(pred) first (relative models).")
+@click.option("--max-depth", "max_depth", type=float, default=None,
+              help="Score ground truth up to this depth [m] (min 1e-3) and clip predictions to it; "
+                   "default 10 for NYU, 80 for KITTI, the model's range for folders.")
+def eval_cmd(model, data, json_out, limit, batch_size, crop, median_scaling, max_depth) -> None:
     """Evaluate MODEL (.pt checkpoint or .onnx) on datasets: AbsRel, SqRel, RMSE, RMSE-log, deltas.
 
     Prints one row for all frames and one per domain (when meta.json names domains), and the
     Spearman correlation of per-frame mean uncertainty with per-frame AbsRel.
     """
+    from edgedepth.eval_protocol import Protocol
     from edgedepth.evaluation import evaluate
     from edgedepth.train.config import split_dirs
 
-    result = evaluate(model, split_dirs(list(data)), batch_size=batch_size, limit=limit)
+    protocol = Protocol(crop=crop, median_scaling=median_scaling, max_depth=max_depth)
+    result = evaluate(model, split_dirs(list(data)), batch_size=batch_size, limit=limit, protocol=protocol)
     click.echo(result.table())
+    for name, how in result.protocol.items():
+        click.echo(f"protocol {name}: {how}")
     click.echo(f"({len(result.frames)} frames in {result.seconds:.1f} s; depth in metres)")
     if json_out:
         click.echo(f"wrote {result.write_json(json_out)}")

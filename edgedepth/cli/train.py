@@ -10,9 +10,10 @@ from edgedepth.train.config import TrainConfig  # stdlib only: no torch at impor
 
 @click.command("train")
 @click.option("--data", "data", required=True, multiple=True,
-              help="Training dataset folder(s): DIR[,DIR...] (repeatable).")
+              help="Training dataset spec(s): folder, NYU .mat, KITTI folder (optionally nyu:/kitti:/"
+                   "folder:), SPEC[,SPEC...] (repeatable).")
 @click.option("--val", "val", multiple=True,
-              help="Validation dataset folder(s); default: hold out 5% of the training frames.")
+              help="Validation dataset spec(s); default: hold out 5% of the training frames.")
 @click.option("--model", "model", default="small", show_default=True,
               type=click.Choice(["tiny", "small", "base"]), help="Model size (ignored with --init-from).")
 @click.option("--size", default="96x128", show_default=True,

@@ -2,13 +2,14 @@
 
 A spec is a folder (auto-detected: edgedepth folder format or a KITTI layout), a .mat/.h5 file (NYU
 Depth v2 labeled), or an explicit "nyu:PATH", "kitti:PATH", "folder:PATH". `open_datasets` takes a
-comma-separated list of specs and concatenates them.
+comma-separated list of specs and concatenates them. `edgedepth train`, `eval` and `data info` all
+resolve specs here (`resolve_spec` checks one without reading it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -56,21 +57,45 @@ def detect_kind(path: Path) -> str:
     )
 
 
-def open_dataset(spec: str, skip_bad: bool = False) -> RGBDDataset:
-    """Open one dataset. skip_bad=True skips (and counts in .skipped) bad or unpaired files."""
+SPEC_HELP = ("a folder with rgb/ and depth/, an NYU Depth v2 labelled .mat file, a KITTI depth folder, "
+             "each optionally prefixed folder:, nyu: or kitti:")
+
+
+def split_spec(spec: str) -> Tuple[Optional[str], str]:
+    """'nyu:/data/x.mat' -> ('nyu', '/data/x.mat'); 'x' -> (None, 'x')."""
     spec = str(spec).strip()
-    kind = None
     for k in KINDS:
         if spec.startswith(k + ":"):
-            kind, spec = k, spec[len(k) + 1 :]
-            break
-    if not spec:
-        raise DataError("empty dataset path")
-    path = Path(spec).expanduser()
+            return k, spec[len(k) + 1 :]
+    return None, spec
+
+
+def resolve_spec(spec: str) -> Tuple[str, Path]:
+    """(kind, path) of a dataset spec, checked to exist and to look like its kind; nothing is read."""
+    kind, rest = split_spec(spec)
+    if not rest:
+        raise DataError(f"empty dataset path in {spec!r}; give {SPEC_HELP}")
+    path = Path(rest).expanduser()
+    if not path.exists():
+        raise DataError(f"dataset {path} does not exist; give {SPEC_HELP} (make one with "
+                        "`edgedepth data synth` or `edgedepth data import`)")
     if kind is None:
         kind = detect_kind(path)
-    elif not path.exists():
-        raise DataError(f"dataset {path} does not exist")
+    elif kind == "nyu" and not path.is_file():
+        raise DataError(f"nyu:{path} must be the labelled .mat file (nyu_depth_v2_labeled.mat)")
+    elif kind != "nyu" and not path.is_dir():
+        raise DataError(f"{kind}:{path} must be a folder")
+    return kind, path
+
+
+def dataset_path(spec: str) -> Path:
+    """The file or folder a spec names (its prefix removed)."""
+    return Path(split_spec(spec)[1]).expanduser()
+
+
+def open_dataset(spec: str, skip_bad: bool = False) -> RGBDDataset:
+    """Open one dataset. skip_bad=True skips (and counts in .skipped) bad or unpaired files."""
+    kind, path = resolve_spec(spec)
     if kind == "nyu":
         return NYUDataset(path, skip_bad=skip_bad)
     if kind == "kitti":

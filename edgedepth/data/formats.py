@@ -6,7 +6,9 @@ Folder format (what `edgedepth data synth` and later stages write)::
     ROOT/depth/NAME.png         uint16 millimetres, 0 = invalid      (or)
     ROOT/depth/NAME.npy         float32 metres, 0 / NaN / inf = invalid
     ROOT/meta.json              optional: {"source", "domain", "intrinsics": 3x3,
-                                 "frames": {NAME: {"domain", "pose": 4x4, "intrinsics": 3x3, ...}}}
+                                 "frames": {NAME: {"domain", "pose": 4x4, "intrinsics": 3x3, "t", ...}}}
+A folder without depth/ holds unlabelled frames (what `edgedepth data import` writes from a video or an
+image folder): its Samples have depth None; training and evaluation refuse them, labelling reads them.
 
 NYU Depth v2 labeled (nyu_depth_v2_labeled.mat, MATLAB v7.3 = HDF5): `images` (N,3,W,H) uint8 and
 `depths` (N,W,H) float metres as h5py sees them; transposed here to HxWx3 / HxW.
@@ -42,7 +44,7 @@ NYU_INTRINSICS = np.array([[518.857901, 0, 325.582449], [0, 519.469611, 253.7361
 @dataclass
 class Sample:
     rgb: np.ndarray  # uint8 HxWx3 RGB
-    depth: np.ndarray  # float32 HxW metres, 0 = invalid
+    depth: Optional[np.ndarray]  # float32 HxW metres, 0 = invalid; None in an unlabelled folder
     name: str
     domain: Optional[str] = None
     intrinsics: Optional[np.ndarray] = None
@@ -51,6 +53,8 @@ class Sample:
 
     @property
     def valid(self) -> np.ndarray:
+        if self.depth is None:
+            return np.zeros(self.rgb.shape[:2], bool)
         return np.isfinite(self.depth) & (self.depth > 0)
 
 
@@ -117,8 +121,12 @@ def write_sample(
     depth: Optional[np.ndarray],
     depth_format: str = "png",
     image_format: str = "png",
+    encoded_rgb: Optional[bytes] = None,
 ) -> Tuple[Path, Optional[Path]]:
-    """Write rgb/NAME.(png|jpg) and depth/NAME.(png mm | npy metres) atomically; returns both paths."""
+    """Write rgb/NAME.(png|jpg) and depth/NAME.(png mm | npy metres) atomically; returns both paths.
+
+    encoded_rgb: the image file's bytes in image_format, written as they are (a JPEG passed through
+    without re-encoding); `rgb` is then only used for its shape."""
     out = Path(out_dir)
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -128,11 +136,13 @@ def write_sample(
             f"unsupported formats image={image_format!r} depth={depth_format!r}; "
             "use image png|jpg and depth png|npy"
         )
-    ok, enc = cv2.imencode("." + image_format, np.ascontiguousarray(rgb[..., ::-1]))
-    if not ok:
-        raise DataError(f"cannot encode image {name}")
+    if encoded_rgb is None:
+        ok, enc = cv2.imencode("." + image_format, np.ascontiguousarray(rgb[..., ::-1]))
+        if not ok:
+            raise DataError(f"cannot encode image {name}")
+        encoded_rgb = enc.tobytes()
     rgb_path = out / "rgb" / f"{name}.{image_format}"
-    _atomic_write(rgb_path, enc.tobytes())
+    _atomic_write(rgb_path, encoded_rgb)
     if depth is None:
         return rgb_path, None
     d = clean_depth(depth)
@@ -254,14 +264,15 @@ class FolderDataset(PairDataset):
         super().__init__(root, skip_bad)
         r = Path(root)
         if not (r / "rgb").is_dir():
-            raise DataError(f"{root} is not a folder dataset: it needs rgb/ and depth/ subfolders")
+            raise DataError(f"{root} is not a folder dataset: it needs rgb/ (and depth/) subfolders")
         self.meta = read_meta(r)
         self.frames_meta = self.meta.get("frames") or {}
         if not isinstance(self.frames_meta, dict):
             raise DataError(f"{r / 'meta.json'}: 'frames' must map frame names to objects")
         self.intrinsics = _matrix(self.meta.get("intrinsics"), (3, 3), f"{r / 'meta.json'} intrinsics")
         depths = {}
-        if (r / "depth").is_dir():
+        self.labelled = (r / "depth").is_dir()  # without depth/: unlabelled frames (depth None)
+        if self.labelled:
             for p in sorted((r / "depth").iterdir()):
                 if p.suffix.lower() in (".png", ".npy") and not p.name.startswith("."):
                     depths.setdefault(p.stem, p)
@@ -269,16 +280,21 @@ class FolderDataset(PairDataset):
         for p in sorted((r / "rgb").iterdir()):
             if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."):
                 pairs.append((p.stem, p, depths.get(p.stem)))
+        if not self.labelled:
+            self.items = [(name, p, None) for name, p, _ in pairs]
+            return
         self._add_pairs(pairs, "depth/<name>.png|npy")
 
     def domain_of(self, name: str) -> str:
         fm = self.frames_meta.get(name) or {}
         return str(fm.get("domain") or self.meta.get("domain") or "unknown")
 
-    def _load(self, name: str, rgb_path: Path, depth_path: Path) -> Sample:
+    def _load(self, name: str, rgb_path: Path, depth_path: Optional[Path]) -> Sample:
         rgb = read_rgb(rgb_path)
-        depth = read_depth(depth_path, 1000.0)
-        _check_pair(rgb, depth, rgb_path, depth_path)
+        depth = None
+        if depth_path is not None:
+            depth = read_depth(depth_path, 1000.0)
+            _check_pair(rgb, depth, rgb_path, depth_path)
         fm = self.frames_meta.get(name) or {}
         where = f"{Path(self.root) / 'meta.json'} frame {name}"
         K = _matrix(fm.get("intrinsics"), (3, 3), where + " intrinsics")
@@ -339,6 +355,8 @@ class KittiDataset(PairDataset):
 
 class NYUDataset:
     """NYU Depth v2 labeled .mat (HDF5). Samples are read lazily from the open file."""
+
+    kind = "nyu"
 
     def __init__(self, path: Union[str, Path], skip_bad: bool = False):
         from edgedepth.errors import require

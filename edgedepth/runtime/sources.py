@@ -6,6 +6,8 @@
     file://video.mp4 | video.mp4 | img.png | images/   video file, one image, or a directory of images
     synthetic://indoor?seed=1&fps=30&size=224x224&realtime=1           the scene generator as a camera
     synthetic://mix?indoor=0.8&night=0.1&fog=0.1&seed=1&segment=30     a mix of domains
+    mcap://rec.mcap?topic=...&pace=recorded|fast | bag://rs.bag | rec.mcap   ROS 2 / ROS 1 recordings
+                                               (edgedepth.runtime.source_recording)
     (synthetic options: cache=N renders N frames once and replays them, to measure the pipeline rather
     than the renderer, which costs ~20 ms per 224x224 frame on one core)
 
@@ -418,6 +420,10 @@ def make_raw_source(uri: str, device=None, default_size: Tuple[int, int] = (224,
         )
     if scheme == "synthetic":
         return _synthetic_source(uri, parts, params, default_size)
+    from edgedepth.runtime.source_recording import is_recording_uri, recording_source
+
+    if is_recording_uri(uri):
+        return recording_source(uri)
     if scheme == "file":
         path = Path(unquote(parts.netloc + parts.path))
         return _path_source(uri, path, params)

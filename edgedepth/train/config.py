@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from edgedepth.errors import ConfigError, DataError
+from edgedepth.errors import ConfigError
 
 
 def parse_size(text: Union[str, Tuple[int, int]]) -> Tuple[int, int]:
@@ -99,10 +99,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if not self.data:
             raise ConfigError("no training data: pass --data DIR[,DIR...]")
+        from edgedepth.data.dataset import resolve_spec  # torch-free
+
         for d in self.data + self.val:
-            if not Path(d).is_dir():
-                raise DataError(f"dataset directory {d} does not exist; create one with "
-                                "`edgedepth data synth` or point at a folder with rgb/ and depth/")
+            resolve_spec(d)  # folder, NYU .mat or KITTI, with or without a prefix; DataError if missing
         if (self.epochs is None) == (self.minutes is None):
             raise ConfigError("give exactly one of --epochs N or --minutes M")
         if self.epochs is not None and self.epochs < 1:

@@ -14,7 +14,6 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import cv2
@@ -59,11 +58,8 @@ class Frames:
 
 
 def _open(path: str):
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
-    if not Path(path).exists():
-        raise DataError(f"dataset {path} does not exist; create one with `edgedepth data synth` "
-                        "or point --data at a folder with rgb/ and depth/")
     return open_dataset(path)
 
 
@@ -123,8 +119,13 @@ def dataset_lineage(path: str) -> Dict[str, Any]:
     Directories larger than CONTENT_HASH_LIMIT_BYTES are identified by a sha256 of
     (relative path, size, mtime) instead; `method` says which was used.
     """
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    from edgedepth.data.dataset import dataset_path
+
+    root = dataset_path(path)
+    if root.is_file():  # an NYU .mat: the file itself
+        files, root = [root], root.parent
+    else:
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
     total = sum(p.stat().st_size for p in files)
     method = "content-sha256" if total <= CONTENT_HASH_LIMIT_BYTES else "list-size-mtime-sha256"
     h = hashlib.sha256()
