@@ -81,7 +81,7 @@ class IngestConfig:
     max_concurrent_uploads: int = 64  # bodies being received at once; more -> 503
     max_uploads_per_device: int = 2  # bodies one device may send at once; more -> 429
     body_memory_bytes: int = 128 << 20  # body bytes held in memory by all uploads together; more -> 503
-    drain_timeout_s: float = 2.0  # longest a refused request's body is read to send the answer
+    drain_timeout_s: float = 10.0  # longest a refused request's body is read to send the answer
     max_frame: Tuple[int, int] = DEFAULT_MAX_FRAME  # largest image accepted, width x height
     max_item_pixels: Optional[int] = None  # pixels of all images of one item; None: 8 largest frames
     max_decodes: int = 2  # images decoded at once
