@@ -214,8 +214,9 @@ def check_meta_document(raw: bytes) -> dict:
     if isinstance(captured, str):
         try:
             parse_time(captured)
-        except DataError as exc:
-            raise _bad_meta("captured_at", str(exc)) from exc
+        except (DataError, ValueError) as exc:  # ValueError: matches the pattern, not a real date
+            raise _bad_meta("captured_at", f"{captured[:64]!r} is not an ISO 8601 UTC time like "
+                            f"2026-11-24T18:00:00.000Z ({exc})") from exc
     return doc
 
 

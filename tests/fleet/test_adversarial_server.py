@@ -124,8 +124,14 @@ class Trickler(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.head, self.body, self.slow_head = port, head, body, slow_head
         self.reply: Optional[bytes] = None
+        self.sock: Optional[socket.socket] = None
         self.connected = threading.Event()
         self.stop = threading.Event()
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.sock is not None:
+            self.sock.close()
 
     def run(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
@@ -230,10 +236,10 @@ def test_twenty_tricklers_do_not_starve_a_good_client(patient):
         assert all(t.is_alive() for t in body_tricklers + head_tricklers), "a trickler was answered early"
     finally:
         for t in body_tricklers + head_tricklers:
-            t.stop.set()
-            t.sock.close()
-    assert set(stored_ids(patient.store_dir)) - snap.items == set(index_ids(patient.store_dir)) - snap.rows
-    assert len(set(stored_ids(patient.store_dir)) - snap.items) == 3  # the good items only
+            t.close()
+    new_items = set(stored_ids(patient.store_dir)) - snap.items
+    assert new_items == set(index_ids(patient.store_dir)) - snap.rows
+    assert len(new_items) == 3  # the good items only, none of the tricklers' items
     good_client_is_served(patient)
 
 
@@ -258,11 +264,10 @@ def test_one_device_cannot_hold_more_than_its_upload_slots(patient):
         good_client_is_served(patient)
     finally:
         for t in slow:
-            t.stop.set()
-            t.sock.close()
-    snap.items |= set(stored_ids(patient.store_dir)) - snap.items  # the good item
-    snap.rows = set(index_ids(patient.store_dir))
-    assert iid not in snap.items
+            t.close()
+    new_items = set(stored_ids(patient.store_dir)) - snap.items
+    assert len(new_items) == 1 and iid not in new_items  # the good item only
+    assert new_items == set(index_ids(patient.store_dir)) - snap.rows
 
 
 def test_body_below_the_minimum_rate_is_cut_by_the_sliding_window(srv):
@@ -287,7 +292,6 @@ def test_body_below_the_minimum_rate_is_cut_by_the_sliding_window(srv):
     assert b"connection: close" in reply.lower()
     snap.unchanged()
     good_client_is_served(srv)
-    snap.items, snap.rows = set(stored_ids(srv.store_dir)), set(index_ids(srv.store_dir))
 
 
 def test_body_at_a_steady_rate_above_the_minimum_takes_several_windows_and_is_stored(srv):
