@@ -332,6 +332,28 @@ def test_slow_or_silent_request_head_is_closed(srv, head):
     good_client_is_served(srv)
 
 
+def test_silent_connections_filling_the_connection_limit_are_closed(tmp_path):
+    """8 connections that never send a byte fill --max-connections 8 (503 for others) until the
+    request-head deadline closes them; then a good client is served again."""
+    srv = _server(tmp_path, ["--max-connections", "8", "--header-timeout", "1"], ["good"])
+    try:
+        snap = Snapshot(srv.store_dir)
+        silent = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(8)]
+        try:
+            with httpx.Client(timeout=10) as client:
+                busy = client.get(srv.url + "/healthz")
+            assert busy.status_code == 503, busy.text
+            for s in silent:  # each is closed by the server, without an answer
+                assert read_reply(s, 10) == b""
+        finally:
+            for s in silent:
+                s.close()
+        snap.unchanged()
+        good_client_is_served(srv)
+    finally:
+        srv.stop()
+
+
 # -- decompression bombs ------------------------------------------------------------------------
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")

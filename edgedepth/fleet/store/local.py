@@ -8,28 +8,30 @@ Layout:
     ROOT/pending/<id>                       items renamed into place but maybe not yet indexed
     ROOT/devices.db                         device tokens (edgedepth.fleet.auth), by default
 
-An item is written into ROOT/tmp/<id>.<pid>-<random>/ (each file fsynced, meta.json last, directory
+An item is written into ROOT/tmp/<id>.<host>-<pid>-<random>/ (each file fsynced, meta.json last, directory
 fsynced) and then renamed to its final place in one step: a reader sees the whole item or nothing.
 rename(2) of a directory onto an existing non-empty one fails, which makes the write create-only even
 with several server processes on one directory.
 
 Crash recovery at start-up (`LocalStore(...)`): a marker ROOT/pending/<id> is made durable before the
 rename and removed after the index insert, so every item committed but not indexed when the process
-died is indexed when the store is next opened; temp folders of processes that are no longer running
-(or older than an hour) are removed.
+died is indexed when the store is next opened; temp folders of processes on this host that are no
+longer running (and any older than an hour) are removed.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 from edgedepth.errors import DataError
 from edgedepth.fleet.index import FrameIndex
@@ -63,11 +65,31 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
-def _tmp_owner(name: str) -> Optional[int]:
-    """The writer's pid from a temp folder name `<id>.<pid>-<random>` (None for other names)."""
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _tmp_name(item_id: str) -> str:
+    """`<id>.<host tag>-<pid>-<random>`: which host and process is writing this temp folder."""
+    return f"{item_id}.{_HOST_TAG}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _tmp_owner(name: str) -> Optional[Tuple[str, int]]:
+    """(host tag, pid) from a temp folder name made by `_tmp_name` (None for other names)."""
     _, _, rest = name.partition(".")
-    pid, sep, _ = rest.partition("-")
-    return int(pid) if sep and pid.isdigit() else None
+    parts = rest.split("-")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _owner_gone(name: str) -> bool:
+    """Whether no running process can still be writing this temp folder (a writer on another host
+    sharing the directory is judged by age only)."""
+    owner = _tmp_owner(name)
+    if owner is None:
+        return True
+    host, pid = owner
+    return host == _HOST_TAG and (pid == os.getpid() or not _pid_alive(pid))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -124,7 +146,7 @@ class LocalStore(Store):
             self._heal_index(item_id)
             return False
         self._check_free_space(record["stored_bytes"])
-        tmp = self.root / "tmp" / f"{item_id}.{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        tmp = self.root / "tmp" / _tmp_name(item_id)
         marker = self.root / "pending" / item_id
         try:
             tmp.mkdir()
@@ -177,9 +199,7 @@ class LocalStore(Store):
         removed = 0
         for entry in (self.root / "tmp").iterdir():
             try:
-                owner = _tmp_owner(entry.name)
-                if owner is None or owner == os.getpid() or not _pid_alive(owner) \
-                        or now - entry.stat().st_mtime > STALE_TMP_S:
+                if _owner_gone(entry.name) or now - entry.stat().st_mtime > STALE_TMP_S:
                     shutil.rmtree(entry, ignore_errors=True)
                     removed += 1
             except OSError:
