@@ -177,19 +177,19 @@ class _UploadSlots:
         self.config = config
         self.metrics = metrics
         self.total = 0
-        self.per_device: Dict[str, int] = defaultdict(int)
+        self.per_device: Dict[str, int] = {}
         self.held = 0
         self._charged: Dict[int, int] = {}  # id(request) -> bytes charged
 
     @contextlib.contextmanager
     def slot(self, request, device: str):
-        if self.per_device[device] >= self.config.max_uploads_per_device:
+        if self.per_device.get(device, 0) >= self.config.max_uploads_per_device:
             raise _Busy(429, "device_busy", f"device {device} already sends "
                         f"{self.config.max_uploads_per_device} uploads; wait for them", retry_after=1)
         if self.total >= self.config.max_concurrent_uploads:
             raise _Busy(503, "busy", "too many uploads in progress")
         self.total += 1
-        self.per_device[device] += 1
+        self.per_device[device] = self.per_device.get(device, 0) + 1
         self._charged[id(request)] = 0
         self._publish()
         try:
