@@ -112,12 +112,22 @@ def png_zeros(width: int, height: int, bit_depth: int = 8, colour: int = 2, tag:
     )
 
 
-def bomb_items(n: int, devices: List[str]):
-    """n hostile items, cycling through five kinds of bomb; each a distinct id."""
+def bomb_items(n: int, devices: List[str], decodable: bool = False, round_no: int = 0):
+    """n hostile items, cycling through five kinds of bomb (with `decodable`, only the kind the server
+    must decode: eight frames of the largest accepted size, the most one item may hold); distinct ids."""
     out = []
     for i in range(n):
-        kind = i % 5
-        if kind == 0:  # 49 Mpx of 8-bit RGB zeros: under the old 50 Mpx cap
+        kind = 5 if decodable else i % 5
+        if kind == 5:
+            w, h = 1920, 1080
+            tag = 100_000 * round_no + 100 * i
+            files = {"rgb.png": png_zeros(w, h, tag=tag)}
+            kinds = {"rgb.png": "rgb"}
+            for k in range(7):
+                files[f"prev{k}.png"] = png_zeros(w, h, tag=tag + 1 + k)
+                kinds[f"prev{k}.png"] = "rgb_neighbor"
+            item = tar_item(files, kinds, w, h, devices[i])
+        elif kind == 0:  # 49 Mpx of 8-bit RGB zeros: under the old 50 Mpx cap
             w, h = 7000, 7000
             item = tar_item({"rgb.png": png_zeros(w, h, tag=i)}, {"rgb.png": "rgb"}, w, h, devices[i])
         elif kind == 1:  # 16-bit RGBA labelled rgb, just under the old cap
@@ -230,6 +240,11 @@ def main() -> int:
     ap.add_argument("--size", default="640x480", help="good items' frame size WxH")
     ap.add_argument("--bombs", type=int, default=16, help="hostile uploads at once")
     ap.add_argument("--bomb-rounds", type=int, default=3)
+    ap.add_argument(
+        "--decodable-bombs",
+        action="store_true",
+        help="every bomb an item the server must decode: 8 frames of the largest accepted size",
+    )
     ap.add_argument("--repo", default=str(ROOT), help="edgedepth checkout the server runs from")
     ap.add_argument("--skip-trickle", action="store_true")
     ap.add_argument("--skip-bombs", action="store_true")
@@ -381,12 +396,13 @@ def bomb_phase(args, pid: int, url: str, tokens: Dict[str, str]) -> dict:
     answers: collections.Counter = collections.Counter()
     elapsed = 0.0
     for r in range(args.bomb_rounds):
-        items = bomb_items(args.bombs, devices)
+        items = bomb_items(args.bombs, devices, args.decodable_bombs, r)
         if r == 0:
             sizes = sorted(len(b) for _, b in items)
+            what = "decodable (8 largest frames each)" if args.decodable_bombs else "mixed"
             print(
-                f"bombs: {args.bombs} at once x {args.bomb_rounds} rounds; bodies {sizes[0] // 1024}-"
-                f"{sizes[-1] // 1024} KiB"
+                f"bombs: {args.bombs} at once x {args.bomb_rounds} rounds, {what}; bodies "
+                f"{sizes[0] // 1024}-{sizes[-1] // 1024} KiB"
             )
 
         def send(i_b):
