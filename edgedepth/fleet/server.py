@@ -43,7 +43,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from edgedepth.errors import DataError, require
 from edgedepth.fleet.auth import DeviceRegistry, bearer_token, default_auth_db
@@ -469,13 +469,14 @@ class _CountRequests:
             self.metrics.request(scope.get("method", "?"), route, seen["status"])
 
 
-def guarded_h11_protocol(header_timeout_s: float):
+def guarded_h11_protocol(header_timeout_s: float, on_timeout: Optional[Callable[[], None]] = None):
     """uvicorn's h11 protocol with a deadline on the request head.
 
     uvicorn arms its keep-alive timer only after a response and cancels it on any byte received, so a
     client that sends a request head one byte at a time holds its connection (and a slot of
     `limit_concurrency`) for ever. Here the head must be complete `header_timeout_s` after the
-    connection opens or after the first byte of a following request; else the connection is closed.
+    connection opens or after the first byte of a following request; else the connection is closed
+    (and `on_timeout` called, e.g. to count it).
     """
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -513,6 +514,8 @@ def guarded_h11_protocol(header_timeout_s: float):
                 log.warning("closing a connection from %s: request head not complete within %g s",
                             self.client[0] if self.client else "?", header_timeout_s)
                 self.transport.close()
+                if on_timeout is not None:
+                    on_timeout()
 
     return GuardedH11Protocol
 
@@ -522,7 +525,10 @@ def serve(config: IngestConfig, host: str = "127.0.0.1", port: int = 8080, certf
     """Run the app under uvicorn (HTTPS when a certificate and key are given) until stopped."""
     uvicorn = require("uvicorn", "server")
     app = create_app(config)
+    metrics = app.state.metrics
+    protocol = guarded_h11_protocol(config.header_timeout_s,
+                                    on_timeout=lambda: metrics.reject("head_timeout"))
     uvicorn.run(app, host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile, log_level=log_level,
-                http=guarded_h11_protocol(config.header_timeout_s), limit_concurrency=config.max_connections,
+                http=protocol, limit_concurrency=config.max_connections,
                 timeout_keep_alive=max(1, int(round(config.keep_alive_s))), timeout_graceful_shutdown=10,
                 server_header=False, h11_max_incomplete_event_size=16 << 10)

@@ -350,6 +350,44 @@ def test_silent_connections_filling_the_connection_limit_are_closed(tmp_path):
                 s.close()
         snap.unchanged()
         good_client_is_served(srv)
+        assert srv.metric('edgedepth_ingest_rejects_total{reason="head_timeout"}') >= 8
+    finally:
+        srv.stop()
+
+
+def test_bodies_over_the_memory_budget_are_refused_while_small_ones_pass(tmp_path):
+    """--body-memory-mb 1: a stalled client holding 800 KB leaves no room for a 380 KB body (503), but
+    a small good item still fits; nothing is stored but the good item."""
+    srv = _server(
+        tmp_path,
+        ["--body-memory-mb", "1", "--read-timeout", "60", "--min-upload-kbs", "0.001"],
+        ["cam-1", "cam-2", "good"],
+    )
+    try:
+        snap = Snapshot(srv.store_dir)
+        big_id, big_meta, big_files = make_item(600, device="cam-1", width=600, height=450)
+        big = item_body(big_id, big_meta, big_files)
+        assert len(big) > 1 << 20
+        mid_id, mid_meta, mid_files = make_item(601, device="cam-2", width=320, height=240)
+        mid = item_body(mid_id, mid_meta, mid_files)
+        assert 300_000 < len(mid) < 500_000
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as holder:
+            holder.sendall(raw_head(srv.port, big_id, srv.tokens["cam-1"], len(big)) + big[:800_000])
+            deadline = time.monotonic() + 20
+            while _metric(srv, "edgedepth_ingest_body_bytes_held") < 800_000:
+                assert time.monotonic() < deadline, "the server did not read the first 800 KB"
+                time.sleep(0.05)
+            try:
+                r = srv.post(mid_id, mid, srv.tokens["cam-2"])
+                assert r.status_code == 503 and r.json()["error"] == "busy", r.text
+            except httpx.TransportError:
+                pass  # the server may close while the body is still being sent
+            good = good_client_is_served(srv)
+        snap.items.add(good)
+        snap.rows.add(good)
+        time.sleep(0.2)
+        snap.unchanged()
+        assert srv.metric('edgedepth_ingest_rejects_total{reason="busy"}') >= 1
     finally:
         srv.stop()
 

@@ -170,3 +170,14 @@ def test_metadata_document_bounds_name_the_field(raw, field):
     with pytest.raises(UploadRejected) as info:
         check_meta_document(raw)
     assert info.value.status == 400 and field in str(info.value)
+
+
+def test_jpeg_header_must_match_the_kind():
+    rgb = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes()
+    gray = cv2.imencode(".jpg", np.zeros((48, 64), np.uint8))[1].tobytes()
+    assert check_file_header("rgb.jpg", "rgb", rgb, 64, 48) is True
+    for name, kind, data in (("rgb.jpg", "rgb", gray), ("depth.jpg", "depth_gt", gray),
+                             ("u.jpg", "uncertainty", rgb)):
+        with pytest.raises(UploadRejected) as info:
+            check_file_header(name, kind, data, 64, 48)
+        assert info.value.status == 415
