@@ -25,7 +25,7 @@ Slow and hostile clients (the defences are described in docs/fleet-security.md):
   `body_memory_bytes` (counted as they arrive, so a slow client holds no budget it has not used);
 - the request head must arrive within `header_timeout_s` of its first byte (of the connection's start
   for a new connection), idle keep-alive connections close after `keep_alive_s`, and uvicorn answers
-  503 beyond `max_connections` connections (`serve`);
+  503 beyond `max_connections` connections (`serve`; the limits live in edgedepth.fleet.ratelimit_server);
 - images are checked by header against the largest frame and their kind before decoding, and only
   `max_decodes` decode at once (edgedepth.fleet.validate).
 Starlette and uvicorn are imported only when an app is made (`server` extra).
@@ -43,11 +43,11 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from edgedepth.errors import DataError, require
 from edgedepth.fleet.auth import DeviceRegistry, bearer_token, default_auth_db
-from edgedepth.fleet.ratelimit_server import DeviceRateLimiter
+from edgedepth.fleet.ratelimit_server import Busy, DeviceRateLimiter, UploadSlots, guarded_h11_protocol
 from edgedepth.fleet.store.base import Store, StoreUnavailable, utc_now_iso
 from edgedepth.fleet.validate import (
     DEFAULT_MAX_FRAME,
@@ -158,62 +158,6 @@ class Metrics:
         return "\n".join(out) + "\n"
 
 
-class _Busy(Exception):
-    """Over a concurrency or memory limit: 429 (this device) or 503 (the server); retry later."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: int = 2,
-                 close: bool = False) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.retry_after, self.close = status, reason, retry_after, close
-
-
-class _UploadSlots:
-    """Bodies in flight: at most N in all, M per device, and a byte budget charged as bytes arrive.
-
-    Runs on the event loop only (no locks needed); `slot()` releases everything on exit.
-    """
-
-    def __init__(self, config: "IngestConfig", metrics: "Metrics") -> None:
-        self.config = config
-        self.metrics = metrics
-        self.total = 0
-        self.per_device: Dict[str, int] = {}
-        self.held = 0
-        self._charged: Dict[int, int] = {}  # id(request) -> bytes charged
-
-    @contextlib.contextmanager
-    def slot(self, request, device: str):
-        if self.per_device.get(device, 0) >= self.config.max_uploads_per_device:
-            raise _Busy(429, "device_busy", f"device {device} already sends "
-                        f"{self.config.max_uploads_per_device} uploads; wait for them", retry_after=1)
-        if self.total >= self.config.max_concurrent_uploads:
-            raise _Busy(503, "busy", "too many uploads in progress")
-        self.total += 1
-        self.per_device[device] = self.per_device.get(device, 0) + 1
-        self._charged[id(request)] = 0
-        self._publish()
-        try:
-            yield
-        finally:
-            self.total -= 1
-            self.per_device[device] -= 1
-            if self.per_device[device] <= 0:
-                del self.per_device[device]
-            self.held -= self._charged.pop(id(request), 0)
-            self._publish()
-
-    def charge(self, request, nbytes: int) -> None:
-        if self.held + nbytes > self.config.body_memory_bytes:
-            raise _Busy(503, "busy", "upload memory budget in use by other uploads", close=True)
-        self.held += nbytes
-        self._charged[id(request)] = self._charged.get(id(request), 0) + nbytes
-        self._publish()
-
-    def _publish(self) -> None:
-        self.metrics.uploads_in_flight = self.total
-        self.metrics.body_bytes_held = self.held
-
-
 class _Refused(Exception):
     def __init__(self, status: int, reason: str, message: str, headers: Optional[Dict[str, str]] = None,
                  drain: bool = False, close: bool = False) -> None:
@@ -245,7 +189,8 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
     limits = Limits(max_width=frame_w, max_height=frame_h,
                     max_item_pixels=config.max_item_pixels or IMAGES_PER_ITEM * frame_w * frame_h)
     set_decode_slots(config.max_decodes)
-    uploads = _UploadSlots(config, metrics)
+    uploads = UploadSlots(config.max_concurrent_uploads, config.max_uploads_per_device,
+                          config.body_memory_bytes, metrics)
     window = max(0.1, config.read_timeout_s)
     window_bytes = max(1, int(config.min_upload_bytes_per_s * window))
 
@@ -403,7 +348,7 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
         except UploadRejected as exc:
             log.warning("refused %s %s: %s %s", method, item_id[:12], exc.status, exc)
             return error(exc.status, exc.reason, str(exc))
-        except _Busy as exc:
+        except Busy as exc:
             headers = {"Retry-After": str(exc.retry_after)}
             if exc.close:
                 headers["Connection"] = "close"
@@ -467,57 +412,6 @@ class _CountRequests:
             await self.app(scope, receive, counting_send)
         finally:
             self.metrics.request(scope.get("method", "?"), route, seen["status"])
-
-
-def guarded_h11_protocol(header_timeout_s: float, on_timeout: Optional[Callable[[], None]] = None):
-    """uvicorn's h11 protocol with a deadline on the request head.
-
-    uvicorn arms its keep-alive timer only after a response and cancels it on any byte received, so a
-    client that sends a request head one byte at a time holds its connection (and a slot of
-    `limit_concurrency`) for ever. Here the head must be complete `header_timeout_s` after the
-    connection opens or after the first byte of a following request; else the connection is closed
-    (and `on_timeout` called, e.g. to count it).
-    """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class GuardedH11Protocol(H11Protocol):
-        _head_timer = None
-
-        def connection_made(self, transport) -> None:
-            super().connection_made(transport)
-            self._arm()
-
-        def data_received(self, data: bytes) -> None:
-            if self.conn.their_state is h11.IDLE:
-                self._arm()
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:
-                self._disarm()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _arm(self) -> None:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(header_timeout_s, self._head_too_slow)
-
-        def _disarm(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_too_slow(self) -> None:
-            self._head_timer = None
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                log.warning("closing a connection from %s: request head not complete within %g s",
-                            self.client[0] if self.client else "?", header_timeout_s)
-                self.transport.close()
-                if on_timeout is not None:
-                    on_timeout()
-
-    return GuardedH11Protocol
 
 
 def serve(config: IngestConfig, host: str = "127.0.0.1", port: int = 8080, certfile: Optional[str] = None,
