@@ -465,6 +465,41 @@ def test_decompression_bomb_is_refused_before_decoding(srv, case):
     good_client_is_served(srv)
 
 
+def test_pixel_cap_is_the_configured_largest_frame(tmp_path):
+    srv = _server(tmp_path, ["--max-frame", "64x48"], ["cam-1", "good"])
+    try:
+        snap = Snapshot(srv.store_dir)
+        for w, h in ((96, 72), (80, 48)):
+            iid, meta, files = make_item(620 + w, width=w, height=h)
+            r = srv.post(iid, item_body(iid, meta, files), srv.tokens["cam-1"])
+            assert r.status_code == 413 and r.json()["error"] == "image_too_large", r.text
+            assert "64x48" in r.json()["detail"]
+        snap.unchanged()
+        good_client_is_served(srv)  # 64x48 items fit
+        rotated = make_item(630, width=48, height=64)  # either orientation
+        assert srv.post(rotated[0], item_body(*rotated), srv.tokens["cam-1"]).status_code == 201
+    finally:
+        srv.stop()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgedepth",
+            "ingest",
+            "serve",
+            "--store",
+            str(srv.store_dir),
+            "--max-frame",
+            "big",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0 and "WIDTHxHEIGHT" in out.stderr
+
+
 def test_sixteen_bombs_at_once_are_all_refused(srv):
     """16 hostile uploads in parallel (peak memory is measured by scripts/bench_ingest_attack.py)."""
     import concurrent.futures
