@@ -335,7 +335,7 @@ def test_slow_or_silent_request_head_is_closed(srv, head):
 def test_silent_connections_filling_the_connection_limit_are_closed(tmp_path):
     """8 connections that never send a byte fill --max-connections 8 (503 for others) until the
     request-head deadline closes them; then a good client is served again."""
-    srv = _server(tmp_path, ["--max-connections", "8", "--header-timeout", "1"], ["good"])
+    srv = _server(tmp_path, ["--max-connections", "8", "--header-timeout", "3"], ["good"])
     try:
         snap = Snapshot(srv.store_dir)
         silent = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(8)]
