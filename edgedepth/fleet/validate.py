@@ -8,7 +8,7 @@ of the right type, 422 a hash or size mismatch.
 Decompression bombs: every image's header (PNG IHDR, JPEG SOF) is read before anything is decoded and
 checked against `Limits`: the size against the largest frame a device sends, the bit depth and colour
 type against the file's kind (a 16-bit RGBA PNG labelled `rgb` is refused unread), the pixels of all
-images of one item together, and at most `Limits.max_decodes` images are decoded at once in the process
+images of one item together; and only a few images are decoded at once in the process
 (`set_decode_slots`), so the memory decoding takes is bounded whatever the uploads claim.
 """
 
