@@ -20,6 +20,14 @@ def _registry(store: Optional[str], auth_db: Optional[str]):
     return DeviceRegistry(default_auth_db(store or "", auth_db))
 
 
+def _frame(text: str) -> tuple:
+    """(width, height) from 'WIDTHxHEIGHT'."""
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.strip().isdigit() or not h.strip().isdigit() or int(w) < 1 or int(h) < 1:
+        raise ConfigError(f"--max-frame {text!r}: use WIDTHxHEIGHT, e.g. 1920x1080")
+    return int(w), int(h)
+
+
 @click.group()
 def ingest() -> None:
     """Central ingest server: receives spool items from devices into a directory or S3 store."""
@@ -41,13 +49,28 @@ def ingest() -> None:
               help="Uploads per second allowed per device (token bucket refill; over it: 429).")
 @click.option("--burst", default=30.0, show_default=True, type=click.FloatRange(min=1),
               help="Uploads a device may send at once before --rate applies.")
-@click.option("--read-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds a body may take, plus its size at --min-upload-kbs (slower: 408).")
-@click.option("--min-upload-kbs", default=8.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Slowest upload rate tolerated, KiB/s (sets the body deadline with --read-timeout); "
-              "keep it below the slowest device's upload --max-bandwidth.")
-@click.option("--max-concurrent", default=16, show_default=True, type=click.IntRange(min=1),
-              help="Upload bodies held in memory at once (more: 503 with Retry-After).")
+@click.option("--read-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Sliding window, seconds: in every window of this length a body must advance by "
+              "--min-upload-kbs x window (slower: 408, connection closed).")
+@click.option("--min-upload-kbs", default=8.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Slowest upload rate tolerated over --read-timeout, KiB/s; keep it below the slowest "
+              "device's upload --max-bandwidth.")
+@click.option("--max-concurrent", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Upload bodies received at once (more: 503 with Retry-After).")
+@click.option("--max-per-device", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Upload bodies one device may send at once (more: 429 with Retry-After).")
+@click.option("--body-memory-mb", default=128.0, show_default=True, type=click.FloatRange(min=1),
+              help="MiB of upload bodies held in memory by all uploads together (more: 503).")
+@click.option("--max-frame", default="1920x1080", show_default=True,
+              help="Largest image accepted, WIDTHxHEIGHT (either orientation; larger: 413 before decoding).")
+@click.option("--max-decodes", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Images decoded at once (bounds the memory that checking uploads takes).")
+@click.option("--header-timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds a request head may take to arrive (slower: connection closed).")
+@click.option("--keep-alive", default=15.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds an idle keep-alive connection stays open.")
+@click.option("--max-connections", default=256, show_default=True, type=click.IntRange(min=1),
+              help="Open connections served at once (more: 503).")
 @click.option("--min-free-mb", default=256.0, show_default=True, type=click.FloatRange(min=0),
               help="Local store: refuse uploads (503) when less disk than this would remain free.")
 @click.option("--server-name", default=None, help="Name in S3 manifest file names (default: host-pid).")
@@ -57,8 +80,10 @@ def ingest() -> None:
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: Optional[str],
           key: Optional[str], auth_db: Optional[str], max_item_mb: float, rate: float, burst: float,
-          read_timeout: float, min_upload_kbs: float, max_concurrent: int, min_free_mb: float,
-          server_name: Optional[str], manifest_every: float, log_level: str) -> None:
+          read_timeout: float, min_upload_kbs: float, max_concurrent: int, max_per_device: int,
+          body_memory_mb: float, max_frame: str, max_decodes: int, header_timeout: float, keep_alive: float,
+          max_connections: int, min_free_mb: float, server_name: Optional[str], manifest_every: float,
+          log_level: str) -> None:
     """Run the ingest server (HTTPS with --cert/--key) until interrupted."""
     import logging
 
@@ -78,7 +103,10 @@ def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: O
     config = IngestConfig(store=store, endpoint_url=endpoint_url, auth_db=str(db),
                           max_item_bytes=int(max_item_mb * (1 << 20)), rate_per_s=rate, burst=burst,
                           read_timeout_s=read_timeout, min_upload_bytes_per_s=min_upload_kbs * 1024,
-                          max_concurrent_uploads=max_concurrent, min_free_bytes=int(min_free_mb * (1 << 20)),
+                          max_concurrent_uploads=max_concurrent, max_uploads_per_device=max_per_device,
+                          body_memory_bytes=int(body_memory_mb * (1 << 20)), max_frame=_frame(max_frame),
+                          max_decodes=max_decodes, header_timeout_s=header_timeout, keep_alive_s=keep_alive,
+                          max_connections=max_connections, min_free_bytes=int(min_free_mb * (1 << 20)),
                           server_name=server_name, manifest_every_s=manifest_every)
     run_server(config, host=host, port=port, certfile=cert, keyfile=key, log_level=log_level)
 

@@ -7,10 +7,13 @@ data: every row can be rebuilt from the items' meta.json files (`LocalStore.rein
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Tuple
+
+from edgedepth.errors import DataError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -46,19 +49,39 @@ class FrameIndex:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
+    @staticmethod
+    def row(meta: dict) -> Tuple:
+        """The index row of one item's metadata; DataError if a required field is missing or not finite.
+
+        Called before an item is written, so an item the index would refuse is never stored.
+        """
+        try:
+            model = meta.get("model") or {}
+            score = float(meta.get("score", 0.0))
+            if not math.isfinite(score):
+                raise DataError(f"item {str(meta.get('id'))[:12]}: score {score} is not a finite number")
+            for key in ("id", "device_id", "captured_at", "received_at"):
+                if not isinstance(meta.get(key), str) or not meta[key]:
+                    raise DataError(f"item {str(meta.get('id'))[:12]}: metadata field {key} is missing")
+            return (
+                meta["id"], meta["device_id"], meta["captured_at"], meta["received_at"], score,
+                model.get("name"), model.get("version"), model.get("sha256"),
+                meta.get("source"), meta.get("domain"), meta.get("selection"),
+                json.dumps(list(meta.get("labels") or []), allow_nan=False), int(meta.get("stored_bytes", 0)),
+                json.dumps(meta, sort_keys=True, allow_nan=False),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"item {str(meta.get('id'))[:12]}: metadata cannot be indexed: {exc}") from exc
+
     def add(self, meta: dict) -> bool:
-        """Insert one item's row; False if the id was already indexed."""
-        model = meta.get("model") or {}
-        row = (
-            meta["id"], str(meta.get("device_id", "")), str(meta.get("captured_at", "")),
-            str(meta["received_at"]), float(meta.get("score", 0.0)),
-            model.get("name"), model.get("version"), model.get("sha256"),
-            meta.get("source"), meta.get("domain"), meta.get("selection"),
-            json.dumps(list(meta.get("labels") or [])), int(meta.get("stored_bytes", 0)),
-            json.dumps(meta, sort_keys=True),
-        )
+        """Insert one item's row; False if the id was already indexed.
+
+        Only a duplicate id is ignored: any other constraint violation raises (sqlite3.IntegrityError).
+        """
+        row = self.row(meta)
         with self._lock:
-            cur = self._db.execute("INSERT OR IGNORE INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+            cur = self._db.execute("INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                                   "ON CONFLICT(id) DO NOTHING", row)
             return cur.rowcount == 1
 
     def contains(self, item_id: str) -> bool:

@@ -6,20 +6,35 @@ Wire protocol (the device side is edgedepth/fleet/client.py):
                           201 stored | 200 duplicate | 400 malformed | 401 bad token | 403 device_id in
                           the metadata is not the token's device | 408 body too slow | 411 no length |
                           413 too large | 415 not an image/array | 422 hash or size mismatch |
-                          429 rate limited (Retry-After) | 503 store unavailable or busy (Retry-After)
-    HEAD /v1/items/{id}   200 stored | 404 not stored (same auth)
+                          429 rate limited or too many uploads of this device at once (Retry-After) |
+                          503 store unavailable or busy (Retry-After)
+    HEAD /v1/items/{id}   200 stored by the caller's device | 404 not stored, or another device's
     GET  /healthz         {"status": "ok"}
     GET  /metrics         Prometheus text
 
 Requests refused before the body is read (400 bad id/headers, 401, 415, 429, 503 busy) drain a body
 of at most the item limit first, so the client reads the answer instead of a reset connection; with
-`Expect: 100-continue` the body is never sent. 411/413/408 answer at once and close the connection.
+`Expect: 100-continue` the body is never sent (a drain lasts at most `drain_timeout_s`).
+411/413/408 answer at once and close the connection.
+
+Slow and hostile clients (the defences are described in docs/fleet-security.md):
+- a body must advance by `min_upload_bytes_per_s * read_timeout_s` bytes in every window of
+  `read_timeout_s` seconds (a sliding window, not one total deadline), else 408 and the connection closes;
+- one device may send `max_uploads_per_device` bodies at once (more: 429), the server
+  `max_concurrent_uploads` (more: 503), and the bytes of all bodies held in memory are capped at
+  `body_memory_bytes` (counted as they arrive, so a slow client holds no budget it has not used);
+- the request head must arrive within `header_timeout_s` of its first byte (of the connection's start
+  for a new connection), idle keep-alive connections close after `keep_alive_s`, and uvicorn answers
+  503 beyond `max_connections` connections (`serve`; the limits live in edgedepth.fleet.ratelimit_server);
+- images are checked by header against the largest frame and their kind before decoding, and only
+  `max_decodes` decode at once (edgedepth.fleet.validate).
 Starlette and uvicorn are imported only when an app is made (`server` extra).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import logging
@@ -30,11 +45,19 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from edgedepth.errors import require
+from edgedepth.errors import DataError, require
 from edgedepth.fleet.auth import DeviceRegistry, bearer_token, default_auth_db
-from edgedepth.fleet.ratelimit_server import DeviceRateLimiter
+from edgedepth.fleet.ratelimit_server import Busy, DeviceRateLimiter, UploadSlots, guarded_h11_protocol
 from edgedepth.fleet.store.base import Store, StoreUnavailable, utc_now_iso
-from edgedepth.fleet.validate import UploadRejected, check_contents, parse_upload
+from edgedepth.fleet.validate import (
+    DEFAULT_MAX_FRAME,
+    IMAGES_PER_ITEM,
+    Limits,
+    UploadRejected,
+    check_contents,
+    parse_upload,
+    set_decode_slots,
+)
 from edgedepth.spool import ITEM_ID_RE
 
 log = logging.getLogger("edgedepth.ingest")
@@ -53,9 +76,18 @@ class IngestConfig:
     max_item_bytes: int = 20 << 20
     rate_per_s: float = 10.0  # uploads per device per second (token bucket refill)
     burst: float = 30.0  # bucket size
-    read_timeout_s: float = 30.0  # a body must arrive within read_timeout_s + length / min_rate
+    read_timeout_s: float = 10.0  # the sliding window over which min_upload_bytes_per_s is enforced
     min_upload_bytes_per_s: float = 8 << 10  # keep below the slowest device --max-bandwidth
-    max_concurrent_uploads: int = 16  # bodies held in memory at once; more -> 503
+    max_concurrent_uploads: int = 64  # bodies being received at once; more -> 503
+    max_uploads_per_device: int = 2  # bodies one device may send at once; more -> 429
+    body_memory_bytes: int = 128 << 20  # body bytes held in memory by all uploads together; more -> 503
+    drain_timeout_s: float = 10.0  # longest a refused request's body is read to send the answer
+    max_frame: Tuple[int, int] = DEFAULT_MAX_FRAME  # largest image accepted, width x height
+    max_item_pixels: Optional[int] = None  # pixels of all images of one item; None: 8 largest frames
+    max_decodes: int = 2  # images decoded at once
+    header_timeout_s: float = 10.0  # request head must arrive within this (slow headers: closed)
+    keep_alive_s: float = 15.0  # idle keep-alive connections are closed after this
+    max_connections: int = 256  # uvicorn's limit_concurrency: beyond it requests get 503
     min_free_bytes: int = 256 << 20  # local store: keep this much disk free (else 503)
     server_name: Optional[str] = None  # S3 manifests: which server wrote them
     manifest_every_s: float = 60.0
@@ -66,6 +98,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.uploads_in_flight = 0
+        self.body_bytes_held = 0
         self.requests: Dict[Tuple[str, str, int], int] = defaultdict(int)
         self.rejects: Dict[str, int] = defaultdict(int)
         self.items_stored = 0
@@ -117,6 +151,10 @@ class Metrics:
             out.append(f"edgedepth_ingest_upload_body_bytes_total {self.body_bytes}")
             family("edgedepth_ingest_upload_seconds_total", "counter", "Time spent on accepted uploads.")
             out.append(f"edgedepth_ingest_upload_seconds_total {self.upload_seconds:.6f}")
+            family("edgedepth_ingest_uploads_in_flight", "gauge", "Upload bodies being received now.")
+            out.append(f"edgedepth_ingest_uploads_in_flight {self.uploads_in_flight}")
+            family("edgedepth_ingest_body_bytes_held", "gauge", "Upload body bytes held in memory now.")
+            out.append(f"edgedepth_ingest_body_bytes_held {self.body_bytes_held}")
         return "\n".join(out) + "\n"
 
 
@@ -147,47 +185,71 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
         devices = DeviceRegistry(default_auth_db(config.store, config.auth_db))
     limiter = DeviceRateLimiter(config.rate_per_s, max(1.0, config.burst))
     metrics = Metrics()
-    uploads = asyncio.Semaphore(config.max_concurrent_uploads)
+    frame_w, frame_h = config.max_frame
+    limits = Limits(max_width=frame_w, max_height=frame_h,
+                    max_item_pixels=config.max_item_pixels or IMAGES_PER_ITEM * frame_w * frame_h)
+    set_decode_slots(config.max_decodes)
+    uploads = UploadSlots(config.max_concurrent_uploads, config.max_uploads_per_device,
+                          config.body_memory_bytes, metrics)
+    window = max(0.1, config.read_timeout_s)
+    window_bytes = max(1, int(config.min_upload_bytes_per_s * window))
 
     def error(status: int, reason: str, message: str, headers: Optional[Dict[str, str]] = None):
         if status >= 400 and reason:
             metrics.reject(reason)
         return JSONResponse({"error": reason, "detail": message}, status_code=status, headers=headers)
 
-    async def read_body(request: Request, length: int, keep: bool = True) -> bytes:
-        """The whole body, within a deadline that grows with its length (slow clients get 408).
+    async def read_body(request: Request, length: int, keep: bool = True,
+                        deadline_s: Optional[float] = None) -> bytes:
+        """The whole body, which must advance by `window_bytes` in every `window` seconds (else 408).
 
-        keep=False reads and drops it (draining a refused request without holding its bytes).
+        keep=False reads and drops it (draining a refused request without holding its bytes); then
+        `deadline_s` bounds the whole read. Kept bytes are charged to the memory budget as they arrive.
         """
-        deadline = config.read_timeout_s + length / max(1.0, config.min_upload_bytes_per_s)
-        buf = bytearray()
+        chunks = []
         received = 0
-
-        async def _read() -> None:
-            nonlocal received
-            async for chunk in request.stream():
+        start = time.monotonic()
+        samples = collections.deque([(start, 0)])  # (time, bytes received by then), oldest first
+        tick = window / 4
+        try:
+            while received < length:
+                now = time.monotonic()
+                if deadline_s is not None and now - start > deadline_s:
+                    raise _Refused(408, "timeout", f"body not drained within {deadline_s:g} s", close=True)
+                while len(samples) > 1 and samples[1][0] <= now - window:
+                    samples.popleft()
+                if now - start >= window and received - samples[0][1] < window_bytes:
+                    raise _Refused(408, "timeout", f"body slower than {window_bytes} bytes in {window:g} s "
+                                   f"({received} of {length} bytes received)", close=True)
+                try:
+                    message = await asyncio.wait_for(request.receive(), tick)
+                except asyncio.TimeoutError:
+                    continue
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk = message.get("body", b"")
                 received += len(chunk)
                 if received > length or received > config.max_item_bytes:
                     raise _Refused(413, "too_large", "body longer than its Content-Length", close=True)
-                if keep:
-                    buf.extend(chunk)
-
-        try:
-            await asyncio.wait_for(_read(), deadline)
-        except asyncio.TimeoutError as exc:
-            raise _Refused(408, "timeout", f"body not received within {deadline:.0f} s", close=True) from exc
+                if chunk:
+                    samples.append((time.monotonic(), received))
+                    if keep:
+                        uploads.charge(request, len(chunk))
+                        chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
         except ClientDisconnect as exc:
             raise _Refused(400, "disconnect", "client went away before sending the whole body") from exc
         if received != length:
             raise _Refused(400, "truncated", f"body has {received} bytes, Content-Length says {length}")
-        return bytes(buf)
+        return b"".join(chunks)
 
     async def drain(request: Request, length: int) -> bool:
         """Read and drop a refused request's body so the client sees the answer; False if not possible."""
         if request.headers.get("expect", "").lower() == "100-continue" or length > config.max_item_bytes:
             return False
         try:
-            await read_body(request, length, keep=False)
+            await read_body(request, length, keep=False, deadline_s=config.drain_timeout_s)
             return True
         except _Refused:
             return False
@@ -228,14 +290,11 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
         if not allowed:
             raise _Refused(429, "rate_limited", f"device {device} is over {config.rate_per_s:g} uploads/s",
                            headers={"Retry-After": str(retry_after)}, drain=True)
-        if uploads.locked():
-            raise _Refused(503, "busy", "too many uploads in progress", headers={"Retry-After": "2"},
-                           drain=True)
-        async with uploads:
+        with uploads.slot(request, device):
             body = await read_body(request, length)
             if hashlib.sha256(body).hexdigest() != body_sha:
                 raise UploadRejected(422, "hash_mismatch", "body does not match X-Edgedepth-Body-Sha256")
-            item = await run_in_threadpool(parse_upload, item_id, body, False)
+            item = await run_in_threadpool(parse_upload, item_id, body, False, limits)
             del body
             if item.meta.device_id != device:
                 raise UploadRejected(403, "device_mismatch", f"metadata device_id {item.meta.device_id!r} "
@@ -243,9 +302,12 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
             # Same id = same file hashes as the stored item, which passed the content checks then.
             stored = False
             if not await run_in_threadpool(store.has, item_id):
-                await run_in_threadpool(check_contents, item)
+                await run_in_threadpool(check_contents, item, limits)
                 record = dict(item.meta_dict, received_at=utc_now_iso(), received_by=device)
-                stored = await run_in_threadpool(store.put_item, item_id, item.files, record)
+                try:
+                    stored = await run_in_threadpool(store.put_item, item_id, item.files, record)
+                except DataError as exc:
+                    raise UploadRejected(400, "bad_meta", str(exc)) from exc
         nbytes = sum(len(d) for d in item.files.values())
         metrics.stored(nbytes, not stored, length, time.monotonic() - started)
         log.info("%s item %s from %s (%d bytes)", "stored" if stored else "duplicate", item_id[:12], device,
@@ -253,9 +315,18 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
         return JSONResponse({"id": item_id, "stored": True, "duplicate": not stored},
                             status_code=201 if stored else 200)
 
+    def owned_by(item_id: str, device: str) -> bool:
+        if not store.has(item_id):
+            return False
+        try:
+            meta = store.get_meta(item_id)
+        except DataError:
+            return False
+        return device in (meta.get("received_by"), meta.get("device_id"))
+
     async def head_item(request: Request, item_id: str) -> Response:
-        await authenticate(request)
-        found = await run_in_threadpool(store.has, item_id)
+        device = await authenticate(request)
+        found = await run_in_threadpool(owned_by, item_id, device)
         return Response(status_code=200 if found else 404)
 
     async def items(request: Request) -> Response:
@@ -277,6 +348,14 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
         except UploadRejected as exc:
             log.warning("refused %s %s: %s %s", method, item_id[:12], exc.status, exc)
             return error(exc.status, exc.reason, str(exc))
+        except Busy as exc:
+            headers = {"Retry-After": str(exc.retry_after)}
+            if exc.close:
+                headers["Connection"] = "close"
+            elif method == "POST" and not await drain(request, length):
+                headers["Connection"] = "close"
+            log.warning("refused %s %s: %s %s", method, item_id[:12], exc.status, exc)
+            return error(exc.status, exc.reason, str(exc), headers)
         except StoreUnavailable as exc:
             log.error("store unavailable: %s", exc)
             return error(503, "unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_UNAVAILABLE_S)})
@@ -340,6 +419,10 @@ def serve(config: IngestConfig, host: str = "127.0.0.1", port: int = 8080, certf
     """Run the app under uvicorn (HTTPS when a certificate and key are given) until stopped."""
     uvicorn = require("uvicorn", "server")
     app = create_app(config)
+    metrics = app.state.metrics
+    protocol = guarded_h11_protocol(config.header_timeout_s,
+                                    on_timeout=lambda: metrics.reject("head_timeout"))
     uvicorn.run(app, host=host, port=port, ssl_certfile=certfile, ssl_keyfile=keyfile, log_level=log_level,
-                timeout_keep_alive=30, timeout_graceful_shutdown=10, server_header=False,
-                h11_max_incomplete_event_size=64 << 10)
+                http=protocol, limit_concurrency=config.max_connections,
+                timeout_keep_alive=max(1, int(round(config.keep_alive_s))), timeout_graceful_shutdown=10,
+                server_header=False, h11_max_incomplete_event_size=16 << 10)

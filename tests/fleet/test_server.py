@@ -237,6 +237,8 @@ def srv(tmp_path_factory):
             "200",
             "--min-free-mb",
             "0",
+            "--max-per-device",
+            "8",
         ],
     ).wait_ready()
     server.tokens = tokens

@@ -75,7 +75,8 @@ def test_two_servers_share_one_prefix(tmp_path, moto_url):
         # The same item at the other server: already in the shared store.
         r = b.post(items_a[0][0], kit.item_body(*items_a[0]), tok["cam-1"])
         assert r.status_code == 200 and r.json()["duplicate"] is True
-        assert a.head(items_b[1][0], tok["cam-1"]) == 200
+        assert a.head(items_b[1][0], tok["cam-2"]) == 200  # b's item, seen by a, for its own device
+        assert a.head(items_b[1][0], tok["cam-1"]) == 404  # not for another device
         bad = kit.make_item(400, device="cam-1")
         assert a.post(
             bad[0], kit.item_body(bad[0], bad[1], {**bad[2], "rgb.png": b"x"}), tok["cam-1"]

@@ -14,7 +14,16 @@ import cv2
 import numpy as np
 import pytest
 
-from edgedepth.fleet.validate import UploadRejected, check_file_content, jpeg_size, parse_upload, png_size
+from edgedepth.fleet.validate import (
+    Limits,
+    UploadRejected,
+    check_file_content,
+    check_file_header,
+    check_meta_document,
+    jpeg_size,
+    parse_upload,
+    png_size,
+)
 from edgedepth.spool import SCHEMA, compute_item_id
 
 
@@ -113,3 +122,62 @@ def test_content_rules(name, kind, arr, status):
     with pytest.raises(UploadRejected) as info:
         check_file_content(name, kind, data, 8, 8)
     assert info.value.status == status
+
+
+def _ihdr_png(width: int, height: int, depth: int, colour: int) -> bytes:
+    """A PNG header only (IHDR), no pixel data: refused from the header or it would fail to decode."""
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+@pytest.mark.parametrize(
+    "kind,depth,colour",
+    [("rgb", 16, 6), ("rgb", 16, 2), ("rgb", 8, 0), ("depth_gt", 8, 0), ("depth_sensor", 16, 2),
+     ("uncertainty", 8, 2)],
+)
+def test_png_header_must_match_the_kind(kind, depth, colour):
+    with pytest.raises(UploadRejected) as info:
+        check_file_header("f.png", kind, _ihdr_png(64, 48, depth, colour), 64, 48)
+    assert info.value.status == 415 and "header says" in str(info.value)
+
+
+def test_frame_limits_are_the_configured_largest_frame():
+    limits = Limits(max_width=640, max_height=480, max_item_pixels=2 * 640 * 480)
+    assert limits.fits(640, 480) and limits.fits(480, 640) and not limits.fits(641, 480)
+    with pytest.raises(UploadRejected) as info:
+        check_file_header("rgb.png", "rgb", _ihdr_png(1280, 720, 8, 2), 1280, 720, limits)
+    assert info.value.status == 413
+    assert check_file_header("rgb.png", "rgb", _ihdr_png(640, 480, 8, 2), 640, 480, limits) is True
+
+
+@pytest.mark.parametrize(
+    "raw,field",
+    [
+        (b'{"score": NaN}', "score"),
+        (b'{"score": -Infinity}', "score"),
+        (b'{"scores": {"a": 1e999}}', "scores.a"),
+        (b'{"source": "' + b"s" * 2000 + b'"}', "source"),
+        (b'{"labels": [' + b",".join([b'"x"'] * 20) + b"]}", "labels"),
+        (b'{"intrinsics": [[1, 0], [0, 1]]}', "intrinsics"),
+        (b'{"intrinsics": [[0, 0, 1], [0, 1, 1], [0, 0, 1]]}', "intrinsics"),
+        (b'{"captured_at": "2026-13-45T99:00:00Z"}', "captured_at"),
+        (b'{"x": ' + b"[" * 200 + b"]" * 200 + b"}", "x"),
+        (b"[" * 100_000 + b"]" * 100_000, "metadata of"),
+    ],
+)
+def test_metadata_document_bounds_name_the_field(raw, field):
+    with pytest.raises(UploadRejected) as info:
+        check_meta_document(raw)
+    assert info.value.status == 400 and field in str(info.value)
+
+
+def test_jpeg_header_must_match_the_kind():
+    rgb = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))[1].tobytes()
+    gray = cv2.imencode(".jpg", np.zeros((48, 64), np.uint8))[1].tobytes()
+    assert check_file_header("rgb.jpg", "rgb", rgb, 64, 48) is True
+    for name, kind, data in (("rgb.jpg", "rgb", gray), ("depth.jpg", "depth_gt", gray),
+                             ("u.jpg", "uncertainty", rgb)):
+        with pytest.raises(UploadRejected) as info:
+            check_file_header(name, kind, data, 64, 48)
+        assert info.value.status == 415
