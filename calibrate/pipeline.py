@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from edgedepth.calibrate import gate
+from edgedepth.calibrate import accuracy_gate
 from edgedepth.calibrate import quantize as q
 from edgedepth.calibrate.frames import FrameSet, embed, k_center_greedy, load_frameset, split_calibration
 
@@ -108,8 +108,8 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
         q.pre_process(str(model_path), str(pre_model))
     times["pre_process"] = time.perf_counter() - t0 - sum(times.values())
 
-    fp32_pred = gate.predict(str(model_path), x_hold, threads)
-    fp32_metrics = gate.score(fp32_pred, gt, fp32_pred, pre)
+    fp32_pred = accuracy_gate.predict(str(model_path), x_hold, threads)
+    fp32_metrics = accuracy_gate.score(fp32_pred, gt, fp32_pred, pre)
     times["fp32_eval"] = time.perf_counter() - t0 - sum(times.values())
 
     report_path = bdir / bundle.CALIB_REPORT
@@ -181,9 +181,9 @@ def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet,
         t_cal = time.perf_counter() - tm
 
         def accept(path: str) -> "tuple[bool, dict]":
-            pred = gate.predict(path, x_hold, threads)
-            metrics = gate.score(pred, gt, fp32_pred, pre)
-            decision = gate.decide(fp32_metrics, metrics)
+            pred = accuracy_gate.predict(path, x_hold, threads)
+            metrics = accuracy_gate.score(pred, gt, fp32_pred, pre)
+            decision = accuracy_gate.decide(fp32_metrics, metrics)
             return decision["passed"], {"metrics": metrics, "gate": decision}
 
         entry: Dict[str, Any] = {"calibration_s": round(t_cal, 3)}

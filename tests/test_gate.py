@@ -205,7 +205,7 @@ def test_gate_scores_a_checkpoint_baseline_against_an_onnx_candidate(setup):
     torch = pytest.importorskip("torch")
     from edgedepth.checkpoint import save_checkpoint
     from edgedepth.models import build_model
-    from edgedepth.models.registry import model_config
+    from edgedepth.models.catalog import model_config
     from edgedepth.preprocess import Preprocessing
 
     tmp, reg, tgt, _baseline, improved, _broken = setup

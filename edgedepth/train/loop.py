@@ -25,7 +25,7 @@ from edgedepth.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from edgedepth.errors import ConfigError, DataError
 from edgedepth.metrics import frame_metrics, frame_uncertainty, mean_metrics, spearman
 from edgedepth.models import build_model
-from edgedepth.models.registry import model_config
+from edgedepth.models.catalog import model_config
 from edgedepth.preprocess import Preprocessing
 from edgedepth.train.augment import Augment, normalise, to_unit_float
 from edgedepth.train.config import RunResult, TrainConfig

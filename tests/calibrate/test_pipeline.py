@@ -71,7 +71,7 @@ def test_cpu_target_measures_layer_types_and_reuses_ranges(calibrated, frames_di
 def test_gate_refusal_writes_report_not_artifact(tmp_path, exported, frames_dir, monkeypatch):
     import shutil
 
-    from edgedepth.calibrate import gate
+    from edgedepth.calibrate import accuracy_gate
     from edgedepth.calibrate.pipeline import calibrate_model
 
     from edgedepth.cli.main import cli
@@ -80,8 +80,8 @@ def test_gate_refusal_writes_report_not_artifact(tmp_path, exported, frames_dir,
     work = tmp_path / "b"
     work.mkdir()
     shutil.copy(bdir / "model.onnx", work / "model.onnx")
-    strict = gate.decide
-    monkeypatch.setattr(gate, "decide", lambda f, i: strict(f, i, max_d1_drop=-1.0))
+    strict = accuracy_gate.decide
+    monkeypatch.setattr(accuracy_gate, "decide", lambda f, i: strict(f, i, max_d1_drop=-1.0))
     with pytest.raises(GateRefused, match="delta1 drops"):
         calibrate_model(str(work / "model.onnx"), str(frames_dir), "trt", "minmax", n_frames=8)
     assert not (work / bundle.MODEL_INT8_TRT).exists()
@@ -121,7 +121,7 @@ def test_gate_refusal_writes_report_not_artifact(tmp_path, exported, frames_dir,
 
 
 def test_gate_decision_thresholds():
-    from edgedepth.calibrate.gate import decide
+    from edgedepth.calibrate.accuracy_gate import decide
 
     fp = {"d1": 0.90, "abs_rel": 0.10}
     assert decide(fp, {"d1": 0.895, "abs_rel": 0.104})["passed"]
