@@ -19,9 +19,9 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from edgedepth.calibrate import accuracy_gate
 from edgedepth.calibrate import quantize as q
-from edgedepth.calibrate.frames import FrameSet, embed, k_center_greedy, load_frameset, split_calibration
 
 from edgedepth import bundle
+from edgedepth.data.frames import FrameSet, embed, k_center_greedy, load_frameset, split_calibration
 from edgedepth.errors import ConfigError, GateRefused, ModelError
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
             shutil.copyfile(best["path"], bdir / out_name)
             if target == "trt":
                 ranges = q.read_ranges(best["ranges"])
-                from edgedepth.calibrate.calibrator import write_trt_cache
+                from edgedepth.export.trt_calibrator import write_trt_cache
 
                 write_trt_cache(ranges, str(bdir / bundle.CALIB_CACHE), dev.tensorrt if dev else "8.5.2")
                 section["trt_cache"] = {"file": bundle.CALIB_CACHE, "from_method": best["method"],

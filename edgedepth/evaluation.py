@@ -110,7 +110,7 @@ def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batc
 def evaluate(model: Any, data: Sequence[str], batch_size: int = 16, limit: Optional[int] = None,
              providers: Optional[Sequence[str]] = None) -> EvalResult:
     """Evaluate `model` (path to .pt/.onnx, or a Predictor) on dataset directories."""
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
     t0 = time.monotonic()
     predictor = load_predictor(model, providers)

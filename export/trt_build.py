@@ -312,7 +312,7 @@ def build_engine(plan: BuildPlan, trt=None, verbose: bool = False) -> Dict[str, 
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.dla_core
     if plan.int8_calibration_cache:
-        from edgedepth.calibrate.calibrator import make_entropy_calibrator
+        from edgedepth.export.trt_calibrator import make_entropy_calibrator
 
         config.int8_calibrator = make_entropy_calibrator(
             None, 1, plan.int8_calibration_cache, base=trt.IInt8EntropyCalibrator2

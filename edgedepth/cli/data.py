@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
-from typing import Tuple
 
 import click
 
 from edgedepth.errors import ConfigError
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """'HxW' -> (H, W)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if not m:
-        raise ConfigError(f"bad size {text!r}: write HEIGHTxWIDTH, e.g. 96x128")
-    h, w = int(m.group(1)), int(m.group(2))
-    if h < 8 or w < 8 or h > 4096 or w > 4096:
-        raise ConfigError(f"size {h}x{w} is out of range: use 8..4096 pixels per side, e.g. 96x128")
-    return h, w
 
 
 @click.group()
@@ -60,7 +47,9 @@ def synth(
     from edgedepth.data import synth as synth_mod
 
     synth_mod.check_domain(domain)
-    h, w = parse_size(size)
+    from edgedepth.sizes import parse_size
+
+    h, w = parse_size(size, min_side=8, max_side=4096)
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {frames}")
     out = synth_mod.write_synth_dataset(

@@ -80,10 +80,12 @@ def export_cmd(
     reference_data: Optional[str],
 ) -> None:
     """Export a checkpoint to BUNDLE/model.onnx (FP32) and check it against PyTorch."""
-    from edgedepth.export.onnx import export_onnx, parse_size
+    from edgedepth.export.onnx import export_onnx
+    from edgedepth.sizes import parse_network_size
 
     report = export_onnx(
-        checkpoint, out_dir, parse_size(size), opset, device, dynamic_batch, data, parity_frames, tolerance
+        checkpoint, out_dir, parse_network_size(size) if size else None, opset, device, dynamic_batch, data,
+        parity_frames, tolerance,
     )
     click.echo(
         f"wrote {report['path']} (opset {report['opset']}, input {report['input']}, "

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from edgedepth.errors import ConfigError, SourceError
+from edgedepth.sizes import parse_size
 
 log = logging.getLogger(__name__)
 
@@ -377,17 +378,6 @@ class SyntheticSource(RawSource):
 
 # ----------------------------------------------------------------------------------------------------
 # URI parsing
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """'224x320' (height x width) -> (224, 320)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text or "")
-    if not m:
-        raise ConfigError(f"size {text!r} must look like HEIGHTxWIDTH, e.g. 224x224")
-    h, w = int(m.group(1)), int(m.group(2))
-    if h <= 0 or w <= 0:
-        raise ConfigError(f"size {text!r} must be positive")
-    return h, w
 
 
 def _params(query: str) -> Dict[str, str]:

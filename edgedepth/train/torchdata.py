@@ -59,7 +59,7 @@ class Frames:
 
 
 def _open(path: str):
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
     if not Path(path).exists():
         raise DataError(f"dataset {path} does not exist; create one with `edgedepth data synth` "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgedepth.calibrate.calibrator import (
+from edgedepth.export.trt_calibrator import (
     CalibrationBatches,
     make_entropy_calibrator,
     read_trt_cache,

@@ -20,8 +20,8 @@ from edgedepth.runtime.sources import (
     csi_pipeline_from_device,
     make_raw_source,
     opencv_has_gstreamer,
-    parse_size,
 )
+from edgedepth.sizes import parse_size
 
 
 def write_video(path, n=20, size=(48, 64)):

@@ -10,7 +10,8 @@ import torch
 
 from edgedepth.checkpoint import load_checkpoint, model_from_checkpoint
 from edgedepth.errors import ConfigError, DataError
-from edgedepth.train.config import TrainConfig, parse_size
+from edgedepth.sizes import parse_network_size as parse_size
+from edgedepth.train.config import TrainConfig
 from edgedepth.train.loop import CosineSchedule, train
 from edgedepth.train.torchdata import dataset_lineage, load_frames
 
