@@ -116,8 +116,6 @@ def evaluate(model: Any, data: Sequence[str], batch_size: int = 16, limit: Optio
     predictor = load_predictor(model, providers)
     frames: List[FrameResult] = []
     for d in data:
-        if not Path(d).exists():
-            raise DataError(f"dataset {d} does not exist; create one with `edgedepth data synth`")
         ds = open_dataset(d)
         n = len(ds) if limit is None else min(len(ds), int(limit))
         if n == 0:

@@ -142,6 +142,7 @@ def export_cmd(
 )
 @click.option("--device", default=None, help="Board the TensorRT cache header is written for.")
 @click.option("--threads", default=1, show_default=True, type=int, help="onnxruntime threads for timing.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 def calibrate(
     model: str,
     data: str,
@@ -152,13 +153,15 @@ def calibrate(
     holdout: Optional[str],
     device: Optional[str],
     threads: int,
+    no_progress: bool,
 ) -> None:
     """Quantize BUNDLE/model.onnx to INT8 for TensorRT or the CPU, behind an accuracy gate."""
     from edgedepth.calibrate.pipeline import calibrate_model
     from edgedepth.errors import GateRefused
 
     try:
-        report = calibrate_model(model, data, target, method, n_frames, allow_drop, holdout, device, threads)
+        report = calibrate_model(model, data, target, method, n_frames, allow_drop, holdout, device, threads,
+                                 progress=not no_progress)
     except GateRefused:
         _print_calibration(Path(model).parent / "calibration.json", target)
         raise

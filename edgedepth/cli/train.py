@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
 from edgedepth.errors import ConfigError
-from edgedepth.train.config import TrainConfig  # stdlib only: no torch at import
+from edgedepth.train.config import TrainConfig, existing_run  # stdlib only: no torch at import
 
 
 @click.command("train")
@@ -25,6 +28,7 @@ from edgedepth.train.config import TrainConfig  # stdlib only: no torch at impor
 @click.option("--init-from", "init_from", type=click.Path(dir_okay=False), default=None,
               help="Fine-tune from this checkpoint (keeps its model config and preprocessing).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--force", is_flag=True, help="Start over in an --out folder that holds a run (overwrites it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--batch-size", "batch_size", type=int, default=16, show_default=True,
               help="Batch size per process.")
@@ -74,10 +78,10 @@ from edgedepth.train.config import TrainConfig  # stdlib only: no torch at impor
 @click.option("--merge-protect-tolerance", "merge_protect_tolerance", type=float, default=0.10,
               show_default=True, help="Relative regression the merge may allow on each --merge-protect set.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
-def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed, batch_size, lr, workers,
-          grad_weight, loss_mode, frame_weight, min_depth, max_depth, device, freeze_bn, l2sp, freeze,
-          ema_decay, zoom, data_shares, merge_set, merge_tolerance, merge_protect, merge_protect_tolerance,
-          no_progress) -> None:
+def train(data, val, model, size, epochs, minutes, out, init_from, resume, force, seed, batch_size, lr,
+          workers, grad_weight, loss_mode, frame_weight, min_depth, max_depth, device, freeze_bn, l2sp,
+          freeze, ema_decay, zoom, data_shares, merge_set, merge_tolerance, merge_protect,
+          merge_protect_tolerance, no_progress) -> None:
     """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
 
     Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
@@ -99,6 +103,10 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
                       progress=not no_progress, freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze,
                       ema_decay=ema_decay, zoom=zoom, data_shares=shares)
     cfg.validate()  # clear errors before torch is imported
+    held = existing_run(out)
+    if held is not None and not (resume or force):
+        raise ConfigError(f"{out} already holds a training run ({held.name}): add --resume to continue it, "
+                          "--force to start over in it, or choose another --out")
     if merge_set is not None and not init_from:
         raise ConfigError("--merge-set merges towards the initial weights: give --init-from")
     if merge_protect and merge_set is None:
@@ -107,7 +115,17 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
         raise ConfigError(f"unknown loss mode {cfg.loss_mode!r}")
     from edgedepth.train.loop import train as run_training
 
-    result = run_training(cfg)
+    try:
+        result = run_training(cfg)
+    except KeyboardInterrupt:
+        last = Path(out) / "last.pt"
+        if last.is_file():
+            click.secho(f"interrupted: the last finished epoch is in {last}; continue with the same "
+                        "command plus --resume", fg="red", err=True)
+        else:
+            click.secho(f"interrupted before the first epoch finished: {out} holds no last.pt to resume",
+                        fg="red", err=True)
+        sys.exit(130)
     if result.best_metrics:
         m = result.best_metrics
         click.echo(f"best epoch {result.best_epoch + 1}: AbsRel {m['abs_rel']:.4f}  d1 {m['d1']:.4f}  "
@@ -115,8 +133,6 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
                    f"{result.elapsed_s:.0f} s, stopped: {result.stop_reason})")
         click.echo(f"checkpoints: {result.best_checkpoint}  {result.last_checkpoint}")
     if merge_set is not None:
-        from pathlib import Path
-
         from edgedepth.train.merge import wise_merge
 
         merged = wise_merge(init_from, result.last_checkpoint, merge_set, Path(out) / "merged.pt",

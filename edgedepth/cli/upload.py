@@ -73,6 +73,9 @@ def upload(ctx: click.Context, spool_dir: Optional[Path], server: Optional[str],
                         ("--timeout", timeout), ("--stats-interval", stats_interval)):
         if value <= 0:
             raise ConfigError(f"{name} must be positive, got {value}")
+    if not spool_dir.is_dir():
+        raise ConfigError(f"spool directory {spool_dir} does not exist: give the --spool that "
+                          "`edgedepth run` writes (the daemon reads it, never creates it)")
     if spool_max_mb is not None and spool_max_mb <= 0:
         raise ConfigError(f"--spool-max-mb must be positive, got {spool_max_mb}")
     logging.getLogger("edgedepth").setLevel(getattr(logging, log_level))

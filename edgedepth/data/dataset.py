@@ -8,7 +8,7 @@ comma-separated list of specs and concatenates them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -56,8 +56,10 @@ def detect_kind(path: Path) -> str:
     )
 
 
-def open_dataset(spec: str, skip_bad: bool = False) -> RGBDDataset:
-    """Open one dataset. skip_bad=True skips (and counts in .skipped) bad or unpaired files."""
+def resolve_spec(spec: str) -> Tuple[str, Path]:
+    """(kind, path) of one dataset spec (DIR, FILE.mat, folder:/kitti:/nyu:PATH) without reading it;
+    DataError when the path does not exist or its format cannot be told. Every command that takes
+    datasets (data info, train, eval, ...) checks its specs with this, so they accept the same ones."""
     spec = str(spec).strip()
     kind = None
     for k in KINDS:
@@ -67,10 +69,17 @@ def open_dataset(spec: str, skip_bad: bool = False) -> RGBDDataset:
     if not spec:
         raise DataError("empty dataset path")
     path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"dataset {path} does not exist; create one with `edgedepth data synth`, or give "
+                        "a folder with rgb/ and depth/, a KITTI folder or an NYU .mat file")
     if kind is None:
         kind = detect_kind(path)
-    elif not path.exists():
-        raise DataError(f"dataset {path} does not exist")
+    return kind, path
+
+
+def open_dataset(spec: str, skip_bad: bool = False) -> RGBDDataset:
+    """Open one dataset. skip_bad=True skips (and counts in .skipped) bad or unpaired files."""
+    kind, path = resolve_spec(spec)
     if kind == "nyu":
         return NYUDataset(path, skip_bad=skip_bad)
     if kind == "kitti":

@@ -279,7 +279,7 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
         from edgedepth.rounds.selfsup import SelfSupervisedLabeler
 
         selfsup = SelfSupervisedLabeler(cfg.self_supervised)
-    store = open_store(cfg.store, endpoint_url=cfg.endpoint_url)
+    store = open_store(cfg.store, endpoint_url=cfg.endpoint_url, must_exist=True)
     try:
         cands = _collect(store, cfg, teacher, report, progress, selfsup)
         if not cands:

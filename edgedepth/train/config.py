@@ -6,8 +6,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from edgedepth.errors import ConfigError, DataError
+from edgedepth.errors import ConfigError
 from edgedepth.sizes import parse_network_size
+
+RUN_FILES = ("last.pt", "best.pt", "run.json")  # what a training run leaves in its --out folder
+
+
+def existing_run(out: Union[str, Path]) -> Optional[Path]:
+    """The first file of an earlier run in `out`, or None when `out` holds no run."""
+    for name in RUN_FILES:
+        if (Path(out) / name).is_file():
+            return Path(out) / name
+    return None
 
 
 def split_dirs(value: Union[None, str, List[str]]) -> List[str]:
@@ -84,10 +94,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if not self.data:
             raise ConfigError("no training data: pass --data DIR[,DIR...]")
+        from edgedepth.data.dataset import resolve_spec
+
         for d in self.data + self.val:
-            if not Path(d).is_dir():
-                raise DataError(f"dataset directory {d} does not exist; create one with "
-                                "`edgedepth data synth` or point at a folder with rgb/ and depth/")
+            resolve_spec(d)  # the same specs as `edgedepth data info` and `edgedepth eval`
         if (self.epochs is None) == (self.minutes is None):
             raise ConfigError("give exactly one of --epochs N or --minutes M")
         if self.epochs is not None and self.epochs < 1:

@@ -61,9 +61,6 @@ class Frames:
 def _open(path: str):
     from edgedepth.data.dataset import open_dataset
 
-    if not Path(path).exists():
-        raise DataError(f"dataset {path} does not exist; create one with `edgedepth data synth` "
-                        "or point --data at a folder with rgb/ and depth/")
     return open_dataset(path)
 
 
