@@ -110,8 +110,10 @@ def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batc
 def evaluate(model: Any, data: Sequence[str], batch_size: int = 16, limit: Optional[int] = None,
              providers: Optional[Sequence[str]] = None) -> EvalResult:
     """Evaluate `model` (path to .pt/.onnx, or a Predictor) on dataset directories."""
-    from edgedepth.data.dataset import open_dataset
+    from edgedepth.data.dataset import open_dataset, resolve_spec
 
+    for d in data:  # every dataset named is checked before the model loads
+        resolve_spec(d)
     t0 = time.monotonic()
     predictor = load_predictor(model, providers)
     frames: List[FrameResult] = []

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from edgedepth.cli.options import OutputPath, Size
 from edgedepth.errors import ConfigError
 
 
@@ -22,7 +23,8 @@ def data() -> None:
     help="Scene domain: indoor, outdoor, night, fog or clutter.",
 )
 @click.option("--frames", default=100, show_default=True, type=int, help="Number of frames to render.")
-@click.option("--size", default="96x128", show_default=True, help="Image size HEIGHTxWIDTH.")
+@click.option("--size", default="96x128", show_default=True, type=Size(min_side=8, max_side=4096),
+              help="Image size HEIGHTxWIDTH.")
 @click.option(
     "--seed", default=0, show_default=True, type=int, help="Seed; the same seed gives the same frames."
 )
@@ -30,7 +32,7 @@ def data() -> None:
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False),
+    type=OutputPath(file_okay=False),
     help="Output folder (rgb/, depth/ in uint16 mm, meta.json).",
 )
 @click.option(
@@ -47,9 +49,7 @@ def synth(
     from edgedepth.data import synth as synth_mod
 
     synth_mod.check_domain(domain)
-    from edgedepth.sizes import parse_size
-
-    h, w = parse_size(size, min_side=8, max_side=4096)
+    h, w = size
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {frames}")
     out = synth_mod.write_synth_dataset(

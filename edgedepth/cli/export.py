@@ -9,6 +9,7 @@ from typing import Optional
 
 import click
 
+from edgedepth.cli.options import InputPath, OutputPath, Size
 from edgedepth.errors import ConfigError, EdgeDepthError
 
 log = logging.getLogger(__name__)
@@ -20,16 +21,17 @@ def _echo_lines(lines) -> None:
 
 
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=InputPath(dir_okay=False))
 @click.option(
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False),
+    type=OutputPath(file_okay=False),
     help="Bundle directory to write model.onnx and manifest.json into.",
 )
 @click.option(
-    "--size", default=None, help="Input size HEIGHTxWIDTH (multiples of 32); default: the checkpoint's."
+    "--size", default=None, type=Size(multiple_of=32),
+    help="Input size HEIGHTxWIDTH (multiples of 32); default: the checkpoint's."
 )
 @click.option(
     "--opset",
@@ -81,10 +83,9 @@ def export_cmd(
 ) -> None:
     """Export a checkpoint to BUNDLE/model.onnx (FP32) and check it against PyTorch."""
     from edgedepth.export.onnx import export_onnx
-    from edgedepth.sizes import parse_network_size
 
     report = export_onnx(
-        checkpoint, out_dir, parse_network_size(size) if size else None, opset, device, dynamic_batch, data,
+        checkpoint, out_dir, size, opset, device, dynamic_batch, data,
         parity_frames, tolerance,
     )
     click.echo(
@@ -252,7 +253,7 @@ def lint(
 @click.option(
     "--timing-cache",
     default=None,
-    type=click.Path(dir_okay=False),
+    type=OutputPath(dir_okay=False),
     help="Timing cache file to read and update (speeds up rebuilds).",
 )
 @click.option(
@@ -262,7 +263,7 @@ def lint(
     "--out",
     "out_dir",
     default=None,
-    type=click.Path(file_okay=False),
+    type=OutputPath(file_okay=False),
     help="Folder for the engine and its manifest; default: BUNDLE/engines.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the exact builder settings; needs no TensorRT or GPU.")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from edgedepth.cli.options import InputPath, OutputPath, Size
 from edgedepth.errors import ConfigError
 from edgedepth.train.config import TrainConfig, existing_run  # stdlib only: no torch at import
 
@@ -18,14 +19,14 @@ from edgedepth.train.config import TrainConfig, existing_run  # stdlib only: no 
               help="Validation dataset folder(s); default: hold out 5% of the training frames.")
 @click.option("--model", "model", default="small", show_default=True,
               type=click.Choice(["tiny", "small", "base"]), help="Model size (ignored with --init-from).")
-@click.option("--size", default="96x128", show_default=True,
+@click.option("--size", default="96x128", show_default=True, type=Size(multiple_of=32),
               help="Network input HEIGHTxWIDTH, multiples of 32 (ignored with --init-from).")
 @click.option("--epochs", type=int, default=None, help="Train for N epochs (reproducible on CPU).")
 @click.option("--minutes", type=float, default=None,
               help="Wall-clock budget for the whole run; the LR schedule is planned against it.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=OutputPath(file_okay=False),
               help="Run directory: best.pt, last.pt, curves.png, run.json.")
-@click.option("--init-from", "init_from", type=click.Path(dir_okay=False), default=None,
+@click.option("--init-from", "init_from", type=InputPath(dir_okay=False), default=None,
               help="Fine-tune from this checkpoint (keeps its model config and preprocessing).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--force", is_flag=True, help="Start over in an --out folder that holds a run (overwrites it).")
@@ -66,7 +67,7 @@ from edgedepth.train.config import TrainConfig, existing_run  # stdlib only: no 
 @click.option("--data-shares", "data_shares", default=None,
               help="Share of every batch drawn from each --data directory, e.g. 0.75,0.25 (old training set, "
                    "new round): keeps the old data in play without drowning a few new frames.")
-@click.option("--merge-set", "merge_set", type=click.Path(file_okay=False), default=None,
+@click.option("--merge-set", "merge_set", type=InputPath(file_okay=False), default=None,
               help="With --init-from: WiSE-FT-merge last.pt back towards the initial weights as far as this "
                    "original-domain set needs (AbsRel/d1 within --merge-tolerance); writes merged.pt.")
 @click.option("--merge-tolerance", "merge_tolerance", type=float, default=0.02, show_default=True,

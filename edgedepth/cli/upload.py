@@ -11,6 +11,7 @@ from typing import Optional
 
 import click
 
+from edgedepth.cli.options import InputPath, OutputPath
 from edgedepth.errors import ConfigError
 
 
@@ -18,11 +19,11 @@ from edgedepth.errors import ConfigError
 @click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Spool directory the live loop writes (required to run the daemon).")
 @click.option("--server", help="Ingest server base URL, e.g. https://ingest.example:8443.")
-@click.option("--token-file", type=click.Path(dir_okay=False),
+@click.option("--token-file", type=InputPath(dir_okay=False),
               help="File holding this device's upload token (else env EDGEDEPTH_TOKEN).")
-@click.option("--ca-cert", type=click.Path(dir_okay=False),
+@click.option("--ca-cert", type=InputPath(dir_okay=False),
               help="CA certificate (PEM) to trust for the server, e.g. a self-signed one.")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--db", "db_path", type=OutputPath(dir_okay=False, path_type=Path),
               help="Job table (SQLite). Default: <spool>/.queue/jobs.sqlite.")
 @click.option("--max-bandwidth", default=None,
               help="Upload bandwidth cap in bytes: 2MB/s, 500KiB/s, ... (default: none).")
@@ -91,7 +92,7 @@ def upload(ctx: click.Context, spool_dir: Optional[Path], server: Optional[str],
 
 
 @upload.command("status")
-@click.option("--spool", "spool_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--spool", "spool_dir", required=True, type=InputPath(file_okay=False, path_type=Path),
               help="Spool directory.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Job table (default: <spool>/.queue/jobs.sqlite).")
