@@ -91,3 +91,48 @@ class OutputPath(click.Path):
 def InputPath(file_okay: bool = True, dir_okay: bool = True, path_type: Any = None) -> click.Path:
     """A path the command reads: it must exist."""
     return click.Path(exists=True, file_okay=file_okay, dir_okay=dir_okay, path_type=path_type)
+
+
+def config_option(command: str):
+    """`--config device.yaml`: the device file `run` and `upload` share (edgedepth.config)."""
+    return click.option(
+        "--config", "config_path", type=InputPath(dir_okay=False), default=None,
+        help=f"Device file (YAML) with the settings `{command}` shares with the other device command; "
+             "flags given here override it. See docs/cli.md.")
+
+
+def device_settings(ctx: click.Context, config_path: Optional[str], flags: "dict"):
+    """device.yaml (if any) with every flag given on the command line set over it, validated.
+
+    `flags` maps a click parameter name to its key path in the file, e.g. "select_rate" ->
+    ("run", "select", "rate"). Flags left at their defaults do not override the file.
+    """
+    from click.core import ParameterSource
+    from pydantic import ValidationError
+
+    from edgedepth.config import DeviceSettings, describe_validation, merge_overrides, read_device_file
+
+    data = read_device_file(config_path) if config_path else {}
+    given = {}
+    for name, path in flags.items():
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            value = ctx.params[name]
+            if isinstance(value, tuple):
+                value = list(value)
+            given[path] = os.fspath(value) if isinstance(value, os.PathLike) else value
+    try:
+        return DeviceSettings.model_validate(merge_overrides(data, given))
+    except ValidationError as exc:
+        option = {path: _flag_name(ctx, name) for name, path in flags.items() if path in given}
+        for err in exc.errors():  # name the flag when the bad value came from one
+            loc = tuple(str(p) for p in err["loc"])
+            if loc in option:
+                raise ConfigError(f"{option[loc]}: {err['msg']}") from None
+        raise ConfigError(describe_validation(exc, str(config_path or "the command line"))) from None
+
+
+def _flag_name(ctx: click.Context, name: str) -> str:
+    for param in ctx.command.params:
+        if param.name == name:
+            return param.opts[0] if param.opts else name
+    return name

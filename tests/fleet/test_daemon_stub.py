@@ -257,6 +257,7 @@ def test_daemon_spool_cap_evicts_lowest_scores(env):
 
 
 def test_missing_token_is_a_clear_error(env):
+    env["spool"].mkdir(parents=True, exist_ok=True)
     r = subprocess.run([uk.PY, "-m", "edgedepth", "upload", "--spool", str(env["spool"]), "--server",
                         "http://127.0.0.1:1"], capture_output=True, text=True, env=uk.env(), cwd=uk.REPO)
     assert r.returncode == 2 and "EDGEDEPTH_TOKEN" in r.stderr
