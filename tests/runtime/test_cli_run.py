@@ -274,3 +274,23 @@ def test_synthetic_source_carries_ground_truth(tmp_path, tiny_bundle):
         it.meta.labels == ["depth_gt"] and it.meta.domain == "indoor" for it in items
     )
     assert all(it.meta.intrinsics is not None and it.meta.pose is not None for it in items)
+
+
+def test_run_reads_the_device_file_and_flags_override_it(tmp_path, tiny_bundle):
+    """model, source, spool and device id from device.yaml; --max-frames on the command line wins."""
+    import yaml
+
+    spool_dir = tmp_path / "spool"
+    device_file = tmp_path / "device.yaml"
+    device_file.write_text(yaml.safe_dump({
+        "device_id": "cam-07", "spool": str(spool_dir),
+        "run": {"model": str(tiny_bundle), "input": str(images(tmp_path / "imgs", n=12)), "headless": True,
+                "max_frames": 12, "threads": 1, "select": {"mode": "random", "rate": 1.0}},
+        "upload": {"max_bandwidth": "1MB/s"},
+    }))
+    proc = start(["--config", device_file, "--max-frames", "4"])
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert "4 frames" in err.split("stopped: ")[1]
+    items = Spool(spool_dir).items()
+    assert items and {it.meta.device_id for it in items} == {"cam-07"}
