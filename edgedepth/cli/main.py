@@ -77,7 +77,8 @@ class LazyGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            # an int comes back from click.exceptions.Exit (e.g. `lint` exits 1 on findings)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else (prog_name or "edgedepth")
             fail(f"{exc.format_message()} (see `{where} --help`)")
@@ -86,7 +87,7 @@ class LazyGroup(click.Group):
         except (click.Abort, KeyboardInterrupt):
             click.secho("interrupted", fg="red", err=True)
             sys.exit(130)
-        sys.exit(0)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def describe_error(exc: BaseException) -> str:
