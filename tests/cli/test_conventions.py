@@ -201,3 +201,19 @@ def test_ingest_serve_on_a_port_in_use_is_one_line(tmp_path):
         args = ["ingest", "serve", "--store", str(store), "--port", str(port)]
         line = assert_one_line_error(CliRunner().invoke(cli, args), args)
     assert f"127.0.0.1:{port}" in line and "--port" in line
+
+
+def test_ctrl_c_in_train_says_where_last_pt_is_and_how_to_resume(tmp_path, monkeypatch):
+    out, data = tmp_path / "run", tmp_path / "data"
+    (data / "rgb").mkdir(parents=True)
+
+    def interrupted(cfg):
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(cfg.out) / "last.pt").write_bytes(b"")  # an epoch finished before the interrupt
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edgedepth.train.loop.train", interrupted)
+    monkeypatch.setattr("edgedepth.train.openmp.choose_wait_policy", lambda: None)
+    res = CliRunner().invoke(cli, ["train", "--data", str(data), "--epochs", "1", "--out", str(out)])
+    assert res.exit_code == 130 and "Traceback" not in res.output
+    assert f"{out / 'last.pt'}" in res.output and "--resume" in res.output
