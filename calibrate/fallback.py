@@ -125,7 +125,7 @@ def int8_share(macs: Dict[str, Dict[str, Any]], int8_layers: Sequence[str]) -> D
 
 
 def _metrics_vs(pred: np.ndarray, ref: np.ndarray, pre) -> Dict[str, float]:
-    from edgedepth.calibrate import gate
+    from edgedepth.calibrate import accuracy_gate as gate
 
     m = gate.score(pred, None, ref, pre)
     return {"abs_rel": float(m["abs_rel"]), "d1": float(m["d1"])}
@@ -136,7 +136,7 @@ def layer_sensitivity(qdq_model, layers: Sequence[str], inputs: np.ndarray, fp32
     """For each layer: the model with only that layer in INT8 against the FP32 model's output
     (AbsRel, delta1 and its drop from 1). Sorted most sensitive first (AbsRel, then delta1 drop)."""
     onnx = require("onnx", "train")
-    from edgedepth.calibrate import gate
+    from edgedepth.calibrate import accuracy_gate as gate
 
     path = str(Path(workdir) / "sensitivity.onnx")
     rows = []

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from edgedepth.calibrate import gate
+from edgedepth.calibrate import accuracy_gate
 from edgedepth.calibrate import quantize as q
-from edgedepth.calibrate.frames import FrameSet, embed, k_center_greedy, load_frameset, split_calibration
 
 from edgedepth import bundle
+from edgedepth.data.frames import FrameSet, embed, k_center_greedy, load_frameset, split_calibration
 from edgedepth.errors import ConfigError, GateRefused, ModelError
 
 log = logging.getLogger(__name__)
@@ -63,9 +63,11 @@ def _read_report(path: Path) -> Dict[str, Any]:
 
 def calibrate_model(model_path: str, data: str, target: str = "trt", method: str = "minmax",
                     n_frames: int = 256, allow_drop: bool = False, holdout: Optional[str] = None,
-                    device: Optional[str] = None, threads: int = 1, bench_rounds: int = 30
-                    ) -> Dict[str, Any]:
+                    device: Optional[str] = None, threads: int = 1, bench_rounds: int = 30,
+                    progress: bool = False) -> Dict[str, Any]:
     """Quantize BUNDLE/model.onnx for `target`; write the artifact if the gate passes; return the report.
+
+    `progress` shows a bar of the steps on stderr (when it is a terminal): the run takes tens of seconds.
 
     Raises GateRefused (after writing the report) when no method passes and allow_drop is False.
     """
@@ -91,6 +93,11 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
         dev = load_device(device)
         if target == "trt":
             dev.check_request("int8", None)
+    from tqdm import tqdm
+
+    steps = tqdm(total=3 + len(methods), desc=f"calibrate {target}", unit="step",
+                 disable=None if progress else True, leave=False)
+    steps.set_postfix_str("frames")
     t0 = time.perf_counter()
     times: Dict[str, float] = {}
     info = read_onnx_info(str(model_path))
@@ -100,6 +107,8 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
     x_hold = preprocess_batch(held.rgb, pre)
     gt = held.depth if held.has_depth else None
     times["frames"] = time.perf_counter() - t0
+    steps.update(1)
+    steps.set_postfix_str("pre-process")
 
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
@@ -107,9 +116,12 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
     if not pre_model.is_file():
         q.pre_process(str(model_path), str(pre_model))
     times["pre_process"] = time.perf_counter() - t0 - sum(times.values())
+    steps.update(1)
+    steps.set_postfix_str("FP32 reference")
 
-    fp32_pred = gate.predict(str(model_path), x_hold, threads)
-    fp32_metrics = gate.score(fp32_pred, gt, fp32_pred, pre)
+    fp32_pred = accuracy_gate.predict(str(model_path), x_hold, threads)
+    steps.update(1)
+    fp32_metrics = accuracy_gate.score(fp32_pred, gt, fp32_pred, pre)
     times["fp32_eval"] = time.perf_counter() - t0 - sum(times.values())
 
     report_path = bdir / bundle.CALIB_REPORT
@@ -128,7 +140,7 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
     try:
         best = _run_methods(target, methods, str(model_path), str(pre_model), cache, calib, x_cal,
                             x_hold, gt, fp32_pred, fp32_metrics, pre, section, work.name, threads,
-                            bench_rounds, times, t0)
+                            bench_rounds, times, t0, steps)
         if report.get("activation_ranges_model") != report["model"]["sha256"]:
             mm = q.calibrate_ranges(str(pre_model), x_cal, "minmax",
                                     q.ranges_cache_path(cache, str(pre_model), calib.names, "minmax"))
@@ -148,7 +160,7 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
             shutil.copyfile(best["path"], bdir / out_name)
             if target == "trt":
                 ranges = q.read_ranges(best["ranges"])
-                from edgedepth.calibrate.calibrator import write_trt_cache
+                from edgedepth.backends.tensorrt.calibrator import write_trt_cache
 
                 if dev is not None:  # the header names the TensorRT that reads it; another version skips it
                     write_trt_cache(ranges, str(bdir / bundle.CALIB_CACHE), dev.tensorrt)
@@ -162,6 +174,7 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
         elif (bdir / out_name).exists():
             os.unlink(bdir / out_name)  # a stale artifact must not outlive a refused calibration
     finally:
+        steps.close()
         work.cleanup()
     times["total"] = time.perf_counter() - t0
     section["times_s"] = {k: round(v, 3) for k, v in times.items()}
@@ -179,18 +192,20 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
 
 
 def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet, x_cal, x_hold, gt, fp32_pred,
-                 fp32_metrics, pre, section, workdir, threads, bench_rounds, times, t0) -> Optional[dict]:
+                 fp32_metrics, pre, section, workdir, threads, bench_rounds, times, t0, steps
+                 ) -> Optional[dict]:
     results: List[dict] = []
     for m in methods:
+        steps.set_postfix_str(f"method {m}")
         tm = time.perf_counter()
         cache_file = q.ranges_cache_path(cache, pre_model, calib.names, m)
         ranges = q.calibrate_ranges(pre_model, x_cal, m, cache_file)
         t_cal = time.perf_counter() - tm
 
         def accept(path: str) -> "tuple[bool, dict]":
-            pred = gate.predict(path, x_hold, threads)
-            metrics = gate.score(pred, gt, fp32_pred, pre)
-            decision = gate.decide(fp32_metrics, metrics)
+            pred = accuracy_gate.predict(path, x_hold, threads)
+            metrics = accuracy_gate.score(pred, gt, fp32_pred, pre)
+            decision = accuracy_gate.decide(fp32_metrics, metrics)
             return decision["passed"], {"metrics": metrics, "gate": decision}
 
         entry: Dict[str, Any] = {"calibration_s": round(t_cal, 3)}
@@ -220,6 +235,7 @@ def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet,
         entry["ranges"] = ranges
         results.append(entry)
         section["methods"][m] = {k: v for k, v in entry.items() if k not in ("path", "ranges")}
+        steps.update(1)
     times["methods"] = time.perf_counter() - t0 - sum(times.values())
     if target == "cpu":
         for r in results:
@@ -244,7 +260,7 @@ def _float_fallback(pre_model, fp32_model, full_path, ranges, method, accept, x_
     sub = Path(workdir) / f"fallback-{method}"
     sub.mkdir(parents=True, exist_ok=True)
     x_sens = x_cal[np.linspace(0, len(x_cal) - 1, min(len(x_cal), SENSITIVITY_FRAMES)).astype(int)]
-    fp32_sens = gate.predict(fp32_model, x_sens, threads)
+    fp32_sens = accuracy_gate.predict(fp32_model, x_sens, threads)
     res = float_fallback(pre_model, full_path,
                          lambda out, exclude: q.quantize_trt(pre_model, out, ranges, method, exclude=exclude),
                          accept, x_sens, fp32_sens, pre, str(sub), threads)

@@ -34,20 +34,6 @@ GRAPH_DOC = (
 )
 
 
-def parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
-    """'HxW' -> (H, W)."""
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError as exc:
-        raise ConfigError(f"size '{text}' must look like HEIGHTxWIDTH, e.g. 224x224") from exc
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise ConfigError(f"size {h}x{w} must be positive multiples of 32; try "
-                          f"{max(32, round(h / 32) * 32)}x{max(32, round(w / 32) * 32)}")
-    return h, w
-
-
 def choose_opset(opset: Optional[int], device=None) -> int:
     """The requested opset checked against the target's TensorRT parser, or the highest it accepts."""
     limit = device.max_onnx_opset if device is not None else DEFAULT_OPSET
@@ -148,7 +134,7 @@ def export_onnx(checkpoint: str, out_dir: str, size: Optional[Tuple[int, int]] =
     t_write = time.perf_counter() - t0
 
     # Parity on real validation frames (or synthetic ones) before the file replaces the old one.
-    from edgedepth.calibrate.frames import get_frames
+    from edgedepth.data.frames import get_frames
 
     frames = get_frames(data, parity_frames, pre.height, pre.width, seed=1000)
     if len(frames) > parity_frames:

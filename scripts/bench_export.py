@@ -79,7 +79,7 @@ def pick_checkpoint(args, data: str, work: Path):
     print("training failed, falling back to random weights:\n" + res.stderr[-2000:])
     from edgedepth.checkpoint import save_checkpoint
     from edgedepth.models import build_model
-    from edgedepth.models.registry import model_config
+    from edgedepth.models.catalog import model_config
     from edgedepth.preprocess import Preprocessing
 
     path = work / "random.pt"

@@ -82,7 +82,8 @@ def main() -> int:
 
     from edgedepth.evaluation import evaluate
     from edgedepth.metrics import format_metrics_table
-    from edgedepth.train.config import TrainConfig, parse_size
+    from edgedepth.sizes import parse_network_size
+    from edgedepth.train.config import TrainConfig
     from edgedepth.train.loop import train
 
     t0 = time.monotonic()
@@ -102,7 +103,7 @@ def main() -> int:
           f"({sum(1 for _, s in rendered if s == 0)} of {len(jobs)} folders reused)", flush=True)
 
     cfg = TrainConfig(data=train_dirs, val=[str(root / "indoor-val")], out=args.out, model="small",
-                      size=parse_size(args.size), minutes=args.minutes, batch_size=args.batch_size,
+                      size=parse_network_size(args.size), minutes=args.minutes, batch_size=args.batch_size,
                       lr=args.lr, grad_weight=args.grad_weight, loss_mode=args.loss_mode, seed=args.seed,
                       ema_decay=args.ema, zoom=args.zoom,
                       workers=2, progress=True, name="edgedepth-acceptance")

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
-.venv/bin/lint-imports
+.venv/bin/python scripts/lint_imports.py
 .venv/bin/python -m pytest -q -ra "$@"

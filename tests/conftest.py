@@ -36,7 +36,7 @@ def make_checkpoint(path: Path, size=(64, 64), seed: int = 0) -> Path:
 
     from edgedepth.checkpoint import save_checkpoint
     from edgedepth.models import build_model
-    from edgedepth.models.registry import model_config
+    from edgedepth.models.catalog import model_config
     from edgedepth.preprocess import Preprocessing
 
     torch.manual_seed(seed)

@@ -76,7 +76,6 @@ def folder_set(root: Path, value: int, depth: float, n: int = 4, seed: int = 0) 
 @pytest.fixture
 def setup(tmp_path):
     pytest.importorskip("onnx")
-    pytest.importorskip("edgedepth.data.formats")
     reg = folder_set(tmp_path / "regression", 0, REG_DEPTH)
     tgt = folder_set(tmp_path / "target", 255, TARGET_DEPTH, seed=1)
     baseline = linear_onnx(tmp_path / "baseline.onnx", *fit(REG_DEPTH, REG_DEPTH))  # 2 m everywhere
@@ -205,7 +204,7 @@ def test_gate_scores_a_checkpoint_baseline_against_an_onnx_candidate(setup):
     torch = pytest.importorskip("torch")
     from edgedepth.checkpoint import save_checkpoint
     from edgedepth.models import build_model
-    from edgedepth.models.registry import model_config
+    from edgedepth.models.catalog import model_config
     from edgedepth.preprocess import Preprocessing
 
     tmp, reg, tgt, _baseline, improved, _broken = setup

@@ -184,7 +184,7 @@ def iter_sequence(path: str) -> Iterator[SeqFrame]:
     Frames pair only within one sequence: the per-frame "sequence", "scene" or "scene_seed" entry of
     meta.json (a synthetic video changes scene every so many frames), else the whole folder.
     """
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
     ds = open_dataset(path)
     meta = getattr(ds, "meta", None) or {}

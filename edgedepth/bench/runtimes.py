@@ -32,6 +32,8 @@ import numpy as np
 from edgedepth import bundle as bundle_layout
 from edgedepth.errors import ConfigError, EdgeDepthError, ModelError
 from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, Preprocessing
+from edgedepth.sizes import NETWORK_MULTIPLE
+from edgedepth.sizes import parse_sizes as parse_sizes_text
 
 log = logging.getLogger(__name__)
 
@@ -102,22 +104,7 @@ def parse_backends(text: Optional[str]) -> List[str]:
 
 def parse_sizes(text: Optional[str]) -> List[Tuple[int, int]]:
     """'224x224,320x320' -> [(224, 224), (320, 320)]; each side a positive multiple of 32."""
-    out: List[Tuple[int, int]] = []
-    for part in (text or "").split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        h, sep, w = part.partition("x")
-        if not sep or not h.isdigit() or not w.isdigit():
-            raise ConfigError(f"size {part!r} is not HEIGHTxWIDTH, e.g. 224x224")
-        hw = (int(h), int(w))
-        if min(hw) <= 0 or hw[0] % 32 or hw[1] % 32:
-            raise ConfigError(f"size {part}: both sides must be positive multiples of 32 (the encoder "
-                              f"downsamples 5 times), e.g. {max(32, round(hw[0] / 32) * 32)}x"
-                              f"{max(32, round(hw[1] / 32) * 32)}")
-        if hw not in out:
-            out.append(hw)
-    return out
+    return parse_sizes_text(text, multiple_of=NETWORK_MULTIPLE)
 
 
 # ------------------------------------------------------------------------------------------- discovery

@@ -174,7 +174,8 @@ def cli_trainer(job: TrainJob) -> TrainedModel:
     cmd = [sys.executable, "-m", "edgedepth", "train", "--data", data, "--val", job.val_dir,
            "--model", job.model, "--size", f"{job.size[0]}x{job.size[1]}", "--epochs", str(job.epochs),
            "--out", job.run_dir, "--seed", str(job.seed), "--batch-size", str(job.batch_size),
-           "--min-depth", str(job.min_depth), "--max-depth", str(job.max_depth), "--no-progress"]
+           "--min-depth", str(job.min_depth), "--max-depth", str(job.max_depth), "--no-progress",
+           "--force"]  # the study owns its run folders: a job rerun starts over
     t0 = time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS=str(job.threads))
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import click
 
+from edgedepth.cli.options import InputPath, OutputPath, Sizes
+
 
 @click.group("baseline")
 def baseline() -> None:
@@ -38,7 +40,7 @@ def baseline() -> None:
 @click.option("--max-depth", default=40.0, show_default=True, type=float,
               help="Evaluation depth range: upper bound (metres), as the learned model's preprocessing.")
 @click.option("--limit", default=None, type=int, help="Evaluate at most this many frames.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+@click.option("--json", "json_out", default=None, type=OutputPath(dir_okay=False),
               help="Write the report (and per-frame rows) to this JSON file.")
 def classical(data_dir: str, gap: int, method: str, flow_kind: str, features: str, min_matches: int,
               fill: str, min_depth: float, max_depth: float, limit: Optional[int],
@@ -81,14 +83,14 @@ def classical(data_dir: str, gap: int, method: str, flow_kind: str, features: st
 
 
 @click.command("bench")
-@click.argument("bundle", type=click.Path(file_okay=False))
-@click.option("--checkpoint", default=None, type=click.Path(dir_okay=False),
+@click.argument("bundle", type=InputPath(file_okay=False))
+@click.option("--checkpoint", default=None, type=InputPath(dir_okay=False),
               help="Checkpoint for the PyTorch eager row; default: the one the bundle's lineage names, "
                    "or a .pt beside the bundle whose SHA-256 the exported model records.")
 @click.option("--backends", default="all", show_default=True,
               help="Comma list of runtimes: pytorch, opencv, ort-fp32, ort-int8-cpu, ort-int8-trt, "
                    "pytorch-cuda, ort-cuda, trt (or trt-fp16, trt-int8), loop (live-loop efficiency).")
-@click.option("--sizes", default=None,
+@click.option("--sizes", default=None, type=Sizes(multiple_of=32),
               help="Input sizes HxW,HxW,... (multiples of 32); default: the bundle's. Other sizes run "
                    "the same ONNX graphs with the input size rewritten.")
 @click.option("--threads", default=None, type=int,
@@ -108,13 +110,13 @@ def classical(data_dir: str, gap: int, method: str, flow_kind: str, features: st
               help="Synthetic scene domain of the default held-out frames and of the live-loop clip.")
 @click.option("--memory/--no-memory", default=True, show_default=True,
               help="Measure each runtime's peak RSS in a fresh subprocess.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+@click.option("--json", "json_out", default=None, type=OutputPath(dir_okay=False),
               help="Write the full report to this JSON file.")
-@click.option("--png", "png_out", default=None, type=click.Path(dir_okay=False),
+@click.option("--png", "png_out", default=None, type=OutputPath(dir_okay=False),
               help="Write a latency/accuracy chart to this PNG file.")
-def bench(bundle: str, checkpoint: Optional[str], backends: str, sizes: Optional[str], threads: Optional[int],
-          data: Optional[str], frames: int, runs: int, block: int, budget: float, domain: str, memory: bool,
-          json_out: Optional[str], png_out: Optional[str]) -> None:
+def bench(bundle: str, checkpoint: Optional[str], backends: str, sizes: Optional[list],
+          threads: Optional[int], data: Optional[str], frames: int, runs: int, block: int, budget: float,
+          domain: str, memory: bool, json_out: Optional[str], png_out: Optional[str]) -> None:
     """Latency, throughput, peak memory and accuracy of BUNDLE on every runtime a user could pick.
 
     PyTorch eager, OpenCV DNN, ONNX Runtime FP32 and INT8 (and on a GPU: ONNX Runtime CUDA, TensorRT)
@@ -122,10 +124,9 @@ def bench(bundle: str, checkpoint: Optional[str], backends: str, sizes: Optional
     listed with the reason.
     """
     from edgedepth.bench.report import format_report, write_json
-    from edgedepth.bench.runtimes import parse_sizes
     from edgedepth.bench.suite import run_bench
 
-    report = run_bench(bundle, checkpoint=checkpoint, backends=backends, sizes=parse_sizes(sizes) or None,
+    report = run_bench(bundle, checkpoint=checkpoint, backends=backends, sizes=sizes or None,
                        threads=threads, data=data, frames=frames, runs=runs, block=block, memory=memory,
                        domain=domain, budget_s=budget if budget > 0 else None,
                        say=lambda s: click.echo(s, err=True))

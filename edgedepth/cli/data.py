@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
-from typing import Tuple
 
 import click
 
+from edgedepth.cli.options import OutputPath, Size
 from edgedepth.errors import ConfigError
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """'HxW' -> (H, W)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if not m:
-        raise ConfigError(f"bad size {text!r}: write HEIGHTxWIDTH, e.g. 96x128")
-    h, w = int(m.group(1)), int(m.group(2))
-    if h < 8 or w < 8 or h > 4096 or w > 4096:
-        raise ConfigError(f"size {h}x{w} is out of range: use 8..4096 pixels per side, e.g. 96x128")
-    return h, w
 
 
 @click.group()
@@ -35,7 +23,8 @@ def data() -> None:
     help="Scene domain: indoor, outdoor, night, fog or clutter.",
 )
 @click.option("--frames", default=100, show_default=True, type=int, help="Number of frames to render.")
-@click.option("--size", default="96x128", show_default=True, help="Image size HEIGHTxWIDTH.")
+@click.option("--size", default="96x128", show_default=True, type=Size(min_side=8, max_side=4096),
+              help="Image size HEIGHTxWIDTH.")
 @click.option(
     "--seed", default=0, show_default=True, type=int, help="Seed; the same seed gives the same frames."
 )
@@ -43,7 +32,7 @@ def data() -> None:
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False),
+    type=OutputPath(file_okay=False),
     help="Output folder (rgb/, depth/ in uint16 mm, meta.json).",
 )
 @click.option(
@@ -60,7 +49,7 @@ def synth(
     from edgedepth.data import synth as synth_mod
 
     synth_mod.check_domain(domain)
-    h, w = parse_size(size)
+    h, w = size
     if frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {frames}")
     out = synth_mod.write_synth_dataset(
@@ -142,7 +131,8 @@ def import_cmd(source, out_dir, topic, depth_topic, info_topic, start, end, ever
                tolerance, image_format, depth_format, domain, list_topics) -> None:
     """Import SOURCE into the folder dataset format: a ROS 2 bag (.mcap, .db3 or a rosbag2 folder), a
     ROS 1 .bag, a video file, or a folder of images (file names kept)."""
-    from edgedepth.data.importer import import_recording, parse_duration
+    from edgedepth.data.importer import import_recording
+    from edgedepth.durations import optional_duration as parse_duration
 
     if list_topics:
         from edgedepth.data.bagfile import summarise_topics

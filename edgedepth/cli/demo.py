@@ -6,9 +6,11 @@ import logging
 
 import click
 
+from edgedepth.cli.options import OutputPath
+
 
 @click.command("demo")
-@click.option("--workdir", default="edgedepth-demo", show_default=True, type=click.Path(file_okay=False),
+@click.option("--workdir", default="edgedepth-demo", show_default=True, type=OutputPath(file_okay=False),
               help="Where everything is written (data, models, bundles, registry, store, plot). The round-0 "
                    "model is cached under WORKDIR/shared and reused by the next run.")
 @click.option("--quick", is_flag=True,

@@ -9,17 +9,18 @@ from pathlib import Path
 
 import click
 
+from edgedepth.cli.options import InputPath, OutputPath
 from edgedepth.errors import DataError
 
 COLORMAPS = ("inferno", "turbo", "viridis")
 
 
 @click.command("eval")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=InputPath(dir_okay=False))
 @click.option("--data", "data", required=True, multiple=True,
               help="Dataset spec(s): folder, NYU .mat, KITTI folder (optionally nyu:/kitti:/folder:), "
                    "comma-separated or repeated.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+@click.option("--json", "json_out", type=OutputPath(dir_okay=False), default=None,
               help="Also write overall, per-domain and per-frame results to this JSON file.")
 @click.option("--limit", type=int, default=None, help="At most this many frames per dataset.")
 @click.option("--batch-size", "batch_size", type=int, default=16, show_default=True, help="Inference batch.")
@@ -68,10 +69,10 @@ def colourise(depth, min_depth: float, max_depth: float, colormap: str = "infern
 
 
 @click.command("predict")
-@click.option("--model", required=True, type=click.Path(dir_okay=False),
+@click.option("--model", required=True, type=InputPath(dir_okay=False),
               help="Checkpoint (.pt) or ONNX file.")
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.argument("images", nargs=-1, required=True, type=InputPath(dir_okay=False))
+@click.option("--out", required=True, type=OutputPath(file_okay=False), help="Output folder.")
 @click.option("--colormap", default="inferno", show_default=True, type=click.Choice(COLORMAPS),
               help="Colour map of the preview PNG.")
 def predict(model, images, out, colormap) -> None:

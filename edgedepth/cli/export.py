@@ -9,6 +9,7 @@ from typing import Optional
 
 import click
 
+from edgedepth.cli.options import InputPath, OutputPath, Size
 from edgedepth.errors import ConfigError, EdgeDepthError
 
 log = logging.getLogger(__name__)
@@ -20,16 +21,17 @@ def _echo_lines(lines) -> None:
 
 
 @click.command("export")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.argument("checkpoint", type=InputPath(dir_okay=False))
 @click.option(
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False),
+    type=OutputPath(file_okay=False),
     help="Bundle directory to write model.onnx and manifest.json into.",
 )
 @click.option(
-    "--size", default=None, help="Input size HEIGHTxWIDTH (multiples of 32); default: the checkpoint's."
+    "--size", default=None, type=Size(multiple_of=32),
+    help="Input size HEIGHTxWIDTH (multiples of 32); default: the checkpoint's."
 )
 @click.option(
     "--opset",
@@ -80,10 +82,11 @@ def export_cmd(
     reference_data: Optional[str],
 ) -> None:
     """Export a checkpoint to BUNDLE/model.onnx (FP32) and check it against PyTorch."""
-    from edgedepth.export.onnx import export_onnx, parse_size
+    from edgedepth.export.onnx import export_onnx
 
     report = export_onnx(
-        checkpoint, out_dir, parse_size(size), opset, device, dynamic_batch, data, parity_frames, tolerance
+        checkpoint, out_dir, size, opset, device, dynamic_batch, data,
+        parity_frames, tolerance,
     )
     click.echo(
         f"wrote {report['path']} (opset {report['opset']}, input {report['input']}, "
@@ -140,6 +143,7 @@ def export_cmd(
 )
 @click.option("--device", default=None, help="Board the TensorRT cache header is written for.")
 @click.option("--threads", default=1, show_default=True, type=int, help="onnxruntime threads for timing.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 def calibrate(
     model: str,
     data: str,
@@ -150,13 +154,15 @@ def calibrate(
     holdout: Optional[str],
     device: Optional[str],
     threads: int,
+    no_progress: bool,
 ) -> None:
     """Quantize BUNDLE/model.onnx to INT8 for TensorRT or the CPU, behind an accuracy gate."""
     from edgedepth.calibrate.pipeline import calibrate_model
     from edgedepth.errors import GateRefused
 
     try:
-        report = calibrate_model(model, data, target, method, n_frames, allow_drop, holdout, device, threads)
+        report = calibrate_model(model, data, target, method, n_frames, allow_drop, holdout, device, threads,
+                                 progress=not no_progress)
     except GateRefused:
         _print_calibration(Path(model).parent / "calibration.json", target)
         raise
@@ -274,7 +280,7 @@ def lint(
 @click.option(
     "--timing-cache",
     default=None,
-    type=click.Path(dir_okay=False),
+    type=OutputPath(dir_okay=False),
     help="Timing cache file to read and update (speeds up rebuilds).",
 )
 @click.option(
@@ -284,7 +290,7 @@ def lint(
     "--out",
     "out_dir",
     default=None,
-    type=click.Path(file_okay=False),
+    type=OutputPath(file_okay=False),
     help="Folder for the engine and its manifest; default: BUNDLE/engines.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the exact builder settings; needs no TensorRT or GPU.")

@@ -12,12 +12,39 @@ STORE_HELP = "Store: a directory (or file://DIR) or s3://BUCKET/PREFIX."
 AUTH_DB_HELP = "Device token database (SQLite). Default: STORE/devices.db for a local store; required for s3."
 
 
-def _registry(store: Optional[str], auth_db: Optional[str]):
+def _registry(store: Optional[str], auth_db: Optional[str], create: bool = False):
+    """The device database; only add-device creates it (and the store folder holding it)."""
+    from edgedepth.cli.options import unwritable_reason
     from edgedepth.fleet.auth import DeviceRegistry, default_auth_db
 
     if not store and not auth_db:
         raise ConfigError("name the device database: --auth-db PATH, or --store DIR for STORE/devices.db")
-    return DeviceRegistry(default_auth_db(store or "", auth_db))
+    path = default_auth_db(store or "", auth_db)
+    why = unwritable_reason(path) if create else None
+    if why:
+        raise ConfigError(f"cannot create the device database: {why}")
+    return DeviceRegistry(path, create=create)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError when (host, port) cannot be bound, before the server starts and logs its own failure."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host!r}: {exc.strerror}; give --host an address of this "
+                          "machine, e.g. 0.0.0.0 or 127.0.0.1") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; stop what uses it or "
+                              "choose another --port") from None
 
 
 def _frame(text: str) -> tuple:
@@ -98,6 +125,7 @@ def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: O
         where = f"--auth-db {db}" if auth_db else f"--store {store}"
         raise ConfigError(f"no device database at {db}: add a device first "
                           f"(edgedepth ingest add-device NAME {where})")
+    check_port_free(host, port)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # no-op if set up
     logging.getLogger("edgedepth").setLevel(log_level.upper())
     config = IngestConfig(store=store, endpoint_url=endpoint_url, auth_db=str(db),
@@ -118,7 +146,7 @@ def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: O
 @click.option("--replace", is_flag=True, help="Issue a new token for an existing device (the old one stops).")
 def add_device(name: str, store: Optional[str], auth_db: Optional[str], replace: bool) -> None:
     """Register a device and print its upload token (shown only this once; only a hash is kept)."""
-    registry = _registry(store, auth_db)
+    registry = _registry(store, auth_db, create=True)
     try:
         token = registry.add_device(name, replace=replace)
     finally:

@@ -44,34 +44,58 @@ class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in COMMANDS if self._load(name, quiet=True) is not None)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         return self._load(cmd_name)
 
     @staticmethod
-    def _load(name: str, quiet: bool = False) -> click.Command | None:
+    def _load(name: str) -> click.Command | None:
         target = COMMANDS.get(name)
         if target is None:
             return None
         module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if quiet and exc.name == module_name:
-                return None  # command group not built yet in this checkout
-            raise
-        # None ("no such command") while a shared module does not define this command yet.
-        return getattr(module, attr, None)
+        return getattr(importlib.import_module(module_name), attr)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except EdgeDepthError as exc:
+        except (EdgeDepthError, OSError) as exc:
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(2)
+            fail(describe_error(exc))
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's main, with every usage error as one red line and exit status 2 (no usage block)."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            # an int comes back from click.exceptions.Exit (e.g. `lint` exits 1 on findings)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else (prog_name or "edgedepth")
+            fail(f"{exc.format_message()} (see `{where} --help`)")
+        except click.ClickException as exc:
+            fail(exc.format_message())
+        except (click.Abort, KeyboardInterrupt):
+            click.secho("interrupted", fg="red", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: EdgeDepthError messages as they are; OS errors with the path they name."""
+    if isinstance(exc, OSError) and not isinstance(exc, EdgeDepthError):
+        what = exc.strerror or str(exc)
+        path = exc.filename
+        return f"{what}: {path}" if path else what
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def fail(message: str) -> None:
+    """Print `error: MESSAGE` as one red line on stderr and exit with status 2."""
+    click.secho(f"error: {' '.join(message.split())}", fg="red", err=True)
+    sys.exit(2)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 
 import click
 
+from edgedepth.cli.options import InputPath, OutputPath
 from edgedepth.errors import ConfigError
 
 
@@ -15,7 +16,7 @@ def keys() -> None:
 
 
 @keys.command("gen")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", required=True, type=OutputPath(file_okay=False),
               help="Directory to write signing.key (private, mode 0600) and signing.pub (copy to devices).")
 @click.option("--force", is_flag=True,
               help="Replace an existing key pair (devices must then get the new signing.pub).")
@@ -32,7 +33,7 @@ def keys_gen(out_dir: str, force: bool) -> None:
 @click.argument("bundle", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--registry", required=True,
               help="Registry: a directory, file://PATH or s3://BUCKET/PREFIX (HTTP ones are read-only).")
-@click.option("--key", "key_path", type=click.Path(dir_okay=False),
+@click.option("--key", "key_path", type=InputPath(dir_okay=False),
               help="Private signing key (signing.key from `edgedepth keys gen`); needed for every change, "
                    "since each one signs a new registry state.")
 @click.option("--version", "version", default=None,
@@ -71,7 +72,7 @@ def publish(bundle: Optional[str], registry: str, key_path: Optional[str], versi
     Engines are not published (each device builds its own). With --promote-only V or --demote V, only
     the promotion of an existing version changes; --resign only refreshes the expiry.
     """
-    from edgedepth.cli.run import parse_duration
+    from edgedepth.durations import parse_duration
     from edgedepth.registry.publish import publish_bundle, read_state, resign_state, set_promoted
 
     if status:
@@ -155,7 +156,7 @@ def _print_status(registry: str, key: Optional[str], endpoint_url: Optional[str]
 @click.option("--protect-tolerance", default=0.10, show_default=True, type=float,
               help="Largest allowed relative worsening on each protected set (they are small, so looser).")
 @click.option("--limit", default=None, type=int, help="Score at most this many frames of each set.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False),
+@click.option("--json", "json_out", default=None, type=OutputPath(dir_okay=False),
               help="Also write the full result (metrics, per-domain figures, checks) as JSON here.")
 def gate(candidate: str, baseline: str, regression_set: str, target_sets: Tuple[str, ...], tolerance: float,
          min_gain: float, protect_sets: Tuple[str, ...], protect_tolerance: float, limit: Optional[int],

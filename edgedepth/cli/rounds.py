@@ -6,6 +6,8 @@ from typing import Optional
 
 import click
 
+from edgedepth.cli.options import OutputPath
+
 
 @click.group("round")
 def round_group() -> None:
@@ -18,7 +20,7 @@ def round_group() -> None:
 @click.option("--since", default=None,
               help="Only items received after this ISO 8601 UTC time, e.g. 2026-11-24T18:00:00Z "
                    "(default: everything in the store).")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=OutputPath(file_okay=False),
               help="New round folder (must not exist or be empty), e.g. rounds/3.")
 @click.option("--teacher", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Bigger model (.pt or .onnx) that pseudo-labels frames uploaded without depth.")

@@ -1,19 +1,36 @@
-"""`edgedepth run`: the live loop on a device (source URI -> backend -> sinks, selection -> spool)."""
+"""`edgedepth run`: the live loop on a device (source URI -> backend -> sinks, selection -> spool).
+
+The options map onto the device file (`--config device.yaml`, edgedepth.config); the pipeline is built
+from the merged, validated settings by edgedepth.runtime.app.build_pipeline.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
-import socket
-from pathlib import Path
-from typing import Optional, Tuple
-
 import click
 
-from edgedepth.errors import ConfigError
+from edgedepth.cli.options import InputPath, OutputPath, config_option, device_settings
 
-log = logging.getLogger("edgedepth.run")
+# click parameter -> its key path in device.yaml
+RUN_FLAGS = {
+    "model": ("run", "model"), "input_uri": ("run", "input"), "outputs": ("run", "outputs"),
+    "headless": ("run", "headless"), "backend": ("run", "backend"), "device_name": ("board",),
+    "threads": ("run", "threads"), "colormap": ("run", "colormap"), "max_frames": ("run", "max_frames"),
+    "loop_input": ("run", "loop"), "save_depth": ("run", "save_depth"),
+    "save_pointcloud": ("run", "save_pointcloud"), "pointcloud_every": ("run", "pointcloud_every"),
+    "intrinsics": ("run", "intrinsics"), "confidence_threshold": ("run", "confidence_threshold"),
+    "min_confident_fraction": ("run", "min_confident_fraction"), "stats_interval": ("run", "stats_interval"),
+    "stats_jsonl": ("run", "stats_jsonl"), "metrics_port": ("run", "metrics_port"),
+    "metrics_host": ("run", "metrics_host"), "select_mode": ("run", "select", "mode"),
+    "select_rate": ("run", "select", "rate"), "select_max_per_hour": ("run", "select", "max_per_hour"),
+    "select_min_spacing": ("run", "select", "min_spacing_frames"),
+    "select_min_seconds": ("run", "select", "min_spacing_seconds"),
+    "select_spend_budget": ("run", "select", "spend_budget"),
+    "select_trust_novelty": ("run", "select", "trust_novelty"), "spool_dir": ("spool",),
+    "spool_max_mb": ("spool_max_mb",), "jpeg_quality": ("run", "jpeg_quality"),
+    "neighbors": ("run", "neighbors"), "device_id": ("device_id",), "evaluate": ("run", "evaluate"),
+    "registry": ("run", "registry"), "update_every": ("run", "update_every"),
+    "public_key": ("run", "public_key"), "model_cache": ("run", "model_cache"),
+}
 
 
 def _echo(line: str) -> None:
@@ -21,7 +38,8 @@ def _echo(line: str) -> None:
 
 
 @click.command("run")
-@click.argument("model", type=click.Path(exists=True))
+@click.argument("model", required=False, type=InputPath())
+@config_option("run")
 @click.option(
     "--input",
     "--camera",
@@ -72,13 +90,13 @@ def _echo(line: str) -> None:
 @click.option("--loop", "loop_input", is_flag=True, help="Start a file/image source again when it ends.")
 @click.option(
     "--save-depth",
-    type=click.Path(),
+    type=OutputPath(file_okay=False),
     default=None,
     help="Directory for depth maps: 16-bit PNG in millimetres (0 = invalid).",
 )
 @click.option(
     "--save-pointcloud",
-    type=click.Path(),
+    type=OutputPath(file_okay=False),
     default=None,
     help="Directory for PLY point clouds (metres) from depth and intrinsics.",
 )
@@ -87,7 +105,7 @@ def _echo(line: str) -> None:
 )
 @click.option(
     "--intrinsics",
-    type=click.Path(exists=True),
+    type=InputPath(dir_okay=False),
     default=None,
     help="OpenCV calibration YAML/XML or JSON with camera_matrix (overrides source/device intrinsics).",
 )
@@ -113,7 +131,8 @@ def _echo(line: str) -> None:
     help="Seconds between stats lines (0: only the final one).",
 )
 @click.option(
-    "--stats-jsonl", type=click.Path(), default=None, help="Append stats as JSON lines to this file."
+    "--stats-jsonl", type=OutputPath(dir_okay=False), default=None,
+    help="Append stats as JSON lines to this file."
 )
 @click.option(
     "--metrics-port", type=int, default=None, help="Serve Prometheus metrics on this port (/metrics)."
@@ -169,12 +188,13 @@ def _echo(line: str) -> None:
 @click.option(
     "--spool",
     "spool_dir",
-    type=click.Path(),
+    type=OutputPath(file_okay=False),
     default=None,
     help="Spool directory for selected frames (read by `edgedepth upload`).",
 )
 @click.option(
-    "--spool-max-mb", type=float, default=None, help="Spool size cap; lowest-score items are evicted."
+    "--spool-max-mb", type=float, default=None,
+    help="Spool size cap in MB (1e6 B); lowest-score items are evicted.",
 )
 @click.option(
     "--jpeg-quality",
@@ -209,7 +229,7 @@ def _echo(line: str) -> None:
 )
 @click.option(
     "--model-cache",
-    type=click.Path(file_okay=False),
+    type=OutputPath(file_okay=False),
     default=None,
     help="Where verified updates are kept (default: ~/.cache/edgedepth/models).",
 )
@@ -218,248 +238,15 @@ def _echo(line: str) -> None:
     is_flag=True,
     help="Compute AbsRel etc. against the source's ground truth (synthetic sources) and report it.",
 )
-def run(
-    model: str,
-    input_uri: str,
-    outputs: Tuple[str, ...],
-    headless: bool,
-    backend: str,
-    device_name: Optional[str],
-    threads: Optional[int],
-    colormap: str,
-    max_frames: Optional[int],
-    loop_input: bool,
-    save_depth: Optional[str],
-    save_pointcloud: Optional[str],
-    pointcloud_every: int,
-    intrinsics: Optional[str],
-    confidence_threshold: float,
-    min_confident_fraction: float,
-    stats_interval: float,
-    stats_jsonl: Optional[str],
-    metrics_port: Optional[int],
-    metrics_host: str,
-    select_mode: str,
-    select_rate: float,
-    select_max_per_hour: Optional[float],
-    select_min_spacing: int,
-    select_min_seconds: float,
-    select_spend_budget: bool,
-    select_trust_novelty: Optional[float],
-    spool_dir: Optional[str],
-    spool_max_mb: Optional[float],
-    jpeg_quality: Optional[int],
-    neighbors: int,
-    device_id: Optional[str],
-    evaluate: bool,
-    registry: Optional[str],
-    update_every: str,
-    public_key: Optional[str],
-    model_cache: Optional[str],
-) -> None:
+@click.pass_context
+def run(ctx: click.Context, config_path, **_options) -> None:
     """Run depth estimation live: MODEL (a bundle directory, .onnx or .engine) on a source.
 
     Depth is metric (metres) everywhere: overlay, saved PNGs (millimetres), point clouds.
-    SIGINT/SIGTERM finish the current frame, flush the spool and exit 0.
+    SIGINT/SIGTERM finish the current frame, flush the spool and exit 0. With --config DEVICE.yaml the
+    device's settings (board, spool, device id, ...) come from that file; flags override it.
     """
-    from edgedepth.runtime.backends import load_backend
-    from edgedepth.runtime.capture import open_source
-    from edgedepth.runtime.loop import DepthLoop
-    from edgedepth.runtime.postprocess import Postprocessor
-    from edgedepth.runtime.sinks import DepthPngSink, PointCloudSink, Visualizer, make_sink, opencv_has_gui
-    from edgedepth.runtime.stats import LoopStats, MetricsServer, StatsReporter
+    from edgedepth.runtime.app import build_pipeline
 
-    if max_frames is not None and max_frames <= 0:
-        raise ConfigError("--max-frames must be positive")
-    if registry and not public_key:
-        raise ConfigError("--registry needs --public-key (the signing.pub of the publisher)")
-    poll_every_s = parse_duration(update_every)
-    device = None
-    if device_name:
-        from edgedepth.devices import load_device
-
-        device = load_device(device_name)
-
-    if threads is None:
-        from edgedepth.runtime.backends.onnxruntime import pipeline_threads
-
-        threads = pipeline_threads()
-    # Everything that can fail on bad input fails here, before the loop starts.
-    be = load_backend(model, backend=backend, device=device, threads=threads)
-    _echo(f"backend: {be.describe()} - {be.reason or 'requested'}")
-    pre = be.info.preprocessing
-    _echo(
-        f"model input {pre.height}x{pre.width}; depth output is metric, in metres "
-        f"(range {pre.min_depth:g}-{pre.max_depth:g} m)"
-    )
-    be.warmup(2)
-    post = Postprocessor(confidence_threshold, min_confident_fraction)
-    fixed_K = None
-    if intrinsics:
-        from edgedepth.runtime.pointcloud import load_intrinsics
-
-        fixed_K = load_intrinsics(intrinsics)
-
-    sinks = []
-    loop_ref = {}
-    uris = list(outputs)
-    if not uris and not headless:
-        if opencv_has_gui():
-            uris = ["display://0"]
-        else:
-            _echo("note: OpenCV has no GUI here, running headless (add --headless to silence this)")
-    if headless:
-        uris = [u for u in uris if not u.startswith("display://")]
-    for uri in uris:
-        sinks.append(make_sink(uri, on_quit=lambda: loop_ref["loop"].stop("quit key")))
-    if save_depth:
-        sinks.append(DepthPngSink(save_depth))
-    if save_pointcloud:
-        sinks.append(
-            PointCloudSink(save_pointcloud, intrinsics=fixed_K, device=device, every=pointcloud_every)
-        )
-    visualizer = Visualizer(colormap) if any(s.wants_view for s in sinks) else None
-
-    selector = collector = None
-    stats = LoopStats()
-    if spool_dir or select_mode != "none":
-        from edgedepth.runtime.selection import FrameSelector, SelectionConfig
-
-        selector = FrameSelector(
-            SelectionConfig(
-                mode=select_mode,
-                rate=select_rate,
-                max_per_hour=select_max_per_hour,
-                min_spacing_frames=select_min_spacing,
-                min_spacing_seconds=select_min_seconds,
-                spend_budget=select_spend_budget,
-                trust_novelty=select_trust_novelty,
-                min_depth=pre.min_depth,
-                max_depth=pre.max_depth,
-            ),
-            reference=_bundle_reference(be),
-        )
-    if spool_dir:
-        from edgedepth.runtime.collect import SpoolCollector
-        from edgedepth.spool import Spool
-
-        max_bytes = int(spool_max_mb * 1024 * 1024) if spool_max_mb else None
-        collector = SpoolCollector(
-            Spool(spool_dir, max_bytes=max_bytes),
-            device_id=device_id or _default_device_id(),
-            source_uri=input_uri,
-            info=be.info,
-            model_sha256=be.model_sha256,
-            neighbors=neighbors,
-            jpeg_quality=jpeg_quality,
-            selection_mode=select_mode,
-            count=stats.count,
-        )
-
-    source = open_source(input_uri, device=device, default_size=(pre.height, pre.width), loop=loop_input)
-    stats.source_stats = source.stats
-    reporter = StatsReporter(stats, interval=stats_interval, jsonl=stats_jsonl, echo=_echo)
-    server = MetricsServer(stats, metrics_port, host=metrics_host) if metrics_port is not None else None
-    if server is not None:
-        _echo(f"metrics: http://{server.host}:{server.port}/metrics")
-    loop = DepthLoop(
-        source,
-        be,
-        sinks=sinks,
-        visualizer=visualizer,
-        selector=selector,
-        collector=collector,
-        stats=stats,
-        reporter=reporter,
-        postprocessor=post,
-        max_frames=max_frames,
-        evaluate=evaluate,
-    )
-    loop_ref["loop"] = loop
-    watcher = None
-    if registry:
-        from edgedepth.registry.updater import ModelUpdater, installed_version
-        from edgedepth.runtime.updates import RegistryWatcher
-
-        cache = Path(model_cache) if model_cache else Path.home() / ".cache" / "edgedepth" / "models"
-        current = installed_version(model) if Path(model).is_dir() else None
-        updater = ModelUpdater(registry, public_key, cache, current_version=current,
-                               poll_every_s=poll_every_s)
-        watcher = RegistryWatcher(
-            loop, updater, lambda path: load_backend(path, backend=backend, device=device, threads=threads),
-            echo=_echo,
-        ).start()
-        _echo(f"updates: polling {registry} every {poll_every_s:g} s "
-              f"(running version {current or 'unknown'})")
-    previous = _install_signal_handlers(loop)
-    _echo(
-        f"running {input_uri} -> {', '.join(uris) or 'no display'}"
-        + (f", spool {spool_dir}" if spool_dir else "")
-        + " (Ctrl-C to stop)"
-    )
-    try:
-        summary = loop.run()
-    finally:
-        if watcher is not None:
-            watcher.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        source.close()
-        if collector is not None:
-            collector.close()
-        if server is not None:
-            server.close()
-        reporter.close()
-        be.close()
-    if collector is not None:
-        _echo(
-            f"spool: {collector.written} item(s) written, {collector.dropped} dropped, "
-            f"{stats.counters.get('spool_evicted', 0)} evicted"
-        )
-    if source.error and not summary.frames:
-        raise ConfigError(f"source {input_uri} failed: {source.error}")
-    _echo(f"stopped: {summary.reason}; {summary.frames} frames, {summary.errors} errors")
-
-
-def _bundle_reference(backend):
-    """The training-set appearance reference shipped in the bundle (novelty vs what the model has seen)."""
-    from edgedepth.runtime.reference import bundle_of, load_reference
-
-    ref = load_reference(bundle_of(getattr(backend, "model_path", "")))
-    _echo("selection: novelty against the bundle's training reference" if ref is not None else
-          "selection: no training reference in the bundle; scoring by uncertainty and flicker only")
-    return ref
-
-
-def parse_duration(text: str) -> float:
-    """'45', '30s', '10m', '1h', '7d' -> seconds."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    t = str(text).strip().lower()
-    try:
-        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
-    except ValueError:
-        raise ConfigError(f"bad duration {text!r}: use seconds or a number with s/m/h/d, e.g. 10m") from None
-    if value <= 0:
-        raise ConfigError(f"duration {text!r} must be positive")
-    return value
-
-
-def _default_device_id() -> str:
-    name = socket.gethostname() or "device"
-    return "".join(c if c.isalnum() or c in "_.:-" else "-" for c in name)[:128]
-
-
-def _install_signal_handlers(loop) -> dict:
-    """First SIGINT/SIGTERM: finish the current frame, flush, exit 0. A second one: exit at once."""
-    previous = {}
-
-    def handler(signum, _frame):
-        if loop._stop.is_set():
-            _echo("second signal: exiting now")
-            os._exit(130)
-        _echo(f"{signal.Signals(signum).name}: finishing the current frame and flushing the spool")
-        loop.stop(f"signal {signal.Signals(signum).name}")
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, handler)
-    return previous
+    settings = device_settings(ctx, config_path, RUN_FLAGS)
+    build_pipeline(settings, echo=_echo).run()

@@ -7,11 +7,12 @@ from typing import Optional
 
 import click
 
+from edgedepth.cli.options import OutputPath
 from edgedepth.sim.config import SimConfig as _Defaults  # a dataclass: its defaults are class attributes
 
 
 @click.command("simulate")
-@click.option("--workdir", default="edgedepth-sim", show_default=True, type=click.Path(file_okay=False),
+@click.option("--workdir", default="edgedepth-sim", show_default=True, type=OutputPath(file_okay=False),
               help="Working directory (shared round-0 assets are cached in WORKDIR/shared and reused).")
 @click.option("--seeds", default="0,1,2", show_default=True,
               help="Comma-separated seeds of the fleet videos.")

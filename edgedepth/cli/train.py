@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
+from edgedepth.cli.options import InputPath, OutputPath, Size
 from edgedepth.errors import ConfigError
-from edgedepth.train.config import TrainConfig  # stdlib only: no torch at import
+from edgedepth.train.config import TrainConfig, existing_run  # stdlib only: no torch at import
 
 
 @click.command("train")
@@ -16,16 +20,17 @@ from edgedepth.train.config import TrainConfig  # stdlib only: no torch at impor
               help="Validation dataset spec(s); default: hold out 5% of the training frames.")
 @click.option("--model", "model", default="small", show_default=True,
               type=click.Choice(["tiny", "small", "base"]), help="Model size (ignored with --init-from).")
-@click.option("--size", default="96x128", show_default=True,
+@click.option("--size", default="96x128", show_default=True, type=Size(multiple_of=32),
               help="Network input HEIGHTxWIDTH, multiples of 32 (ignored with --init-from).")
 @click.option("--epochs", type=int, default=None, help="Train for N epochs (reproducible on CPU).")
 @click.option("--minutes", type=float, default=None,
               help="Wall-clock budget for the whole run; the LR schedule is planned against it.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=OutputPath(file_okay=False),
               help="Run directory: best.pt, last.pt, curves.png, run.json.")
-@click.option("--init-from", "init_from", type=click.Path(dir_okay=False), default=None,
+@click.option("--init-from", "init_from", type=InputPath(dir_okay=False), default=None,
               help="Fine-tune from this checkpoint (keeps its model config and preprocessing).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--force", is_flag=True, help="Start over in an --out folder that holds a run (overwrites it).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--batch-size", "batch_size", type=int, default=16, show_default=True,
               help="Batch size per process.")
@@ -63,7 +68,7 @@ from edgedepth.train.config import TrainConfig  # stdlib only: no torch at impor
 @click.option("--data-shares", "data_shares", default=None,
               help="Share of every batch drawn from each --data directory, e.g. 0.75,0.25 (old training set, "
                    "new round): keeps the old data in play without drowning a few new frames.")
-@click.option("--merge-set", "merge_set", type=click.Path(file_okay=False), default=None,
+@click.option("--merge-set", "merge_set", type=InputPath(file_okay=False), default=None,
               help="With --init-from: WiSE-FT-merge last.pt back towards the initial weights as far as this "
                    "original-domain set needs (AbsRel/d1 within --merge-tolerance); writes merged.pt.")
 @click.option("--merge-tolerance", "merge_tolerance", type=float, default=0.02, show_default=True,
@@ -75,10 +80,10 @@ from edgedepth.train.config import TrainConfig  # stdlib only: no torch at impor
 @click.option("--merge-protect-tolerance", "merge_protect_tolerance", type=float, default=0.10,
               show_default=True, help="Relative regression the merge may allow on each --merge-protect set.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
-def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed, batch_size, lr, workers,
-          grad_weight, loss_mode, frame_weight, min_depth, max_depth, device, freeze_bn, l2sp, freeze,
-          ema_decay, zoom, data_shares, merge_set, merge_tolerance, merge_protect, merge_protect_tolerance,
-          no_progress) -> None:
+def train(data, val, model, size, epochs, minutes, out, init_from, resume, force, seed, batch_size, lr,
+          workers, grad_weight, loss_mode, frame_weight, min_depth, max_depth, device, freeze_bn, l2sp,
+          freeze, ema_decay, zoom, data_shares, merge_set, merge_tolerance, merge_protect,
+          merge_protect_tolerance, no_progress) -> None:
     """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
 
     Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
@@ -100,6 +105,10 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
                       progress=not no_progress, freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze,
                       ema_decay=ema_decay, zoom=zoom, data_shares=shares)
     cfg.validate()  # clear errors before torch is imported
+    held = existing_run(out)
+    if held is not None and not (resume or force):
+        raise ConfigError(f"{out} already holds a training run ({held.name}): add --resume to continue it, "
+                          "--force to start over in it, or choose another --out")
     if merge_set is not None and not init_from:
         raise ConfigError("--merge-set merges towards the initial weights: give --init-from")
     if merge_protect and merge_set is None:
@@ -108,7 +117,17 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
         raise ConfigError(f"unknown loss mode {cfg.loss_mode!r}")
     from edgedepth.train.loop import train as run_training
 
-    result = run_training(cfg)
+    try:
+        result = run_training(cfg)
+    except KeyboardInterrupt:
+        last = Path(out) / "last.pt"
+        if last.is_file():
+            click.secho(f"interrupted: the last finished epoch is in {last}; continue with the same "
+                        "command plus --resume", fg="red", err=True)
+        else:
+            click.secho(f"interrupted before the first epoch finished: {out} holds no last.pt to resume",
+                        fg="red", err=True)
+        sys.exit(130)
     if result.best_metrics:
         m = result.best_metrics
         click.echo(f"best epoch {result.best_epoch + 1}: AbsRel {m['abs_rel']:.4f}  d1 {m['d1']:.4f}  "
@@ -116,8 +135,6 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
                    f"{result.elapsed_s:.0f} s, stopped: {result.stop_reason})")
         click.echo(f"checkpoints: {result.best_checkpoint}  {result.last_checkpoint}")
     if merge_set is not None:
-        from pathlib import Path
-
         from edgedepth.train.merge import wise_merge
 
         merged = wise_merge(init_from, result.last_checkpoint, merge_set, Path(out) / "merged.pt",

@@ -11,18 +11,31 @@ from typing import Optional
 
 import click
 
+from edgedepth.cli.options import InputPath, OutputPath, config_option, device_settings
 from edgedepth.errors import ConfigError
+
+# click parameter -> its key path in device.yaml
+UPLOAD_FLAGS = {
+    "spool_dir": ("spool",), "server": ("server",), "token_file": ("token_file",), "ca_cert": ("ca_cert",),
+    "db_path": ("upload", "db"), "max_bandwidth": ("upload", "max_bandwidth"),
+    "spool_max_mb": ("spool_max_mb",), "metrics_port": ("upload", "metrics_port"),
+    "poll_interval": ("upload", "poll_interval"), "rescan_interval": ("upload", "rescan_interval"),
+    "backoff_base": ("upload", "backoff_base"), "backoff_max": ("upload", "backoff_max"),
+    "timeout": ("upload", "timeout"), "once": ("upload", "once"), "once_timeout": ("upload", "once_timeout"),
+    "stats_interval": ("upload", "stats_interval"), "log_level": ("upload", "log_level"),
+}
 
 
 @click.group(invoke_without_command=True)
-@click.option("--spool", "spool_dir", type=click.Path(file_okay=False, path_type=Path),
+@config_option("upload")
+@click.option("--spool", "spool_dir", type=InputPath(file_okay=False, path_type=Path),
               help="Spool directory the live loop writes (required to run the daemon).")
 @click.option("--server", help="Ingest server base URL, e.g. https://ingest.example:8443.")
-@click.option("--token-file", type=click.Path(dir_okay=False),
+@click.option("--token-file", type=InputPath(dir_okay=False),
               help="File holding this device's upload token (else env EDGEDEPTH_TOKEN).")
-@click.option("--ca-cert", type=click.Path(dir_okay=False),
+@click.option("--ca-cert", type=InputPath(dir_okay=False),
               help="CA certificate (PEM) to trust for the server, e.g. a self-signed one.")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--db", "db_path", type=OutputPath(dir_okay=False, path_type=Path),
               help="Job table (SQLite). Default: <spool>/.queue/jobs.sqlite.")
 @click.option("--max-bandwidth", default=None,
               help="Upload bandwidth cap in bytes: 2MB/s, 500KiB/s, ... (default: none).")
@@ -47,11 +60,7 @@ from edgedepth.errors import ConfigError
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO",
               show_default=True, help="Log level of the daemon (logs go to stderr).")
 @click.pass_context
-def upload(ctx: click.Context, spool_dir: Optional[Path], server: Optional[str], token_file: Optional[str],
-           ca_cert: Optional[str], db_path: Optional[Path], max_bandwidth: Optional[str],
-           spool_max_mb: Optional[float], metrics_port: Optional[int], poll_interval: float,
-           rescan_interval: float, backoff_base: float, backoff_max: float, timeout: float, once: bool,
-           once_timeout: float, stats_interval: float, log_level: str) -> None:
+def upload(ctx: click.Context, config_path: Optional[str], **_options) -> None:
     """Upload spooled frames to the ingest server, durably, highest score first.
 
     Runs until SIGTERM/SIGINT (the first finishes the current upload, a second exits at once), or with
@@ -66,29 +75,30 @@ def upload(ctx: click.Context, spool_dir: Optional[Path], server: Optional[str],
     from edgedepth.fleet.daemon import Daemon, DaemonConfig, read_token
     from edgedepth.fleet.ratelimit import parse_bandwidth
 
-    if spool_dir is None or not server:
-        raise ConfigError("edgedepth upload needs --spool DIR and --server URL (see --help)")
-    for name, value in (("--poll-interval", poll_interval), ("--rescan-interval", rescan_interval),
-                        ("--backoff-base", backoff_base), ("--backoff-max", backoff_max),
-                        ("--timeout", timeout), ("--stats-interval", stats_interval)):
-        if value <= 0:
-            raise ConfigError(f"{name} must be positive, got {value}")
-    if spool_max_mb is not None and spool_max_mb <= 0:
-        raise ConfigError(f"--spool-max-mb must be positive, got {spool_max_mb}")
-    logging.getLogger("edgedepth").setLevel(getattr(logging, log_level))
+    settings = device_settings(ctx, config_path, UPLOAD_FLAGS)
+    up = settings.upload
+    if not settings.spool or not settings.server:
+        raise ConfigError("edgedepth upload needs --spool DIR and --server URL, or spool: and server: in "
+                          "--config (see --help)")
+    spool_dir = Path(settings.spool)
+    if not spool_dir.is_dir():
+        raise ConfigError(f"spool directory {spool_dir} does not exist: give the --spool that "
+                          "`edgedepth run` writes (the daemon reads it, never creates it)")
+    logging.getLogger("edgedepth").setLevel(getattr(logging, up.log_level))
     cfg = DaemonConfig(
-        spool=spool_dir, server=server, token=read_token(token_file), ca_cert=ca_cert, db=db_path,
-        max_bandwidth=parse_bandwidth(max_bandwidth),
-        spool_max_bytes=int(spool_max_mb * 1e6) if spool_max_mb else None,
-        metrics_port=metrics_port, poll_interval=poll_interval, rescan_interval=rescan_interval,
-        backoff_base=backoff_base, backoff_max=backoff_max, timeout=timeout, once=once,
-        once_timeout=once_timeout, stats_interval=stats_interval,
+        spool=spool_dir, server=settings.server, token=read_token(settings.token_file),
+        ca_cert=settings.ca_cert, db=Path(up.db) if up.db else None,
+        max_bandwidth=parse_bandwidth(up.max_bandwidth),
+        spool_max_bytes=int(settings.spool_max_mb * 1e6) if settings.spool_max_mb else None,
+        metrics_port=up.metrics_port, poll_interval=up.poll_interval, rescan_interval=up.rescan_interval,
+        backoff_base=up.backoff_base, backoff_max=up.backoff_max, timeout=up.timeout, once=up.once,
+        once_timeout=up.once_timeout, stats_interval=up.stats_interval,
     )
     sys.exit(Daemon(cfg).run())
 
 
 @upload.command("status")
-@click.option("--spool", "spool_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--spool", "spool_dir", required=True, type=InputPath(file_okay=False, path_type=Path),
               help="Spool directory.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Job table (default: <spool>/.queue/jobs.sqlite).")

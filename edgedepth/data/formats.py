@@ -419,9 +419,3 @@ class NYUDataset:
         depth = clean_depth(np.asarray(self.depths[j]).T)
         return Sample(rgb, depth, f"{j:05d}", "nyu", self.intrinsics.copy(), None, f"{self.root}#{j}")
 
-
-def open_dataset(spec: str, skip_bad: bool = False):
-    """See edgedepth.data.dataset.open_dataset (kept here for callers that import it from formats)."""
-    from edgedepth.data.dataset import open_dataset as _open
-
-    return _open(spec, skip_bad=skip_bad)

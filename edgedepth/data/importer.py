@@ -16,7 +16,6 @@ intensities 0..1) is at least that much.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,22 +33,6 @@ log = logging.getLogger(__name__)
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".h265")
 FOLDER_IMAGE_EXTS = IMAGE_EXTS + (".bmp", ".tif", ".tiff", ".webp")
-
-
-def parse_duration(text: Union[str, float, None]) -> Optional[float]:
-    """'0.5s' / '500ms' / '2m' / '0.5' -> seconds (None stays None)."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, (int, float)):
-        value = float(text)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|min)?\s*", str(text).lower())
-        if not m:
-            raise ConfigError(f"bad duration {text!r}: write seconds like 0.5s, 500ms or 2m")
-        value = float(m.group(1)) * {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, None: 1.0}[m.group(2)]
-    if value < 0:
-        raise ConfigError(f"duration {text!r} must be >= 0")
-    return value
 
 
 class FrameSelector:

@@ -13,6 +13,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from edgedepth.data.raycast import look_rotation, trace
 from edgedepth.data.scenes import Scene
 
 F32 = np.float32
@@ -25,8 +26,6 @@ SUN_DIST = 400.0
 
 class ShadowMap:
     def __init__(self, sc: Scene, o: np.ndarray, R: np.ndarray, fx: float, size: int):
-        from edgedepth.data.raycast import trace
-
         self.o, self.R, self.fx, self.size = o.astype(np.float64), R, float(fx), int(size)
         c = (size - 1) / 2.0
         K = np.array([[fx, 0, c], [0, fx, c], [0, 0, 1]], np.float64)
@@ -66,8 +65,6 @@ class ShadowMap:
 
 
 def _point_map(sc: Scene, light, size: int = POINT_SIZE) -> ShadowMap:
-    from edgedepth.data.raycast import look_rotation
-
     R = look_rotation(0.0, -np.pi / 2 + 1e-4, 0.0)
     fx = (size / 2.0) / np.tan(np.radians(POINT_FOV_DEG) / 2)
     return ShadowMap(sc, np.asarray(light[:3], np.float64), R, fx, size)
@@ -76,8 +73,6 @@ def _point_map(sc: Scene, light, size: int = POINT_SIZE) -> ShadowMap:
 def _sun_map(
     sc: Scene, focus: Optional[Tuple[float, float, float]] = None, texel: float = SUN_TEXEL_M
 ) -> Optional[ShadowMap]:
-    from edgedepth.data.raycast import look_rotation
-
     sd = np.asarray(sc.sun_dir, np.float64)
     if sd[2] <= 0.05:
         return None

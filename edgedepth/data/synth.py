@@ -18,7 +18,7 @@ from typing import Dict, Optional, Union
 
 import numpy as np
 
-from edgedepth.data import raycast
+from edgedepth.data import raycast, shading
 from edgedepth.data.outdoor import park_scene, street_scene
 from edgedepth.data.scenes import Scene, corridor_scene, room_scene
 from edgedepth.data.shadows import SceneShadows
@@ -208,7 +208,7 @@ def render_view(
     o, (yaw, pitch, roll) = sc.camera_at(s, extra_yaw, extra_pitch)
     R = raycast.look_rotation(yaw, pitch, roll)
     K = intrinsics_for(height, width)
-    rad, depth = raycast.render_linear(sc, o, R, K, height, width)
+    rad, depth = shading.render_linear(sc, o, R, K, height, width)
     return expose(rad, sc, rng), depth, _pose(o, R), K
 
 

@@ -1,5 +1,5 @@
 """Depth networks (torch). One architecture per file; sizes are data. Imports torch: workstation only."""
 
-from edgedepth.models.registry import MODEL_SIZES, build_model, describe_model
+from edgedepth.models.catalog import MODEL_SIZES, build_model, describe_model
 
 __all__ = ["MODEL_SIZES", "build_model", "describe_model"]

@@ -27,7 +27,6 @@ large store is never held in memory.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -41,10 +40,10 @@ import cv2
 import numpy as np
 
 from edgedepth.errors import ConfigError, DataError
+from edgedepth.rounds.labels import Teacher, read_depth, read_rgb, uploaded_label
 
 log = logging.getLogger(__name__)
 
-LABEL_KINDS = ("depth_gt", "depth_sensor")  # uploaded depth, best first
 VAL_DIR = "val"
 LINEAGE = "lineage.json"
 FORMAT = "edgedepth.round/1"
@@ -180,72 +179,6 @@ def split_groups(metas: List[dict], val_fraction: float, block_s: float, seed: i
     return ["val" if k in val_groups else "train" for k in keys]
 
 
-def _decode_depth(data: bytes, units: Optional[str], name: str) -> np.ndarray:
-    if name.endswith(".npy") or units == "m_float32":
-        depth = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
-        if depth.ndim == 3 and depth.shape[2] == 1:
-            depth = depth[..., 0]
-    else:
-        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
-            raise DataError(f"depth file {name} is not a single-channel 16-bit PNG")
-        depth = raw.astype(np.float32) / 1000.0
-    if depth.ndim != 2:
-        raise DataError(f"depth file {name} has shape {depth.shape}; expected HxW")
-    return np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
-
-
-def _rgb_name(meta: dict) -> str:
-    for name, e in meta["files"].items():
-        if e.get("kind") == "rgb" and int(e.get("offset", 0)) == 0:
-            return name
-    raise DataError(f"item {str(meta.get('id'))[:12]} has no rgb file")
-
-
-def read_item_image(store, meta: dict, name: str) -> np.ndarray:
-    """One image file of a store item as RGB uint8; DataError when it does not decode."""
-    bgr = cv2.imdecode(np.frombuffer(store.read_file(meta["id"], name), np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"item {meta['id'][:12]}: {name} does not decode as an image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _read_rgb(store, meta: dict) -> np.ndarray:
-    return read_item_image(store, meta, _rgb_name(meta))
-
-
-def uploaded_label(meta: dict) -> Optional[Tuple[str, str]]:
-    """(label kind, file name) of the best depth uploaded with an item, or None."""
-    for kind in LABEL_KINDS:
-        for name, e in meta.get("files", {}).items():
-            if e.get("kind") == kind:
-                return kind, name
-    return None
-
-
-def _read_depth(store, meta: dict, name: str, shape: Tuple[int, int]) -> np.ndarray:
-    entry = meta["files"][name]
-    depth = _decode_depth(store.read_file(meta["id"], name), entry.get("units"), name)
-    if depth.shape != shape:
-        raise DataError(f"item {meta['id'][:12]}: depth {depth.shape} does not match the image {shape}")
-    return depth
-
-
-class Teacher:
-    """Pseudo-labels from a bigger model: metric depth at the image's size."""
-
-    def __init__(self, path: str) -> None:
-        from edgedepth.checkpoint import file_sha256
-        from edgedepth.predictor import load_predictor
-
-        self.path = str(path)
-        self.sha256 = file_sha256(path)
-        self.predictor = load_predictor(str(path))
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        return self.predictor.predict(rgb).depth.astype(np.float32)
-
-
 def _frame_name(item_id: str) -> str:
     return item_id[:24]
 
@@ -268,7 +201,8 @@ def _replay_rows(replay: Iterable[str], n: int, seed: int, out: Path) -> Tuple[L
 
     Returns (rows, sources). Only the train side of a round folder is sampled (its root; val/ is not).
     """
-    from edgedepth.data.formats import open_dataset, write_sample
+    from edgedepth.data.dataset import open_dataset
+    from edgedepth.data.formats import write_sample
     from edgedepth.train.torchdata import dataset_lineage
 
     specs = list(replay)
@@ -311,7 +245,7 @@ def _collect(store, cfg: RoundConfig, teacher: Optional[Teacher], report: RoundR
             report.unlabelled += 1
             continue
         try:
-            rgb = _read_rgb(store, meta)
+            rgb = read_rgb(store, meta)
             group_key(meta, cfg.time_block_s)
         except (DataError, KeyError, ValueError, TypeError) as exc:
             report.unreadable += 1
@@ -345,7 +279,7 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
         from edgedepth.rounds.selfsup import SelfSupervisedLabeler
 
         selfsup = SelfSupervisedLabeler(cfg.self_supervised)
-    store = open_store(cfg.store, endpoint_url=cfg.endpoint_url)
+    store = open_store(cfg.store, endpoint_url=cfg.endpoint_url, must_exist=True)
     try:
         cands = _collect(store, cfg, teacher, report, progress, selfsup)
         if not cands:
@@ -370,10 +304,10 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
             meta = c.meta
             root = out if side == "train" else out / VAL_DIR
             try:
-                rgb = _read_rgb(store, meta)
+                rgb = read_rgb(store, meta)
                 up = uploaded_label(meta)
                 if up:
-                    depth = _read_depth(store, meta, up[1], rgb.shape[:2])
+                    depth = read_depth(store, meta, up[1], rgb.shape[:2])
                 else:
                     depth = teacher(rgb) if c.label == "teacher" else selfsup(store, meta, rgb)
             except (DataError, KeyError, ValueError) as exc:

@@ -224,7 +224,7 @@ class SelfSupervisedLabeler:
     """Labels store items that carry neighbour frames and poses, starting from `model`'s prediction."""
 
     def __init__(self, model: str, config: PhotometricConfig = PhotometricConfig()) -> None:
-        from edgedepth.rounds.build import Teacher
+        from edgedepth.rounds.labels import Teacher
 
         self.initial = Teacher(model)  # the prediction the photometric refinement starts from
         self.path, self.sha256 = self.initial.path, self.initial.sha256
@@ -238,7 +238,7 @@ class SelfSupervisedLabeler:
 
     def __call__(self, store, meta: dict, rgb: np.ndarray) -> np.ndarray:
         """The label (HxW metres, 0 = unlabelled) for the item whose frame is `rgb`."""
-        from edgedepth.rounds.build import read_item_image
+        from edgedepth.rounds.labels import read_item_image
 
         files = {(e.get("kind"), int(e.get("offset", 0))): name for name, e in meta.get("files", {}).items()}
         neighbors = []

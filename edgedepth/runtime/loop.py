@@ -259,7 +259,7 @@ class DepthLoop:
         self.stats.count("backend_swaps")
         if self.collector is not None:
             self.collector.set_model(swap.backend.info, swap.backend.model_sha256)
-        log.warning("backend swapped: %s -> %s", old.describe(), swap.backend.describe())
+        log.info("backend swapped: %s -> %s", old.describe(), swap.backend.describe())
         if swap.close_replaced:
             old.close()
         if swap.health_check is not None:

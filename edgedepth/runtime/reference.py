@@ -113,7 +113,7 @@ class Reference:
 
 def build_reference(dataset_dirs: Sequence[Union[str, Path]], n: int = 600, seed: int = 0) -> np.ndarray:
     """Embeddings of up to `n` frames drawn (seeded) from the training data sets the model was trained on."""
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
     pool = []
     for d in dataset_dirs:

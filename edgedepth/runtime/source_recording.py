@@ -23,7 +23,7 @@ from typing import Dict, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgedepth.errors import ConfigError, DataError, SourceError
-from edgedepth.runtime.sources import Frame, RawSource
+from edgedepth.runtime.frame import Frame, RawSource
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def is_recording_uri(uri: str) -> bool:
 
 def recording_source(uri: str) -> RecordingSource:
     """Parse a recording URI (see the module doc); nothing is opened yet."""
-    from edgedepth.data.importer import parse_duration
+    from edgedepth.durations import optional_duration as parse_duration
 
     parts = urlsplit(uri)
     if parts.scheme.lower() in SCHEMES:

@@ -21,58 +21,20 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import cv2
-import numpy as np
 
 from edgedepth.errors import ConfigError, SourceError
+from edgedepth.runtime.frame import Frame, RawSource
+from edgedepth.sizes import parse_size
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".h265")
-
-
-@dataclass
-class Frame:
-    """One captured frame. `t` is the source's clock in seconds (capture time for live sources, the
-    position in the stream for files and synthetic scenes); `captured` is time.monotonic() at capture
-    (for non-live sources: when the loop took the frame), the start of the latency clock."""
-
-    rgb: np.ndarray
-    index: int
-    t: float
-    captured: float
-    wall_time: float
-    depth_gt: Optional[np.ndarray] = None  # metres, 0 = invalid (synthetic sources)
-    intrinsics: Optional[np.ndarray] = None  # 3x3 K at rgb's resolution
-    pose: Optional[np.ndarray] = None  # 4x4 camera-to-world, metres
-    domain: Optional[str] = None
-    extra: Dict[str, object] = field(default_factory=dict)
-
-
-class RawSource:
-    """A reader of frames. `read()` returns None when no frame could be read (end or failure)."""
-
-    uri: str = ""
-    live: bool = False  # frames arrive on their own clock: keep only the latest (drop stale ones)
-    finite: bool = True  # the stream ends (files); live cameras and synthetic streams do not
-
-    def open(self) -> None:
-        raise NotImplementedError
-
-    def read(self) -> Optional[Frame]:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the device or file; open() may be called again afterwards (reconnect, --loop)."""
-
-    def describe(self) -> str:
-        return self.uri
 
 
 def _now() -> Tuple[float, float]:
@@ -379,17 +341,6 @@ class SyntheticSource(RawSource):
 
 # ----------------------------------------------------------------------------------------------------
 # URI parsing
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """'224x320' (height x width) -> (224, 320)."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX,]\s*(\d+)\s*", text or "")
-    if not m:
-        raise ConfigError(f"size {text!r} must look like HEIGHTxWIDTH, e.g. 224x224")
-    h, w = int(m.group(1)), int(m.group(2))
-    if h <= 0 or w <= 0:
-        raise ConfigError(f"size {text!r} must be positive")
-    return h, w
 
 
 def _params(query: str) -> Dict[str, str]:

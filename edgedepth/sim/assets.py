@@ -104,7 +104,7 @@ def prepare_assets(cfg: SimConfig, say: Callable[[str], None] = log.info) -> Ass
 
         generate_keypair(keys, force=True)
 
-    from edgedepth.sim.cycle import evaluate_model, export_bundle
+    from edgedepth.sim.models import evaluate_model, export_bundle
 
     checkpoint = base_dir / "best.pt"
     t2 = time.monotonic()

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from edgedepth.errors import ConfigError
+from edgedepth.sizes import parse_network_size
+
+RUN_FILES = ("last.pt", "best.pt", "run.json")  # what a training run leaves in its --out folder
 
 
-def parse_size(text: Union[str, Tuple[int, int]]) -> Tuple[int, int]:
-    """'96x128' -> (96, 128): height x width, both multiples of 32."""
-    if isinstance(text, (tuple, list)):
-        h, w = int(text[0]), int(text[1])
-    else:
-        m = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", str(text))
-        if not m:
-            raise ConfigError(f"size {text!r} is not HEIGHTxWIDTH, e.g. 96x128")
-        h, w = int(m.group(1)), int(m.group(2))
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise ConfigError(f"size {h}x{w} must be positive multiples of 32 (the encoder downsamples 5 "
-                          f"times); try {max(32, round(h / 32) * 32)}x{max(32, round(w / 32) * 32)}")
-    return h, w
+def existing_run(out: Union[str, Path]) -> Optional[Path]:
+    """The first file of an earlier run in `out`, or None when `out` holds no run."""
+    for name in RUN_FILES:
+        if (Path(out) / name).is_file():
+            return Path(out) / name
+    return None
 
 
 def split_dirs(value: Union[None, str, List[str]]) -> List[str]:
@@ -93,7 +88,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data = split_dirs(self.data)
         self.val = split_dirs(self.val)
-        self.size = parse_size(self.size)
+        self.size = parse_network_size(self.size)
         self.data_shares = [float(v) for v in self.data_shares]
 
     def validate(self) -> "TrainConfig":

@@ -15,7 +15,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from edgedepth.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from edgedepth.errors import ConfigError, DataError
 from edgedepth.metrics import frame_metrics, frame_uncertainty, mean_metrics, spearman
 from edgedepth.models import build_model
-from edgedepth.models.registry import model_config
+from edgedepth.models.catalog import model_config
 from edgedepth.preprocess import Preprocessing
 from edgedepth.train.augment import Augment, normalise, to_unit_float
 from edgedepth.train.config import RunResult, TrainConfig
@@ -131,14 +131,17 @@ def _resolve_device(cfg: TrainConfig) -> bool:
     return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
 
 
-def train(config: TrainConfig) -> RunResult:
-    """Train (or fine-tune / resume) a depth network; writes best.pt, last.pt, curves.png, run.json."""
+def train(config: TrainConfig, clock: Callable[[], float] = time.monotonic) -> RunResult:
+    """Train (or fine-tune / resume) a depth network; writes best.pt, last.pt, curves.png, run.json.
+
+    `clock` measures the --minutes budget (seconds, monotonic); tests pass a simulated one.
+    """
     cfg = config.validate()
-    t_start = time.monotonic()
+    t_start = clock()
     use_cuda = _resolve_device(cfg)
     info = init_distributed(use_cuda)
     try:
-        result = _train(cfg, info, use_cuda, t_start)
+        result = _train(cfg, info, use_cuda, t_start, clock)
     except BaseException:
         if info.enabled and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
@@ -160,7 +163,8 @@ def _initial_state(cfg: TrainConfig) -> Tuple[Dict[str, Any], Preprocessing, Opt
     return mcfg, pre, None, None
 
 
-def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> RunResult:
+def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float, clock: Callable[[], float]
+           ) -> RunResult:
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DistributedSampler
     from tqdm import tqdm
@@ -245,7 +249,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
     def progress_now() -> float:
         if total_steps:
             return step / total_steps
-        elapsed = elapsed_before + time.monotonic() - t_start
+        elapsed = elapsed_before + clock() - t_start
         return broadcast_float(info, elapsed / max(1e-6, budget_s - reserve_s), device)
 
     def save(name: str, metrics: Dict[str, float], epoch: int) -> Path:
@@ -259,7 +263,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
             optimizer=optimizer.state_dict(), scheduler=schedule.state_dict(), history=history,
             train_config=cfg.to_dict(), git_commit=git_commit(), name=cfg.name,
             version=cfg.version or f"{__version__}+e{epoch}", training_round=cfg.training_round,
-            train_state={"step": step, "elapsed_s": elapsed_before + time.monotonic() - t_start,
+            train_state={"step": step, "elapsed_s": elapsed_before + clock() - t_start,
                          "best_abs_rel": best_abs_rel, "best_epoch": best_epoch,
                          "world_size": info.world_size})
 
@@ -273,7 +277,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
         stop_reason = "budget spent before training started"
     else:
         for epoch in range(start_epoch, last_epoch_cap):
-            t_epoch = time.monotonic()
+            t_epoch = clock()
             net.train()
             if cfg.freeze_bn:  # keep the running statistics the model was trained with
                 for m in net.modules():
@@ -322,7 +326,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
                     sums[k] = sums.get(k, 0.0) + v
                 post = {"loss": f"{sums['loss'] / n_steps:.4f}", "lr": f"{lr:.2e}"}
                 if budget_s:
-                    left = budget_s - (elapsed_before + time.monotonic() - t_start)
+                    left = budget_s - (elapsed_before + clock() - t_start)
                     post["budget_left"] = f"{int(left // 60)}:{int(left % 60):02d}"
                 bar.set_postfix(post)
                 bar.update(1)
@@ -331,19 +335,19 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
                 break
             train_stats = {f"train_{k}": mean_across(info, v / n_steps, device) for k, v in sums.items()}
             if info.is_main:
-                t_val = time.monotonic()
+                t_val = clock()
                 last_metrics = validate(scored, val_frames, pre, device, max(bs, 16))
                 row = {"epoch": epoch, "step": step, "lr": lr, **train_stats,
                        **{f"val_{k}": v for k, v in last_metrics.items()},
-                       "epoch_s": time.monotonic() - t_epoch, "partial": out_of_time,
-                       "elapsed_s": elapsed_before + time.monotonic() - t_start}
+                       "epoch_s": clock() - t_epoch, "partial": out_of_time,
+                       "elapsed_s": elapsed_before + clock() - t_start}
                 history.append(row)
                 if last_metrics["abs_rel"] < best_abs_rel:
                     best_abs_rel, best_epoch = last_metrics["abs_rel"], epoch
                     save("best.pt", last_metrics, epoch)
                 save("last.pt", last_metrics, epoch)
                 _write_curves(out_dir, history)
-                reserve_s = 1.5 * (time.monotonic() - t_val) + 1.0
+                reserve_s = 1.5 * (clock() - t_val) + 1.0
                 if cfg.progress:
                     tqdm.write(f"epoch {epoch + 1}: loss {row.get('train_loss', float('nan')):.4f}  "
                                f"val AbsRel {last_metrics['abs_rel']:.4f}  d1 {last_metrics['d1']:.4f}  "
@@ -353,7 +357,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float) -> 
             if out_of_time or (budget_s and progress_now() >= 1.0):
                 break
 
-    elapsed = elapsed_before + time.monotonic() - t_start
+    elapsed = elapsed_before + clock() - t_start
     result = RunResult(out_dir=out_dir, best_checkpoint=out_dir / "best.pt",
                        last_checkpoint=out_dir / "last.pt",
                        best_metrics={}, last_metrics=last_metrics, history=history,

@@ -11,7 +11,7 @@ import numpy as np
 
 def test_calibrator_uploads_on_an_owner_and_releases_everything(monkeypatch, cuda):
     trt = fake_tensorrt.install(monkeypatch, "10.3.0", cuda=fake_pycuda)
-    from edgedepth.calibrate.calibrator import make_entropy_calibrator
+    from edgedepth.backends.tensorrt.calibrator import make_entropy_calibrator
 
     x = np.arange(4 * 3 * 2 * 2, dtype=np.float32).reshape(4, 3, 2, 2)
     cal = make_entropy_calibrator(x, 2, None, trt=trt)
@@ -32,8 +32,8 @@ def test_calibrator_uploads_on_an_owner_and_releases_everything(monkeypatch, cud
 
 def test_tensorrt_11_has_no_implicit_int8_calibrator(monkeypatch):
     import pytest
-    from edgedepth.calibrate.calibrator import make_entropy_calibrator
 
+    from edgedepth.backends.tensorrt.calibrator import make_entropy_calibrator
     from edgedepth.errors import ConfigError
 
     trt = fake_tensorrt.make("11.4.0")

@@ -8,8 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgedepth.cli.main import cli
-
-synth = pytest.importorskip("edgedepth.data.synth")
+from edgedepth.data import synth
 
 
 @pytest.fixture(scope="module")

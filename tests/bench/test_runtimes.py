@@ -44,7 +44,7 @@ def tiny(tmp_path_factory):
 
     from edgedepth import bundle as layout
     from edgedepth.checkpoint import save_checkpoint
-    from edgedepth.models.registry import build_model, model_config
+    from edgedepth.models.catalog import build_model, model_config
     from edgedepth.preprocess import Preprocessing
 
     root = tmp_path_factory.mktemp("bench")

@@ -10,8 +10,6 @@ import sys
 import pytest
 
 pytest.importorskip("torch")
-pytest.importorskip("edgedepth.data.synth")
-pytest.importorskip("edgedepth.train.loop")
 
 
 def test_quick_study_trains_scores_and_plots(tmp_path, repo_root):

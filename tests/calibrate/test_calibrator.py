@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgedepth.calibrate.calibrator import (
+
+from edgedepth.backends.tensorrt.calibrator import (
     CalibrationBatches,
     make_entropy_calibrator,
     read_trt_cache,
     trt_version_code,
     write_trt_cache,
 )
-
 from edgedepth.errors import DataError
 
 

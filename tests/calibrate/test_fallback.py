@@ -70,7 +70,7 @@ def test_rewired_graph_equals_the_written_mixed_model(exported, tmp_path):
     onnxruntime's quantization with nodes_to_exclude, then the same bypass for inputs shared with a
     quantized layer (the depth head shares its input with the uncertainty head). Both must agree."""
     import onnx
-    from edgedepth.calibrate import gate
+    from edgedepth.calibrate import accuracy_gate as gate
     from edgedepth.calibrate import quantize as q
     from edgedepth.calibrate.fallback import quantized_layers, with_float_layers
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from edgedepth.calibrate.frames import FrameSet, embed, k_center_greedy, load_frameset, split_calibration
+
+from edgedepth.data.frames import FrameSet, embed, k_center_greedy, load_frameset, split_calibration
 
 
 def _clustered(n_common=30):

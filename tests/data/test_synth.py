@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgedepth.data import raycast, synth
+from edgedepth.data import raycast, shading, synth
 from edgedepth.data.scenes import Path, Scene
 from edgedepth.errors import ConfigError
 
@@ -63,7 +63,7 @@ def test_depth_is_z_depth_on_a_fronto_parallel_box():
     K = synth.intrinsics_for(H, W)
     o = np.array([0.0, 0.0, 1.5])
     R = raycast.look_rotation(0.0, 0.0, 0.0)  # looking along +x
-    _, depth = raycast.render_linear(sc, o, R, K, H, W)
+    _, depth = shading.render_linear(sc, o, R, K, H, W)
     np.testing.assert_allclose(depth, 3.0, atol=1e-4)  # Euclidean range would grow towards the corners
 
 
@@ -72,7 +72,7 @@ def test_axis_parallel_rays_in_an_empty_room():
     sc.lights.append((0.0, 0.0, 2.9, 3.0, 3.0, 3.0))  # with a shadow map
     K = synth.intrinsics_for(37, 49)  # odd size: the centre row and column are exactly axis-parallel
     o, R = np.array([0.0, 0.0, 1.5]), raycast.look_rotation(0, 0, 0)
-    rad, depth = raycast.render_linear(sc, o, R, K, 37, 49)
+    rad, depth = shading.render_linear(sc, o, R, K, 37, 49)
     assert np.all(np.isfinite(rad)) and np.all(depth > 0)
     assert depth[18, 24] == pytest.approx(5.0)
 
@@ -83,7 +83,7 @@ def test_sphere_depth_matches_analytic_and_pose_backprojects():
     K = synth.intrinsics_for(H, W)
     o = np.array([0.2, -0.1, 1.4])
     R = raycast.look_rotation(0.1, -0.05, 0.02)
-    _, depth = raycast.render_linear(sc, o, R, K, H, W)
+    _, depth = shading.render_linear(sc, o, R, K, H, W)
     v, u = np.mgrid[0:H, 0:W]
     rays_cam = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((H, W))], -1)
     pts = o + (rays_cam * depth[..., None]) @ R.T  # world points from z-depth, K and camera-to-world

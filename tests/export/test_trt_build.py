@@ -50,7 +50,8 @@ def test_plans_follow_the_tensorrt_generation(calibrated_like):
 def calibrated_like(exported, tmp_path_factory):
     """The exported bundle plus a Q/DQ model and a calibration cache, made directly (fast)."""
     from edgedepth.calibrate import quantize as q
-    from edgedepth.calibrate.calibrator import write_trt_cache
+
+    from edgedepth.backends.tensorrt.calibrator import write_trt_cache
 
     bdir, _ = exported
     work = tmp_path_factory.mktemp("q")

@@ -101,22 +101,18 @@ def test_transient_answers_keep_the_data_and_retry(env, mode):
     d = uk.start_daemon(env["spool"], env["port"], env["tok"], env["tmp"] / "daemon.log", "--once",
                         "--once-timeout", "40")
     env["procs"].append(d)
-    time.sleep(1.5)
+    expected = {"busy": "HTTP 429", "unavailable": "HTTP 503", "auth": "refused the upload token"}[mode]
+    uk.wait_log(env["tmp"] / "daemon.log", expected, d)  # the server has answered at least once
     assert d.poll() is None and uk.spool_item_count(env["spool"]) == 4  # nothing dropped
     set_mode(env, "normal")
     assert d.wait(40) == 0
     assert stored(env["store"]) == frames and uk.spool_item_count(env["spool"]) == 0
-    log = (env["tmp"] / "daemon.log").read_text()
-    expected = {"busy": "HTTP 429", "unavailable": "HTTP 503", "auth": "refused the upload token"}[mode]
-    assert expected in log
 
 
 def test_once_timeout_exits_nonzero_when_items_remain(env):
     uk.make_frames(env["spool"], 2)  # no server at all
-    t0 = time.time()
     r = run_once(env, "--once-timeout", "2")
     assert r.returncode == 3, r.stderr[-2000:]
-    assert time.time() - t0 < 15
     assert uk.spool_item_count(env["spool"]) == 2 and "2 items still queued" in r.stderr
 
 
@@ -165,14 +161,11 @@ def test_first_sigterm_finishes_the_upload_second_exits_at_once(env):
                         "50KB/s")
     env["procs"].append(d)
     wait_uploading(env["spool"], d)
-    time.sleep(0.5)
     d.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    uk.wait_log(env["tmp"] / "d2.log", "finishing the current upload", d)
     assert d.poll() is None  # still finishing (400 kB at 50 kB/s takes 8 s)
-    t0 = time.time()
     d.send_signal(signal.SIGTERM)
-    assert d.wait(5) == 128 + signal.SIGTERM
-    assert time.time() - t0 < 2
+    assert d.wait(5) == 128 + signal.SIGTERM  # at once: well before the 8 s upload could end
     assert len(stored(env["store"])) == 1 and uk.spool_item_count(env["spool"]) == 1
     r = run_once(env)  # restart: recovered from 'uploading', delivered
     assert r.returncode == 0 and "1 interrupted uploads back in the queue" in r.stderr
@@ -220,8 +213,10 @@ def test_bandwidth_cap_loose_bound(env):
     r = run_once(env, "--max-bandwidth", "300KB/s")
     dt = time.time() - t0
     assert r.returncode == 0
-    # 600 kB at 300 kB/s: >= ~1.9 s of pacing (the first burst is 30 kB); process start adds the rest
-    assert 1.8 < dt < 10.0, dt
+    # 600 kB at 300 kB/s: >= ~1.9 s of pacing (the first burst is 30 kB). Only a lower bound: a slow or
+    # busy machine makes the run longer, never shorter (the pacing itself is tested on a simulated clock
+    # in test_daemon_units.py)
+    assert dt > 1.8, dt
 
 
 def test_metrics_and_healthz(env):
@@ -257,6 +252,7 @@ def test_daemon_spool_cap_evicts_lowest_scores(env):
 
 
 def test_missing_token_is_a_clear_error(env):
+    env["spool"].mkdir(parents=True, exist_ok=True)
     r = subprocess.run([uk.PY, "-m", "edgedepth", "upload", "--spool", str(env["spool"]), "--server",
                         "http://127.0.0.1:1"], capture_output=True, text=True, env=uk.env(), cwd=uk.REPO)
     assert r.returncode == 2 and "EDGEDEPTH_TOKEN" in r.stderr

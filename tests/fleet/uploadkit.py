@@ -78,9 +78,16 @@ def wait_http(url: str, timeout: float = 20.0, proc: Optional[subprocess.Popen] 
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def real_server_available() -> bool:
-    return (REPO / "edgedepth" / "fleet" / "server.py").exists() and \
-        (REPO / "edgedepth" / "cli" / "ingest.py").exists()
+def wait_log(path: Path, text: str, proc: Optional[subprocess.Popen] = None, timeout: float = 60.0) -> str:
+    """Until the log file at `path` holds `text` (an event the process reports), not a fixed sleep."""
+    t0 = time.time()
+    while True:
+        log = path.read_text(errors="replace") if path.exists() else ""
+        if text in log:
+            return log
+        assert proc is None or proc.poll() is None, f"process exited before logging {text!r}: {log[-2000:]}"
+        assert time.time() - t0 < timeout, f"{text!r} never appeared in {path}: {log[-2000:]}"
+        time.sleep(0.05)
 
 
 def add_device(store: Path, name: str = "dev-1") -> str:

@@ -63,7 +63,7 @@ def test_labels_from_uploaded_depth_and_lineage(tmp_path):
                                   time_block_s=120.0, seed=3))
     assert rep.ingested == 12 and rep.unlabelled == 1 and rep.labelled == {"depth_gt": 11}
     assert rep.train + rep.val == 11 and rep.val > 0 and rep.replay == 0
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
     ds = open_dataset(str(out))
     assert len(ds) == rep.train

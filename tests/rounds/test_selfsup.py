@@ -131,7 +131,7 @@ def test_round_build_labels_posed_frames_without_depth(tmp_path, clip, tiny_ckpt
     lineage = json.loads((out / "lineage.json").read_text())
     assert lineage["self_supervision"]["model"] == str(tiny_ckpt)
     assert {f["item"] for f in lineage["frames"]} == set(posed)
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
     ds = open_dataset(str(out))
     assert len(ds) == 2 and all(

@@ -36,8 +36,8 @@ def images(folder: Path, n=6, size=(48, 64)) -> Path:
     return folder
 
 
-def start(args, **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+def start(args, env_extra=None, **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env_extra or {}))
     return subprocess.Popen(
         [sys.executable, "-m", "edgedepth", "run", *map(str, args)],
         cwd=REPO,
@@ -120,7 +120,11 @@ def test_sigterm_finishes_flushes_spool_and_exits_zero(tmp_path, tiny_bundle):
 
 
 def test_kill_9_during_spool_writes_leaves_no_partial_item(tmp_path, tiny_bundle):
+    """The kill lands with a spool file half written, on purpose: the process stops there (a fault point,
+    edgedepth.faults) after four complete items' worth of writes, then gets SIGKILL."""
     spool_dir = tmp_path / "spool"
+    flag = tmp_path / "paused"
+    # each item is rgb + prev + next + depth + uncertainty + json: the 23rd write is inside the 4th item
     proc = start(
         [
             tiny_bundle,
@@ -140,18 +144,20 @@ def test_kill_9_during_spool_writes_leaves_no_partial_item(tmp_path, tiny_bundle
             "1",
             "--stats-interval",
             "0",
-        ]
+        ],
+        env_extra={"EDGEDEPTH_PAUSE_AT": f"spool-write:23:{flag}"},
     )
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:
-        if spool_dir.is_dir() and len([p for p in spool_dir.iterdir() if p.suffix == ".json"]) >= 4:
-            break
-        time.sleep(0.05)
-    time.sleep(0.137)  # land somewhere in the middle of a write
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
+    try:
+        while not flag.exists():  # waits on the writer, not on a clock; pytest-timeout bounds it
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    half_written = Path(flag.read_text())
+    assert half_written.name.startswith(".tmp-") and half_written.exists()  # the kill landed mid-write
     metas = [p for p in spool_dir.iterdir() if p.name.endswith(".json") and not p.name.startswith(".")]
-    assert len(metas) >= 4
+    assert len(metas) >= 3
     for meta_path in metas:
         meta = parse_meta(meta_path.read_bytes(), source=str(meta_path))
         for name, entry in meta.files.items():
@@ -274,3 +280,23 @@ def test_synthetic_source_carries_ground_truth(tmp_path, tiny_bundle):
         it.meta.labels == ["depth_gt"] and it.meta.domain == "indoor" for it in items
     )
     assert all(it.meta.intrinsics is not None and it.meta.pose is not None for it in items)
+
+
+def test_run_reads_the_device_file_and_flags_override_it(tmp_path, tiny_bundle):
+    """model, source, spool and device id from device.yaml; --max-frames on the command line wins."""
+    import yaml
+
+    spool_dir = tmp_path / "spool"
+    device_file = tmp_path / "device.yaml"
+    device_file.write_text(yaml.safe_dump({
+        "device_id": "cam-07", "spool": str(spool_dir),
+        "run": {"model": str(tiny_bundle), "input": str(images(tmp_path / "imgs", n=12)), "headless": True,
+                "max_frames": 12, "threads": 1, "select": {"mode": "random", "rate": 1.0}},
+        "upload": {"max_bandwidth": "1MB/s"},
+    }))
+    proc = start(["--config", device_file, "--max-frames", "4"])
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert "4 frames" in err.split("stopped: ")[1]
+    items = Spool(spool_dir).items()
+    assert items and {it.meta.device_id for it in items} == {"cam-07"}

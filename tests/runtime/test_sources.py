@@ -20,8 +20,8 @@ from edgedepth.runtime.sources import (
     csi_pipeline_from_device,
     make_raw_source,
     opencv_has_gstreamer,
-    parse_size,
 )
+from edgedepth.sizes import parse_size
 
 
 def write_video(path, n=20, size=(48, 64)):
@@ -183,34 +183,55 @@ def test_reconnect_with_backoff_after_stream_loss(caplog):
     assert any("reconnected" in r.message for r in caplog.records)
 
 
-class FastCamera(RawSource):
+class GatedCamera(RawSource):
+    """A live camera that delivers one frame per `release()`; `wait_blocked(n)` returns once the capture
+    thread has published n frames and waits inside read() for the next (no clock involved)."""
+
     live, finite = True, False
 
     def __init__(self):
-        self.uri = "fake://fast"
+        self.uri = "fake://gated"
         self.n = 0
+        self.gate = threading.Semaphore(0)
+        self.cond = threading.Condition()
+        self.entered = 0
 
     def open(self):
         pass
 
+    def release(self, k: int = 1) -> None:
+        for _ in range(k):
+            self.gate.release()
+
+    def wait_blocked(self, n: int) -> None:
+        with self.cond:
+            assert self.cond.wait_for(lambda: self.entered >= n + 1, timeout=30), self.entered
+
     def read(self):
-        time.sleep(0.001)
+        with self.cond:
+            self.entered += 1
+            self.cond.notify_all()
+        self.gate.acquire()
         self.n += 1
         now = time.monotonic()
         return Frame(np.zeros((2, 2, 3), np.uint8), self.n, now, now, time.time())
 
 
 def test_latest_frame_semantics_drop_stale_frames():
-    src = Source(FastCamera()).start()
-    time.sleep(0.05)
+    cam = GatedCamera()
+    src = Source(cam).start()
+    cam.release(10)  # ten frames arrive while the consumer is busy
+    cam.wait_blocked(10)
     first = src.capture(timeout=1)
-    time.sleep(0.1)  # a slow consumer
+    assert first.index == 10 and src.dropped == 9  # the newest frame, the nine stale ones dropped
+    cam.release(3)  # a slow consumer again
+    cam.wait_blocked(13)
     second = src.capture(timeout=1)
+    assert second.index == 13 and src.dropped == 9 + 2
+    assert src.capture(timeout=0) is None  # nothing newer: no frame is handed out twice
+    assert src.frames_read == 13
+    cam.release(100)  # let the capture thread leave read() so close() can join it
     src.close()
-    assert second.index - first.index > 5  # we got the newest frame, not the next queued one
-    assert src.dropped >= second.index - first.index - 2
-    assert time.monotonic() - second.captured < 0.2 + 0.05
-    assert src.frames_read == src.dropped + 2 + (1 if src._slot is not None else 0)
 
 
 def test_non_live_source_waits_for_consumer(tmp_path):
@@ -223,7 +244,9 @@ def test_non_live_source_waits_for_consumer(tmp_path):
 
 
 def test_capture_thread_is_daemon_and_closes(tmp_path):
-    src = Source(FastCamera()).start()
+    cam = GatedCamera()
+    src = Source(cam).start()
+    cam.release(1000)  # frames flow until close() stops the thread
     src.close()
     assert not src.is_streaming()
     assert all(t.name != "edgedepth-capture" or not t.is_alive() for t in threading.enumerate())

@@ -136,7 +136,7 @@ def test_a_bundle_that_cannot_load_is_marked_bad_and_nothing_swaps(registry, tmp
 
 def test_duration_parsing_and_registry_needs_a_key(tmp_path):
     from edgedepth.cli.main import cli
-    from edgedepth.cli.run import parse_duration
+    from edgedepth.config import parse_duration
 
     assert parse_duration("10m") == 600 and parse_duration("30s") == 30 and parse_duration("2") == 2
     assert parse_duration("1h") == 3600

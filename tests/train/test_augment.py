@@ -57,5 +57,6 @@ def test_train_config_rejects_a_zoom_out_of_range(zoom, tmp_path):
     from edgedepth.errors import ConfigError
     from edgedepth.train.config import TrainConfig
 
+    (tmp_path / "rgb").mkdir()  # a folder-format dataset, as far as the spec check looks
     with pytest.raises(ConfigError, match="zoom"):
         TrainConfig(data=[str(tmp_path)], out=str(tmp_path / "run"), epochs=1, zoom=zoom).validate()

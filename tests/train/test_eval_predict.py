@@ -15,7 +15,7 @@ import torch
 from edgedepth.checkpoint import checkpoint_info, model_from_checkpoint, save_checkpoint
 from edgedepth.evaluation import evaluate
 from edgedepth.models import build_model
-from edgedepth.models.registry import model_config
+from edgedepth.models.catalog import model_config
 from edgedepth.predictor import Predictor
 from edgedepth.preprocess import Preprocessing
 

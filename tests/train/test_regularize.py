@@ -66,7 +66,7 @@ def test_freeze_encoder_and_stem():
 
 
 def test_train_config_checks_the_new_options(tmp_path):
-    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "rgb").mkdir(parents=True)  # a folder-format dataset, as far as the spec check looks
     with pytest.raises(ConfigError, match="init-from"):
         TrainConfig(data=[str(tmp_path / "d")], out=str(tmp_path / "o"), epochs=1, l2sp=1.0).validate()
     with pytest.raises(ConfigError, match="freeze"):

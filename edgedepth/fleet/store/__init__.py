@@ -13,9 +13,14 @@ from edgedepth.fleet.store.base import Store, StoreUnavailable
 
 def open_store(uri: str, endpoint_url: Optional[str] = None, *, min_free_bytes: int = 256 << 20,
                server_name: Optional[str] = None, manifest_every_s: float = 60.0,
-               region: Optional[str] = None, adopt_orphans: bool = False) -> Store:
-    """Open the store named by `uri`; `endpoint_url` selects an S3-compatible service (MinIO, ...)."""
-    from edgedepth.errors import ConfigError
+               region: Optional[str] = None, adopt_orphans: bool = False, must_exist: bool = False) -> Store:
+    """Open the store named by `uri`; `endpoint_url` selects an S3-compatible service (MinIO, ...).
+
+    `must_exist`: a local store is read, not created (a mistyped path is an error, not an empty store).
+    """
+    from pathlib import Path
+
+    from edgedepth.errors import ConfigError, DataError
 
     uri = str(uri)
     if uri.startswith("s3://"):
@@ -31,6 +36,9 @@ def open_store(uri: str, endpoint_url: Optional[str] = None, *, min_free_bytes: 
     from edgedepth.fleet.store.local import LocalStore
 
     path = uri[len("file://"):] if uri.startswith("file://") else uri
+    if must_exist and not (Path(path).expanduser() / "items").is_dir():
+        raise DataError(f"no ingest store at {path} (no items/ folder in it): check the path, or point it at "
+                        "the --store of `edgedepth ingest serve`")
     return LocalStore(path, min_free_bytes=min_free_bytes)
 
 

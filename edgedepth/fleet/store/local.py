@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
 
 from edgedepth.errors import DataError
+from edgedepth.faults import pause_point
 from edgedepth.fleet.index import FrameIndex
 from edgedepth.fleet.store.base import (
     META_NAME,
@@ -53,7 +54,12 @@ STALE_TMP_S = 3600.0
 
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "xb") as f:
-        f.write(data)
+        half = len(data) // 2
+        f.write(data[:half])
+        if half:
+            f.flush()
+            pause_point("store-write", str(path))  # tests: a kill -9 with this file half written
+        f.write(data[half:])
         f.flush()
         os.fsync(f.fileno())
 
