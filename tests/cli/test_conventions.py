@@ -40,6 +40,10 @@ CASES: Dict[str, Dict[str, List[str]]] = {
     "calibrate": {
         "missing": ["MISSING", "--data", "DIR", "--target", "cpu"],
     },
+    "data import": {
+        "missing": ["MISSING", "--out", "OUT"],
+        "unwritable": ["--out", "BLOCKED", "DIR"],
+    },
     "data info": {"missing": ["MISSING"]},
     "data synth": {
         "size": ["--size", BAD_SIZE, "--out", "OUT"],

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from edgedepth.data.dataset import open_dataset
-from edgedepth.data.importer import FrameSelector, import_recording, parse_duration
+from edgedepth.data.importer import FrameSelector, import_recording
+from edgedepth.durations import optional_duration as parse_duration
 from edgedepth.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -136,10 +136,13 @@ def test_a_bundle_that_cannot_load_is_marked_bad_and_nothing_swaps(registry, tmp
 
 def test_duration_parsing_and_registry_needs_a_key(tmp_path):
     from edgedepth.cli.main import cli
-    from edgedepth.config import parse_duration
+    from edgedepth.durations import parse_duration
 
     assert parse_duration("10m") == 600 and parse_duration("30s") == 30 and parse_duration("2") == 2
-    assert parse_duration("1h") == 3600
+    assert parse_duration("1h") == 3600 and parse_duration("7d") == 7 * 86400
+    assert parse_duration("500ms") == 0.5
+    with pytest.raises(ConfigError, match="positive"):
+        parse_duration("0")
     with pytest.raises(ConfigError):
         parse_duration("soon")
     bundle = tiny_bundle(tmp_path / "b", 1.0)
