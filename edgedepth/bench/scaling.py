@@ -247,8 +247,10 @@ def write_table(path: Path, rows: Sequence[Dict[str, Any]], classical: Dict[str,
 
 
 def plot_study(path: Path, rows: Sequence[Dict[str, Any]], summary: Sequence[Dict[str, Any]],
-               classical: Dict[str, Any], crossovers: Dict[str, Crossover], title: str = "") -> Path:
-    """delta1 and AbsRel against training frames (log2 axis); the classical baseline as horizontal lines."""
+               classical: Dict[str, Any], crossovers: Dict[str, Crossover], title: str = "",
+               fits: Optional[Dict[str, Dict[str, Any]]] = None) -> Path:
+    """delta1 and AbsRel against training frames (log2 axis); the classical baseline as horizontal lines;
+    `fits` (edgedepth.bench.scaling_fit) as dashed lines, extended towards their extrapolated crossing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,6 +267,17 @@ def plot_study(path: Path, rows: Sequence[Dict[str, Any]], summary: Sequence[Dic
         ax.axhline(classical["filled"][metric], color="tab:red", label="classical, holes filled (headline)")
         ax.axhline(classical["covered"][metric], color="tab:red", ls=":",
                    label=f"classical, own pixels only ({100 * classical['coverage']:.0f}% covered)")
+        fit = (fits or {}).get(metric)
+        if fit is not None:
+            x0, x_top = min(fit["fit_frames"]), fit["largest_measured"]
+            x1 = x_top * 2 if not fit.get("crossing_frames") else \
+                min(max(fit["crossing_frames"] * 1.4, x_top * 2), x_top * 64)
+            xs = np.geomspace(x0, x1, 50)
+            ax.plot(xs, fit["intercept"] + fit["per_doubling"] * np.log2(xs), color="tab:blue", ls="--",
+                    lw=1, label=f"log-linear fit: {fit['per_doubling']:+.3f} per doubling")
+            if fit.get("crossing_frames") and fit["crossing_frames"] > x_top:
+                ax.axvline(fit["crossing_frames"], color="tab:blue", ls=":", lw=1,
+                           label=f"extrapolated crossing ~{fit['crossing_frames']:.3g} frames")
         cx = crossovers.get(metric)
         if cx is not None and cx.frames is not None:
             ax.axvline(cx.frames, color="gray", ls="--", label=f"crossover ~{cx.frames:.0f} frames")
@@ -439,12 +452,16 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
                   for m in ("d1", "abs_rel")}
     crossovers_cov = {m: crossover(sizes, [s[m] for s in summary_cov], classical["covered"][m], m)
                       for m in ("d1", "abs_rel")}
+    from edgedepth.bench.scaling_fit import study_fits
+
+    fits = study_fits(cfg, rows, classical)
     result = {
         "config": {**asdict(cfg), "compute_rule": rule_text(cfg)},
         "test_frames": len(data.test), "classical": classical, "runs": rows, "summary": summary,
         "summary_on_classical_pixels": summary_cov,
         "crossover": {m: c.to_dict() for m, c in crossovers.items()},
         "crossover_on_classical_pixels": {m: c.to_dict() for m, c in crossovers_cov.items()},
+        "fit": fits,
         "headline": "dense metrics on all ground-truth pixels (classical holes filled with the nearest "
                     "prediction)",
         "wall_seconds": {"data": data_s, "classical": classical_s,
@@ -456,9 +473,11 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
     steps_txt = str(cfg.steps) if cfg.rule == "fixed" else f"{cfg.steps}..{cfg.max_steps}"
     plot_study(out / "scaling.png", rows, summary, classical, crossovers,
                f"{cfg.model} model, {cfg.domain}, {len(data.test)} held-out frames; classical {rep.method} "
-               f"(gap {cfg.gap}); compute: {cfg.rule}, {steps_txt} steps/run")
+               f"(gap {cfg.gap}); compute: {cfg.rule}, {steps_txt} steps/run", fits)
     for c in crossovers.values():
         progress(c.note)
+    for f in fits.values():
+        progress(f"fit: {f['note']}")
     return result
 
 
@@ -477,4 +496,7 @@ def format_summary(result: Dict[str, Any]) -> str:
     for key, label in (("crossover", "all pixels"), ("crossover_on_classical_pixels", "classical's pixels")):
         for m, cx in result[key].items():
             lines.append(f"crossover ({label}) {m}: {cx['note']}")
+    for m, fit in result.get("fit", {}).items():
+        lines.append(f"log-linear fit over {', '.join(f'{v:.0f}' for v in fit['fit_frames'])} frames, {m}: "
+                     f"{fit['note']}")
     return "\n".join(lines)

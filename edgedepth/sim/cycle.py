@@ -87,6 +87,7 @@ class RoundRecord:
     seed: int
     devices: List[dict] = field(default_factory=list)
     uploaded: int = 0
+    upload_bytes: int = 0  # what the fleet's upload daemons sent this round
     selected_domains: Dict[str, int] = field(default_factory=dict)
     build: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
@@ -188,10 +189,12 @@ class FleetRun:
         for d, st in zip(self.devices, stats):
             up = d.upload(self.cfg.daemon)
             st.uploaded, st.upload_duplicates = up["uploaded"], up["duplicates"]
+            st.upload_bytes = int(up.get("bytes", 0))
             st.upload_failed = up["failed"]
         rec.seconds["upload"] = time.monotonic() - t1
         rec.devices = [dict(asdict(st), device=d.name) for d, st in zip(self.devices, stats)]
         rec.uploaded = sum(st.uploaded for st in stats)
+        rec.upload_bytes = sum(st.upload_bytes for st in stats)
         for st in stats:
             for k, v in st.selected_domains.items():
                 rec.selected_domains[k] = rec.selected_domains.get(k, 0) + v

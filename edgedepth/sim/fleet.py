@@ -215,6 +215,7 @@ class RunStats:
     model_version: Optional[str] = None
     swap: Optional[dict] = None  # the health-check verdict of a swap in this run
     uploaded: int = 0
+    upload_bytes: int = 0  # bytes the upload daemon sent (payload of the uploaded items)
     upload_duplicates: int = 0
     upload_failed: int = 0
     errors: int = 0
@@ -369,13 +370,14 @@ class SimDevice:
                    self.server, "--token-file", str(token_file), "--once", "--once-timeout", str(timeout),
                    "--poll-interval", "0.1", "--backoff-base", "0.2", "--backoff-max", "2",
                    "--log-level", "WARNING"]
-            before = self._spool_count()
+            before, before_bytes = self._spool_count(), self._spool_bytes()
             res = subprocess.run(cmd, capture_output=True, text=True, env=_python_env(), timeout=timeout + 60)
             left = self._spool_count()
             if res.returncode != 0:
                 raise EdgeDepthError(f"upload daemon for {self.name} exited {res.returncode}: "
                                      f"{res.stderr.strip()[-500:]}")
-            return {"uploaded": before - left, "duplicates": 0, "failed": 0, "left": left}
+            return {"uploaded": before - left, "duplicates": 0, "failed": 0, "left": left,
+                    "bytes": before_bytes - self._spool_bytes()}
         from edgedepth.fleet.daemon import Daemon, DaemonConfig
 
         cfg = DaemonConfig(spool=self.spool_dir, server=self.server, token=self.token, once=True,
@@ -396,12 +398,17 @@ class SimDevice:
             raise EdgeDepthError(f"upload daemon for {self.name} exited {code} "
                                  f"({self._spool_count()} items left in {self.spool_dir})")
         return {"uploaded": st.uploaded, "duplicates": st.duplicates, "failed": st.failures,
-                "left": self._spool_count()}
+                "left": self._spool_count(), "bytes": st.bytes_sent}
 
     def _spool_count(self) -> int:
         from edgedepth.spool import Spool
 
         return len(Spool(self.spool_dir).item_ids())
+
+    def _spool_bytes(self) -> int:
+        from edgedepth.spool import Spool
+
+        return Spool(self.spool_dir).total_bytes()
 
     def close(self) -> None:
         for b in (self.backend, self._pending[0] if self._pending else None):

@@ -122,6 +122,10 @@ def test_study_plumbing_with_a_fake_trainer(tmp_path):
     cx = saved["crossover"]["abs_rel"]
     assert cx["kind"] == "interpolated" and cx["frames"] == pytest.approx(2 ** x, rel=1e-3)
     assert "crossover" in format_summary(saved)
+    # The slope: AbsRel = 2 / n falls with the data, so the fitted line reaches the classical level.
+    fit = saved["fit"]["abs_rel"]
+    assert fit["per_doubling"] < 0 and fit["crossing_frames"] > 0 and len(fit["fit_frames"]) == len(sizes)
+    assert "log-linear fit" in format_summary(saved)
     # A second call resumes from the finished runs instead of training again.
     run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test))
     assert len(jobs) == 2 * len(sizes)

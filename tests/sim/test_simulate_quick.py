@@ -31,6 +31,9 @@ def test_every_strategy_ran_a_round_through_the_whole_pipeline(sim):
         assert 0 < rec["uploaded"] <= budget, strategy
         assert sum(d["frames"] for d in rec["devices"]) == cfg.devices * cfg.frames_per_device
         assert rec["build"]["ingested"] == rec["uploaded"]  # the round read exactly this round's uploads
+        # bytes on the wire, for the data-efficiency report (edgedepth.sim.sweep): each item is an RGB
+        # image plus a 16-bit depth PNG of at least one byte per pixel
+        assert rec["upload_bytes"] >= rec["uploaded"] * cfg.size[0] * cfg.size[1], strategy
         assert rec["build"]["train"] >= 1 and rec["train"]["steps"] >= 1
         assert {c["metric"] for s in rec["gate"]["sets"] for c in s["checks"]} == {"abs_rel", "d1"}
         for group in ("shifted", "original"):
