@@ -66,6 +66,9 @@ def main(argv=None) -> int:
     ap.add_argument("--render-workers", type=int, default=None, help="rendering processes (default 2)")
     ap.add_argument("--trainer", choices=["auto", "library", "cli"], default="auto",
                     help="train in-process (library) or through `edgedepth train` (cli)")
+    ap.add_argument("--plot", default=None, help="also copy the plot here (e.g. docs/scaling-study.png)")
+    ap.add_argument("--record", default=None, help="folder for the result record scaling_proportional.json "
+                                                   "(e.g. docs/results; default: none)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("edgedepth.train").setLevel(logging.WARNING)
@@ -106,6 +109,15 @@ def main(argv=None) -> int:
     out = Path(cfg.out_dir)
     print(f"wrote {out / 'scaling.json'}, {out / 'scaling.csv'}, {out / 'scaling.png'}")
     (out / "wall_time.json").write_text(json.dumps({"wall_seconds": wall, **w}, indent=1))
+    if args.plot:
+        import shutil
+
+        shutil.copyfile(out / "scaling.png", args.plot)
+        print(f"plot copied to {args.plot}")
+    if args.record:
+        from edgedepth.bench.scaling_fit import study_record
+
+        print(f"recorded {study_record(result, Path(args.record))}")
     return 0
 
 

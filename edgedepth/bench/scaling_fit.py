@@ -11,6 +11,7 @@ the line goes on; the report says how far beyond the largest measured size it li
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
 
 import numpy as np
@@ -101,3 +102,32 @@ def study_fits(cfg: "StudyConfig", rows: Sequence[Dict[str, Any]], classical: Di
     return {m: loglinear_fit([r["frames"] for r in use], [r["filled"][m] for r in use],
                              classical["filled"][m], m) for m in ("d1", "abs_rel")}
 
+
+
+def study_record(result: Dict[str, Any], folder: Path) -> Path:
+    """The study's figures as a result record (folder/scaling_proportional.json, results-page layout)."""
+    from edgedepth.bench.study_record import write_study_record
+
+    cfg, c = result["config"], result["classical"]
+    figures = [{"figure": f"classical on the {result['test_frames']} held-out frames (holes filled): "
+                          "δ1 / AbsRel / RMSE",
+                "value": " / ".join(f"{c['filled'][m]:.4f}" for m in ("d1", "abs_rel", "rmse"))}]
+    for s in result["summary"]:
+        figures.append({"figure": f"learned, {s['frames']} frames ({s['runs']} seeds, {s['steps']:.0f} "
+                                  "steps): δ1 / AbsRel / RMSE (mean ± sd)",
+                        "value": f"{s['d1']:.4f} ± {s['d1_std']:.4f} / {s['abs_rel']:.4f} ± "
+                                 f"{s['abs_rel_std']:.4f} / {s['rmse']:.4f} ± {s['rmse_std']:.4f}"})
+    for m, cx in result["crossover"].items():
+        figures.append({"figure": f"crossover on {m} (measured points)", "value": cx["note"]})
+    for m, fit in result.get("fit", {}).items():
+        figures.append({"figure": f"log-linear fit of {m}: change per doubling of the data",
+                        "value": f"{fit['per_doubling']:+.4f} ± {fit['per_doubling_se']:.4f}"})
+        figures.append({"figure": f"log-linear fit of {m}: extrapolated crossing", "value": fit["note"]})
+    scale = (f"{cfg['model']} model at {cfg['input_size'][0]}x{cfg['input_size'][1]}, frames rendered at "
+             f"{cfg['render_size'][0]}x{cfg['render_size'][1]}, {cfg['domain']}; "
+             f"compute: {cfg['compute_rule']}")
+    return write_study_record(folder, "scaling_proportional",
+                              "Learned vs classical two-frame depth, compute proportional to data", figures,
+                              notes=[f"scale: {scale}"],
+                              data={k: result[k] for k in ("config", "summary", "crossover", "fit",
+                                                           "classical") if k in result})

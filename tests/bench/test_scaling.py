@@ -126,6 +126,11 @@ def test_study_plumbing_with_a_fake_trainer(tmp_path):
     fit = saved["fit"]["abs_rel"]
     assert fit["per_doubling"] < 0 and fit["crossing_frames"] > 0 and len(fit["fit_frames"]) == len(sizes)
     assert "log-linear fit" in format_summary(saved)
+    from edgedepth.bench.scaling_fit import study_record
+
+    rec = json.loads(study_record(saved, tmp_path / "results").read_text())
+    assert rec["schema"] == "edgedepth.result/1" and rec["name"] == "scaling_proportional"
+    assert all(rec[k] for k in ("command", "commit", "date", "machine")) and len(rec["figures"]) > len(sizes)
     # A second call resumes from the finished runs instead of training again.
     run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test))
     assert len(jobs) == 2 * len(sizes)

@@ -80,3 +80,13 @@ def test_sweep_runs_each_point_once_and_resumes(tmp_path, monkeypatch):
     assert sweep.collect_points(tmp_path, other) == []  # another recipe's points are not mixed in
     with pytest.raises(ConfigError):
         sweep.run_sweep(base, [], [9])
+    # a point another process holds is left to it
+    import fcntl
+
+    busy = tmp_path / "points" / "b040-s9"
+    busy.mkdir(parents=True)
+    with open(busy / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        said = []
+        sweep.run_sweep(base, [40], [9, 10], say=said.append)
+    assert [c[:2] for c in calls[6:]] == [(40, (10,))] and "another process" in said[0]
