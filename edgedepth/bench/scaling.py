@@ -389,9 +389,6 @@ def prepare_data(cfg: StudyConfig) -> StudyData:
 def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optional[StudyData] = None,
               progress: Callable[[str], None] = log.info) -> Dict[str, Any]:
     """Run (or resume) the study; writes scaling.json, scaling.csv and scaling.png into cfg.out_dir."""
-    from edgedepth.bench.classical import ClassicalConfig
-    from edgedepth.bench.classical_eval import evaluate_classical
-
     cfg.validate()
     t_study = time.perf_counter()
     out = Path(cfg.out_dir)
@@ -403,14 +400,13 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
     rgbs = [f.rgb for f in data.test]
 
     t0 = time.perf_counter()
-    rep = evaluate_classical(data.test, gap=cfg.gap, cfg=ClassicalConfig(method=cfg.method),
-                             min_depth=cfg.min_depth, max_depth=cfg.max_depth, keep_predictions=True)
+    from edgedepth.bench.scaling_data import classical_baseline
+
+    classical, masks = classical_baseline(cfg, data.test, out)
     classical_s = time.perf_counter() - t0
-    masks = [row.get("valid") for row in rep.per_frame]
-    classical = rep.to_dict()
-    progress(f"classical {rep.method}: filled d1 {rep.filled['d1']:.4f} AbsRel {rep.filled['abs_rel']:.4f}; "
-             f"covered {100 * rep.coverage:.0f}%: d1 {rep.covered['d1']:.4f} "
-             f"AbsRel {rep.covered['abs_rel']:.4f}")
+    progress(f"classical {classical['method']}: filled d1 {classical['filled']['d1']:.4f} AbsRel "
+             f"{classical['filled']['abs_rel']:.4f}; covered {100 * classical['coverage']:.0f}%: d1 "
+             f"{classical['covered']['d1']:.4f} AbsRel {classical['covered']['abs_rel']:.4f}")
 
     trainer = trainer or default_trainer()
     # A finished run is reused only if it was trained and scored under the same settings.
@@ -472,8 +468,8 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
     write_table(out / "scaling.csv", rows, classical)
     steps_txt = str(cfg.steps) if cfg.rule == "fixed" else f"{cfg.steps}..{cfg.max_steps}"
     plot_study(out / "scaling.png", rows, summary, classical, crossovers,
-               f"{cfg.model} model, {cfg.domain}, {len(data.test)} held-out frames; classical {rep.method} "
-               f"(gap {cfg.gap}); compute: {cfg.rule}, {steps_txt} steps/run", fits)
+               f"{cfg.model} model, {cfg.domain}, {len(data.test)} held-out frames; classical "
+               f"{classical['method']} (gap {cfg.gap}); compute: {cfg.rule}, {steps_txt} steps/run", fits)
     for c in crossovers.values():
         progress(c.note)
     for f in fits.values():

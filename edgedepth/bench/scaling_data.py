@@ -9,14 +9,18 @@ hashes only the frames it trains on.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import shutil
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
 
 from edgedepth.errors import DataError
 
@@ -115,3 +119,37 @@ def build_subset(frames: Sequence[Tuple[Path, str]], out: Path) -> Path:
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     stamp.write_text(json.dumps(want))
     return out
+
+
+def classical_baseline(cfg: Any, test: Sequence[Any], out: Path) -> Tuple[Dict[str, Any], List[Any]]:
+    """The classical baseline on the test frames (SeqFrames) of a StudyConfig `cfg`: (report dict, per-frame
+    masks of the pixels it predicts). Kept in
+    OUT/classical.json + classical_masks.npz and reused while the test set and its settings are the same
+    (it costs minutes on a small CPU, and every process of a study split over processes needs it)."""
+    from edgedepth.bench.classical import ClassicalConfig
+    from edgedepth.bench.classical_eval import evaluate_classical
+
+    spec = json.loads(json.dumps({k: getattr(cfg, k) for k in (
+        "gap", "method", "min_depth", "max_depth", "render_size", "domain", "test_frames", "test_sequences",
+        "data_seed")}))
+    spec["test_shapes"] = [list(f.depth.shape) for f in test]
+    cached, cached_masks = out / "classical.json", out / "classical_masks.npz"
+    try:
+        saved = json.loads(cached.read_text())
+        if saved.get("spec") == spec:
+            with np.load(cached_masks) as z:
+                masks = [z[f"m{i}"] if f"m{i}" in z else None for i in range(len(test))]
+            return saved["report"], masks
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        pass  # no usable copy: evaluate
+    rep = evaluate_classical(test, gap=cfg.gap, cfg=ClassicalConfig(method=cfg.method),
+                             min_depth=cfg.min_depth, max_depth=cfg.max_depth, keep_predictions=True)
+    masks = [row.get("valid") for row in rep.per_frame]
+    report = rep.to_dict()
+    from edgedepth.fsutil import write_bytes_atomic
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f"m{i}": m for i, m in enumerate(masks) if m is not None})
+    write_bytes_atomic(cached_masks, buf.getvalue())
+    write_bytes_atomic(cached, json.dumps({"spec": spec, "report": report}, default=float).encode())
+    return json.loads(json.dumps(report, default=float)), masks

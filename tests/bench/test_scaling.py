@@ -89,7 +89,7 @@ def _plane_sequence(n: int, Z: float = 3.0, f: float = 100.0, shift_px: int = 4,
     return frames
 
 
-def test_study_plumbing_with_a_fake_trainer(tmp_path):
+def test_study_plumbing_with_a_fake_trainer(tmp_path, monkeypatch):
     test = _plane_sequence(6)
     sizes = [2 ** k for k in range(3, 13)]
     jobs = []
@@ -131,9 +131,17 @@ def test_study_plumbing_with_a_fake_trainer(tmp_path):
     rec = json.loads(study_record(saved, tmp_path / "results").read_text())
     assert rec["schema"] == "edgedepth.result/1" and rec["name"] == "scaling_proportional"
     assert all(rec[k] for k in ("command", "commit", "date", "machine")) and len(rec["figures"]) > len(sizes)
-    # A second call resumes from the finished runs instead of training again.
-    run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test))
+    # A second call resumes from the finished runs instead of training again, and from the classical
+    # baseline's saved report and masks instead of evaluating it again.
+    import edgedepth.bench.classical_eval as classical_eval
+
+    def no_second_evaluation(*a, **k):
+        raise AssertionError("the classical baseline was evaluated again")
+
+    monkeypatch.setattr(classical_eval, "evaluate_classical", no_second_evaluation)
+    again = run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test))
     assert len(jobs) == 2 * len(sizes)
+    assert again["summary_on_classical_pixels"] == saved["summary_on_classical_pixels"]
     # ... but not from runs made under other settings.
     cfg.sizes, cfg.steps = [8, 16], 16
     run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test))
