@@ -6,11 +6,12 @@ temp file in the same directory, fsync it, rename it over the target, fsync the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -51,3 +52,22 @@ def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def try_lock(path: PathLike) -> Iterator[bool]:
+    """An exclusive, non-blocking lock on the file `path` (created if missing) for the block: yields True
+    when this process holds it, False when another process does. Released when the block ends (or the
+    process dies), so work split over processes is never done twice at once."""
+    import fcntl
+
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

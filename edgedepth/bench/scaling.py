@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedepth.errors import ConfigError
+from edgedepth.fsutil import try_lock, write_bytes_atomic
 from edgedepth.metrics import METRIC_NAMES, frame_metrics, mean_metrics
 
 log = logging.getLogger(__name__)
@@ -386,6 +387,32 @@ def prepare_data(cfg: StudyConfig) -> StudyData:
                      val_dir=str(root / "val"), test=test)
 
 
+def _finished_run(path: Path, plan: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """A run's result.json when it was trained and scored under the same settings (resume), else None."""
+    if not path.is_file():
+        return None
+    previous = json.loads(path.read_text())
+    if previous.get("plan") == plan:
+        return previous
+    log.info("re-running %s: it was made with other settings", path.parent.name)
+    return None
+
+
+def _train_and_score(job: TrainJob, trainer: Trainer, plan: Dict[str, Any], rgbs: List[np.ndarray],
+                     gts: List[np.ndarray], masks: List[Any]) -> Dict[str, Any]:
+    """Train one run, score it on the test frames (all pixels, and the classical method's pixels), and
+    write RUN_DIR/result.json."""
+    trained = trainer(job)
+    preds = trained.predict(rgbs)
+    lo, hi = job.min_depth, job.max_depth
+    row = {"frames": job.frames, "seed": job.seed, "repeat": job.repeat, "epochs": job.epochs,
+           "steps": trained.steps, "train_seconds": trained.train_seconds, "checkpoint": trained.checkpoint,
+           "plan": plan, "filled": score_predictions(preds, gts, lo, hi),
+           "covered": score_predictions(preds, gts, lo, hi, masks), **trained.extra}
+    write_bytes_atomic(Path(job.run_dir) / "result.json", json.dumps(row, indent=1, default=float).encode())
+    return row
+
+
 def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optional[StudyData] = None,
               progress: Callable[[str], None] = log.info) -> Dict[str, Any]:
     """Run (or resume) the study; writes scaling.json, scaling.csv and scaling.png into cfg.out_dir."""
@@ -414,32 +441,25 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
                                                                "render_workers")}
     plan = json.loads(json.dumps(plan))
     rows: List[Dict[str, Any]] = []
-    for n in sorted(cfg.sizes):
+    for n in sorted(cfg.sizes, reverse=True):  # largest first: processes sharing OUT finish together
         repeat, epochs, _ = compute_plan(n, target_steps(cfg, n), cfg.batch_size, cfg.epochs)
         for seed in cfg.seeds:
             run_dir = out / "runs" / f"n{n:05d}_s{seed}"
-            done = run_dir / "result.json"
-            if done.is_file():  # resume an interrupted study
-                previous = json.loads(done.read_text())
-                if previous.get("plan") == plan:
-                    rows.append(previous)
-                    continue
-                log.info("re-running %s: it was made with other settings", run_dir.name)
             run_dir.mkdir(parents=True, exist_ok=True)
-            job = TrainJob(data.train(n), data.val_dir, n, seed, repeat, epochs, cfg.batch_size, cfg.model,
-                           tuple(cfg.input_size), cfg.min_depth, cfg.max_depth, str(run_dir), cfg.threads)
-            trained = trainer(job)
-            preds = trained.predict(rgbs)
-            row = {"frames": n, "seed": seed, "repeat": repeat, "epochs": epochs, "steps": trained.steps,
-                   "train_seconds": trained.train_seconds, "checkpoint": trained.checkpoint, "plan": plan,
-                   "filled": score_predictions(preds, gts, cfg.min_depth, cfg.max_depth),
-                   "covered": score_predictions(preds, gts, cfg.min_depth, cfg.max_depth, masks),
-                   **trained.extra}
-            done.write_text(json.dumps(row, indent=1, default=float))
+            with try_lock(run_dir / ".lock") as mine:
+                if not mine:
+                    progress(f"n={n:5d} seed={seed}: another process is training it; skipped")
+                    continue
+                row = _finished_run(run_dir / "result.json", plan)
+                if row is None:
+                    job = TrainJob(data.train(n), data.val_dir, n, seed, repeat, epochs, cfg.batch_size,
+                                   cfg.model, tuple(cfg.input_size), cfg.min_depth, cfg.max_depth,
+                                   str(run_dir), cfg.threads)
+                    row = _train_and_score(job, trainer, plan, rgbs, gts, masks)
+                    progress(f"n={n:5d} seed={seed}: d1 {row['filled']['d1']:.4f} "
+                             f"AbsRel {row['filled']['abs_rel']:.4f} "
+                             f"({row['steps']} steps, {row['train_seconds']:.0f} s)")
             rows.append(row)
-            progress(f"n={n:5d} seed={seed}: d1 {row['filled']['d1']:.4f} "
-                     f"AbsRel {row['filled']['abs_rel']:.4f} "
-                     f"({trained.steps} steps, {trained.train_seconds:.0f} s)")
 
     summary = summarise_runs(rows, "filled")
     summary_cov = summarise_runs(rows, "covered")

@@ -14,16 +14,16 @@ and the bytes uploaded per point (0.01) of shifted-domain AbsRel gained over the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from edgedepth.errors import ConfigError
+from edgedepth.fsutil import try_lock
 from edgedepth.sim.config import SimConfig
 
 POINT_KEYS_IGNORED = ("workdir", "seeds", "budget_per_device", "progress")
@@ -79,7 +79,7 @@ def run_sweep(base: SimConfig, budgets: Sequence[int], seeds: Sequence[int],
                 out.append(done)
                 continue
             folder.mkdir(parents=True, exist_ok=True)
-            with _point_lock(folder) as mine:
+            with try_lock(folder / ".lock") as mine:
                 if not mine:
                     say(f"[sweep] budget {budget} seed {seed}: another process is running it; skipped")
                     continue
@@ -90,23 +90,6 @@ def run_sweep(base: SimConfig, budgets: Sequence[int], seeds: Sequence[int],
                 out.append(run_simulation(cfg, say=say))
     return out
 
-
-@contextlib.contextmanager
-def _point_lock(folder: Path) -> Iterator[bool]:
-    """An exclusive lock on a point's folder (yields False when another process holds it), so several
-    sweep processes can share a work dir without two of them running the same point."""
-    import fcntl
-
-    with open(folder / ".lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def collect_points(workdir: Path, base: SimConfig) -> List[dict]:

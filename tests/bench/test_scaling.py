@@ -146,3 +146,29 @@ def test_study_plumbing_with_a_fake_trainer(tmp_path, monkeypatch):
     cfg.sizes, cfg.steps = [8, 16], 16
     run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test))
     assert len(jobs) == 2 * len(sizes) + 4
+
+
+def test_a_run_another_process_is_training_is_left_to_it(tmp_path):
+    from edgedepth.fsutil import try_lock
+
+    test = _plane_sequence(6)
+    trained = []
+
+    def fake_trainer(job):
+        trained.append((job.frames, job.seed))
+        return TrainedModel(lambda images: [np.full(im.shape[:2], 3.0, np.float32) for im in images],
+                            steps=1, train_seconds=0.01)
+
+    cfg = StudyConfig(out_dir=str(tmp_path), sizes=[8, 16], seeds=[0], steps=2, batch_size=4, epochs=1,
+                      test_frames=6, test_sequences=1, gap=1, max_depth=10.0)
+    busy = tmp_path / "runs" / "n00016_s0"
+    busy.mkdir(parents=True)
+    said = []
+    with try_lock(busy / ".lock") as mine:
+        assert mine
+        result = run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test),
+                           progress=said.append)
+    assert trained == [(8, 0)] and [r["frames"] for r in result["runs"]] == [8]
+    assert any("another process" in m for m in said)
+    run_study(cfg, trainer=fake_trainer, data=StudyData(lambda n: "unused", "unused", test))
+    assert trained == [(8, 0), (16, 0)]  # once free, it is trained; the finished one is reused
