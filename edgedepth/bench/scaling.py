@@ -23,15 +23,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgedepth.bench.scaling_fit import HIGHER_IS_BETTER, study_fits
 from edgedepth.errors import ConfigError
 from edgedepth.fsutil import try_lock, write_bytes_atomic
 from edgedepth.metrics import METRIC_NAMES, frame_metrics, mean_metrics
 
 log = logging.getLogger(__name__)
 
-# metric -> higher is better?
-HIGHER_IS_BETTER = {"abs_rel": False, "sq_rel": False, "rmse": False, "rmse_log": False,
-                    "d1": True, "d2": True, "d3": True}
 
 
 # ------------------------------------------------------------------------------------ crossover
@@ -468,8 +466,6 @@ def run_study(cfg: StudyConfig, trainer: Optional[Trainer] = None, data: Optiona
                   for m in ("d1", "abs_rel")}
     crossovers_cov = {m: crossover(sizes, [s[m] for s in summary_cov], classical["covered"][m], m)
                       for m in ("d1", "abs_rel")}
-    from edgedepth.bench.scaling_fit import study_fits
-
     fits = study_fits(cfg, rows, classical)
     result = {
         "config": {**asdict(cfg), "compute_rule": rule_text(cfg)},

@@ -12,15 +12,15 @@ the line goes on; the report says how far beyond the largest measured size it li
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from edgedepth.bench.scaling import HIGHER_IS_BETTER
 from edgedepth.errors import ConfigError
 
-if TYPE_CHECKING:
-    from edgedepth.bench.scaling import StudyConfig
+# metric -> higher is better?
+HIGHER_IS_BETTER = {"abs_rel": False, "sq_rel": False, "rmse": False, "rmse_log": False,
+                    "d1": True, "d2": True, "d3": True}
 
 
 def _line(x: np.ndarray, y: np.ndarray):
@@ -88,11 +88,11 @@ def loglinear_fit(frames: Sequence[float], values: Sequence[float], baseline: fl
     return out
 
 
-def study_fits(cfg: "StudyConfig", rows: Sequence[Dict[str, Any]], classical: Dict[str, Any]
+def study_fits(cfg: Any, rows: Sequence[Dict[str, Any]], classical: Dict[str, Any]
                ) -> Dict[str, Dict[str, Any]]:
-    """Log-linear fits of d1 and AbsRel (all pixels) against training frames, over the runs whose
-    compute follows the study's rule unclamped (under "proportional", the sizes between the step floor
-    and cap): a slope measured there says what more data with its compute buys."""
+    """Log-linear fits of d1 and AbsRel (all pixels) against training frames (cfg: a StudyConfig), over
+    the runs whose compute follows the study's rule unclamped (under "proportional", the sizes between the
+    step floor and cap): a slope measured there says what more data with its compute buys."""
     def unclamped(n: int) -> bool:
         return cfg.rule == "fixed" or cfg.steps <= cfg.epochs * n / cfg.batch_size <= cfg.max_steps
 
