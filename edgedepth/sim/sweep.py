@@ -253,11 +253,12 @@ def plot_sweep(path: Path, rows: Sequence[Dict[str, Any]], summary: Sequence[Dic
         if metric == match.get("metric") and match.get("random_value") is not None:
             ax.axhline(match["random_value"], color="tab:blue", ls="--", lw=0.8,
                        label="random at its largest budget")
+            bound = "<= " if match.get("kind") == "at_or_below_smallest" else ""
             if match.get("hard_frames"):
                 ax.axvline(match["hard_frames"], color="tab:red", ls="--", lw=0.8,
-                           label=f"hard matches it: {match['hard_frames']:.0f} uploads")
+                           label=f"hard matches it: {bound}{match['hard_frames']:.0f} uploads")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("frames uploaded by the fleet (all rounds; labels: budget per device per round)")
+        ax.set_xlabel("frames uploaded, all rounds (labels: budget per device per round)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
