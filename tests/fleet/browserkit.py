@@ -165,3 +165,18 @@ def synthetic_meta(i: int) -> dict:
             "selection": "random" if i % 10 == 0 else "hard", "source": f"csi://{i % 2}",
             "domain": ("indoor", "outdoor", "night", "fog")[i % 4], "width": 320, "height": 240,
             "labels": ["depth_gt"] if i % 3 else [], "stored_bytes": 50000}
+
+
+def upload_body(item_id: str, meta: dict, files: Dict[str, bytes]) -> bytes:
+    """The ingest server's upload body (a flat tar of <id>.json and <id>.<name>) of an item."""
+    import tarfile
+
+    buf = io.BytesIO()
+    members = [(f"{item_id}.json", json.dumps(meta).encode())]
+    members += [(f"{item_id}.{n}", d) for n, d in files.items()]
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

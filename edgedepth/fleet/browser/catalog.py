@@ -81,12 +81,15 @@ CREATE TABLE IF NOT EXISTS frame_rounds (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS frame_rounds_item ON frame_rounds (item_id);
 CREATE TABLE IF NOT EXISTS sync (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS frames_device_score ON frames (device_id, score, id);
-CREATE INDEX IF NOT EXISTS frames_device_captured ON frames (device_id, captured_at, id);
-CREATE INDEX IF NOT EXISTS frames_domain_score ON frames (domain, score, id);
-CREATE INDEX IF NOT EXISTS frames_label_score ON frames (label, score, id);
-""" + "".join(f"CREATE INDEX IF NOT EXISTS frames_{col} ON frames ({col}, id);\n"
-              for col in SORTS.values() if col != "device_id")
+"""
+# Every sort column: (column, id), so a page is an index range. Every exact-match filter: (column, score, id),
+# so a selective filter is an index search (then sorted) and the default sort needs no sort at all; with
+# the statistics ANALYZE keeps, SQLite picks between the two.
+_INDEXES = [f"CREATE INDEX IF NOT EXISTS frames_{col} ON frames ({col}, id)" for col in SORTS.values()]
+_INDEXES += [f"CREATE INDEX IF NOT EXISTS frames_{col}_score ON frames ({col}, score, id)"
+             for col in TEXT_FILTERS.values()]
+_INDEXES.append("CREATE INDEX IF NOT EXISTS frames_device_id_captured ON frames (device_id, captured_at, id)")
+BULK_ROWS = 20000  # a first sync at least this large inserts without indexes and builds them after
 
 
 def _num(value: Any) -> float:
@@ -191,7 +194,19 @@ class Catalog:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # derived data: rebuilt from the store if lost
+        self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: index inserts and scans stay in memory
+        self._db.execute("PRAGMA analysis_limit=2000")  # ANALYZE samples: milliseconds, not a table scan
         self._db.executescript(_SCHEMA)
+        self._create_indexes()
+
+    def _create_indexes(self) -> None:
+        for sql in _INDEXES:
+            self._db.execute(sql)
+
+    def _drop_indexes(self) -> None:
+        for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                                        "tbl_name = 'frames' AND name LIKE 'frames_%'").fetchall():
+            self._db.execute(f"DROP INDEX {name}")
 
     # -- following the store -------------------------------------------------------------------
     def _get(self, key: str, default: str = "") -> str:
@@ -235,11 +250,15 @@ class Catalog:
             index = getattr(self.store, "index", None)
             try:
                 if index is not None and getattr(index, "path", None) is not None:
-                    return self._sync_index(Path(index.path))
-                return self._sync_items()
+                    added = self._sync_index(Path(index.path))
+                else:
+                    added = self._sync_items()
             except sqlite3.Error as exc:  # e.g. no index.db yet; the next refresh tries again
                 log.warning("catalog: cannot read the store's index (%s); showing what was read before", exc)
                 return 0
+            if added:
+                self._db.execute("ANALYZE")  # keeps the planner's choice of index right as the data grows
+            return added
 
     def _sync_index(self, index_path: Path) -> int:
         src = sqlite3.connect(f"file:{index_path}?mode=ro", uri=True, timeout=30.0)
@@ -254,10 +273,17 @@ class Catalog:
                     self.generation += 1
                     last = 0
             added = 0
+            bulk = self.count() == 0 and src.execute(
+                "SELECT count(*) FROM items WHERE rowid > ?", (last,)).fetchone()[0] >= BULK_ROWS
+            if bulk:
+                log.info("catalog: reading %s for the first time", index_path)
+                self._drop_indexes()
             while True:
                 rows = src.execute("SELECT rowid, id, meta FROM items WHERE rowid > ? ORDER BY rowid LIMIT ?",
                                    (last, SYNC_BATCH)).fetchall()
                 if not rows:
+                    if bulk:
+                        self._create_indexes()
                     return added
                 metas = []
                 for _, item_id, text in rows:
@@ -358,20 +384,22 @@ class Catalog:
         limit = max(1, min(int(q.limit), 500))
         where, args = self._where(q)
         with self._lock:
-            if q.before is not None:
-                rows = list(reversed(self._keyset(q, where, args, q.before, False, limit)))
+            col = SORTS[q.sort]
+            if q.before is not None:  # walking back: one more row tells whether a previous page exists
+                rows = self._keyset(q, where, args, q.before, False, limit + 1)
+                has_prev = len(rows) > limit
+                out = [dict(r) for r in reversed(rows[:limit])]
+                has_next = bool(out)  # the page the cursor came from
             else:
-                rows = self._keyset(q, where, args, q.after, True, limit)
+                rows = self._keyset(q, where, args, q.after, True, limit + 1)
+                has_next = len(rows) > limit
+                out = [dict(r) for r in rows[:limit]]
+                has_prev = bool(out) and q.after is not None and bool(
+                    self._keyset(q, where, args, (out[0][col], out[0]["id"]), False, 1))
             total = self._db.execute(
                 f"SELECT count(*) FROM frames {'WHERE ' + ' AND '.join(where) if where else ''}", args
             ).fetchone()[0]
-            out = [dict(r) for r in rows]
-            has_next = has_prev = False
             if out:
-                col = SORTS[q.sort]
-                last, first = (out[-1][col], out[-1]["id"]), (out[0][col], out[0]["id"])
-                has_next = bool(self._keyset(q, where, args, last, True, 1))
-                has_prev = bool(self._keyset(q, where, args, first, False, 1))
                 self._attach_rounds(out)
         return Page(rows=out, total=int(total),
                     next_cursor=encode_cursor(out[-1], q.sort) if has_next else None,
