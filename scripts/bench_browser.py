@@ -1,6 +1,7 @@
 """Data browser speed on a synthetic store index of N items (default 100,000): catalog build, then the
 time of the frames page (full HTML through the app, thumbnails excluded) for the first page, a filtered +
-sorted page and a deep page (a cursor 90% of the way down the list). Prints median and worst of --repeat.
+sorted page, a deep page (a cursor 90% of the way down the list) and a few more; prints the first (cold:
+templates compiled then), median and worst of --repeat requests each.
 
     .venv/bin/python scripts/bench_browser.py [--items 100000] [--repeat 7] [--json out/bench_browser.json]
 """
@@ -50,8 +51,8 @@ def timed(client, url: str, repeat: int) -> dict:
         times.append((time.perf_counter() - t0) * 1000)
         if r.status_code != 200:
             raise SystemExit(f"GET {url}: {r.status_code} {r.text[:300]}")
-    return {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1),
-            "rows": r.text.count('class="frame"')}
+    return {"first_ms": round(times[0], 1), "median_ms": round(statistics.median(times), 1),
+            "max_ms": round(max(times), 1), "rows": r.text.count('class="frame"')}
 
 
 def main() -> None:
@@ -91,6 +92,9 @@ def main() -> None:
             "deep_page": timed(client, f"/?after={deep}", args.repeat),
             "score_range_sorted_by_capture": timed(client, "/?score_min=40&score_max=41&sort=captured",
                                                    args.repeat),
+            "sorted_by_device": timed(client, "/?sort=device&per=96", args.repeat),
+            "filter_matching_nothing": timed(client, "/?source=none-such&sort=temporal", args.repeat),
+            "devices_page": timed(client, "/devices", args.repeat),
         }
         store.close()
     for key, value in results.items():

@@ -87,6 +87,12 @@ def driver(site):
         drv.quit()
 
 
+def _artifacts() -> Path:
+    out = Path(os.environ.get("EDGEDEPTH_ARTIFACTS", ROOT / "out" / "test-artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def _errors(drv) -> list:
     errors = [e for e in drv.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
     for e in errors:
@@ -153,9 +159,7 @@ def test_main_page_lists_frames_with_decoded_thumbnails(site, driver):
     legend = driver.find_element(By.CSS_SELECTOR, "figure.legend figcaption").text
     assert legend.startswith("depth: near 0.5 m")
     assert _errors(driver) == []
-    out = Path(os.environ.get("EDGEDEPTH_ARTIFACTS", ROOT / "out" / "test-artifacts"))
-    out.mkdir(parents=True, exist_ok=True)
-    assert driver.save_screenshot(str(out / "browser-main.png"))
+    assert driver.save_screenshot(str(_artifacts() / "browser-main.png"))
 
 
 def test_a_filter_narrows_the_list(site, driver):
@@ -205,6 +209,7 @@ def test_detail_view_shows_the_frames_metadata(site, driver):
     assert widths and all(w == 320 for w in widths)
     assert "m, median" in driver.find_element(By.CSS_SELECTOR, ".images").text  # depth figures in metres
     assert _errors(driver) == []
+    driver.save_screenshot(str(_artifacts() / "browser-frame.png"))
 
 
 def test_rounds_models_and_devices_pages(site, driver):
@@ -215,11 +220,13 @@ def test_rounds_models_and_devices_pages(site, driver):
     assert "verdict: PROMOTE" in driver.find_element(By.ID, "round-0").text
     assert "4 (promoted)" in driver.find_element(By.ID, "round-0").text
     assert "No gate result" in driver.find_element(By.ID, "round-1").text
+    driver.save_screenshot(str(_artifacts() / "browser-rounds.png"))
     driver.get(site["url"] + "/models")
     assert driver.find_element(By.ID, "latest").text == "4"
     driver.get(site["url"] + "/devices")
-    text = driver.find_element(By.ID, "devices").text
-    for dev in bk.DEVICES:
-        assert dev in text
+    rows = [r.text.split() for r in driver.find_elements(By.CSS_SELECTOR, "#devices tbody tr")]
+    counts = {dev: sum(m["device_id"] == dev for m in site["metas"]) for dev in bk.DEVICES}
+    assert {r[0]: int(r[1]) for r in rows} == counts
     assert driver.find_elements(By.CSS_SELECTOR, "svg.chart rect")
+    driver.save_screenshot(str(_artifacts() / "browser-devices.png"))
     assert _errors(driver) == []

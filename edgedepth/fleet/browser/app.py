@@ -208,7 +208,7 @@ def create_browser_app(config: BrowserConfig, store=None, devices_db: Optional[s
         return page(request, "login.html", status=status, message=message, nav=None)
 
     def refresh() -> None:
-        history.rounds()  # keeps the round memberships in the catalog current
+        history.refresh_rounds()  # keeps the round memberships in the catalog current
         catalog.refresh()
 
     def cached(name: str, make):
@@ -410,10 +410,10 @@ def _chart(activity: Dict[str, Any], max_buckets: int = 72, width: int = 880,
     colours = {d["device"]: PALETTE[i % len(PALETTE)] for i, d in enumerate(devs)}
     out: Dict[str, Any] = {"width": width, "height": height, "buckets": buckets, "colours": colours}
     if not buckets:
-        out.update(items=[], bytes=[], max_items=0, max_bytes=0, labels=[])
+        out.update(frames=[], bytes=[], max_frames=0, max_bytes=0, labels=[])
         return out
     slot = width / len(buckets)
-    for idx, key in ((0, "items"), (1, "bytes")):
+    for idx, key in ((0, "frames"), (1, "bytes")):
         totals = [sum(d["per_bucket"].get(b, (0, 0))[idx] for d in devs) for b in buckets]
         top = max(totals) or 1
         rects = []
@@ -430,8 +430,8 @@ def _chart(activity: Dict[str, Any], max_buckets: int = 72, width: int = 880,
                                   "title": f"{d['device']} {b}: {v if idx == 0 else _human_bytes(v)}"})
         out[key] = rects
         out["max_" + key] = top
-    step = max(1, len(buckets) // 8)
-    out["labels"] = [{"x": round(i * slot, 1), "text": b.replace("T", " ") + (":00" if len(b) == 13 else "")}
+    step = max(1, math.ceil(110 / slot))  # labels at least 110 px apart
+    out["labels"] = [{"x": round(i * slot, 1), "text": b[5:].replace("T", " ") + ":00" if len(b) == 13 else b}
                      for i, b in enumerate(buckets) if i % step == 0]
     return out
 

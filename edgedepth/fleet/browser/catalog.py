@@ -459,8 +459,8 @@ class Catalog:
         buckets = sorted({r[1] for r in rows})
         devices: Dict[str, Dict[str, Any]] = {}
         for dev, b, n, nbytes in rows:
-            d = devices.setdefault(dev, {"device": dev, "items": 0, "bytes": 0, "per_bucket": {}})
-            d["items"] += int(n)
+            d = devices.setdefault(dev, {"device": dev, "frames": 0, "bytes": 0, "per_bucket": {}})
+            d["frames"] += int(n)
             d["bytes"] += int(nbytes or 0)
             d["per_bucket"][b] = (int(n), int(nbytes or 0))
         return {"bucket": bucket, "buckets": buckets, "devices": list(devices.values())}

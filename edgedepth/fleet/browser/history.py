@@ -16,7 +16,7 @@ import math
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -140,7 +140,7 @@ def read_rounds(root: Path) -> Tuple[List[RoundView], List[Tuple[str, str, str, 
             keys = ("store", "since", "teacher", "self_supervised", "replay", "replay_fraction",
                     "val_fraction",
                     "seed")
-            view.config = {k: config.get(k) for k in keys if k in config}
+            view.config = {k: config[k] for k in keys if config.get(k) not in (None, "", [])}
             frames = lineage.get("frames") or []
             view.frames = len(frames)
             for fr in frames:
@@ -254,7 +254,9 @@ class History:
         self._registry: Optional[RegistryView] = None
         self._registry_read = -1e18
 
-    def rounds(self) -> List[RoundView]:
+    def refresh_rounds(self) -> List[RoundView]:
+        """Re-read the rounds when their files changed (checked at most every refresh_s); the catalog's
+        round memberships follow."""
         if self.rounds_dir is None:
             return []
         with self._lock:
@@ -267,16 +269,19 @@ class History:
                     if self.catalog is not None:
                         self.catalog.set_rounds(members, sig)
                     self._rounds, self._rounds_sig = views, sig
-            rounds = list(self._rounds)
+            return list(self._rounds)
+
+    def rounds(self) -> List[RoundView]:
+        """The rounds, each with the registry versions trained on it."""
+        rounds = self.refresh_rounds()
         versions = self.registry_view()
-        if versions is not None:
-            by_round: Dict[str, List[str]] = {}
-            for v in versions.versions:
-                if v.round:
-                    by_round.setdefault(v.round, []).append(v.version + (" (promoted)" if v.promoted else ""))
-            for r in rounds:
-                r.versions = by_round.get(r.name, [])
-        return rounds
+        if versions is None:
+            return rounds
+        by_round: Dict[str, List[str]] = {}
+        for v in versions.versions:
+            if v.round:
+                by_round.setdefault(v.round, []).append(v.version + (" (promoted)" if v.promoted else ""))
+        return [replace(r, versions=by_round.get(r.name, [])) for r in rounds]
 
     def registry_view(self) -> Optional[RegistryView]:
         if not self.registry:
