@@ -52,7 +52,8 @@ def timed(client, url: str, repeat: int) -> dict:
         if r.status_code != 200:
             raise SystemExit(f"GET {url}: {r.status_code} {r.text[:300]}")
     return {"first_ms": round(times[0], 1), "median_ms": round(statistics.median(times), 1),
-            "max_ms": round(max(times), 1), "rows": r.text.count('class="frame"')}
+            "max_ms": round(max(times), 1), "rows": r.text.count('class="frame"'),
+            "all_ms": [round(t, 1) for t in times]}
 
 
 def main() -> None:

@@ -89,6 +89,8 @@ _INDEXES = [f"CREATE INDEX IF NOT EXISTS frames_{col} ON frames ({col}, id)" for
 _INDEXES += [f"CREATE INDEX IF NOT EXISTS frames_{col}_score ON frames ({col}, score, id)"
              for col in TEXT_FILTERS.values()]
 _INDEXES.append("CREATE INDEX IF NOT EXISTS frames_device_id_captured ON frames (device_id, captured_at, id)")
+# covers the uploads-per-device-over-time totals (no table lookups)
+_INDEXES.append("CREATE INDEX IF NOT EXISTS frames_device_bytes ON frames (device_id, received_at, bytes)")
 BULK_ROWS = 20000  # a first sync at least this large inserts without indexes and builds them after
 
 
