@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -72,6 +73,9 @@ def dashboard(store: str, endpoint_url: Optional[str], admin_token_file: Optiona
         raise ConfigError("--admin-token-file is required (add --new-token to create one)")
     if bool(cert) != bool(key):
         raise ConfigError("--cert and --key go together: give both for HTTPS, neither for plain HTTP")
+    local = store[len("file://"):] if store.startswith("file://") else store
+    if "://" not in local and not Path(local).expanduser().is_dir():
+        raise ConfigError(f"no store at {store}: give the folder `edgedepth ingest serve --store` writes to")
     if new_token:
         from edgedepth.fleet.browser.auth import new_token_file
 

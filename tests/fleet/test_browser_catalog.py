@@ -168,3 +168,27 @@ def test_depth_colours_run_from_bright_near_to_dark_far():
     brightness = img.astype(int).sum(axis=2)[0]
     assert brightness[0] > brightness[1] > brightness[2]
     assert tuple(img[0, 3]) == (48, 48, 48)  # no depth: grey
+
+
+class _ListingStore:
+    """A store without a local index (like s3://): only iter_items(since)."""
+
+    def __init__(self, metas) -> None:
+        self.metas = metas
+        self.since = []
+
+    def iter_items(self, since=None):
+        self.since.append(since)
+        return iter([m for m in self.metas if since is None or m["received_at"] > since])
+
+
+def test_catalog_follows_a_store_without_an_index(tmp_path):
+    metas = [bk.synthetic_meta(i) for i in range(30)]
+    store = _ListingStore(metas[:20])
+    cat = Catalog(tmp_path / "browse.db", store, refresh_s=0)
+    assert cat.refresh(force=True) == 20 and store.since == [None]
+    # ten more arrive; one was committed late with a receive time before the newest one seen
+    late = dict(metas[20], received_at=metas[18]["received_at"])
+    store.metas = metas[:20] + [late] + metas[21:]
+    assert cat.refresh(force=True) == 10 and cat.count() == 30
+    assert store.since[-1] is not None and store.since[-1] < late["received_at"]

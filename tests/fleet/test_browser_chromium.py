@@ -129,6 +129,13 @@ def test_refused_without_the_admin_token(site):
         assert r.status_code == 401, path  # a device's upload token does not open the browser
         assert httpx.get(url + path, cookies={"edgedepth_admin": "0" * 64}).status_code == 401
         assert httpx.get(url + path, headers={"Authorization": f"Bearer {ADMIN}"}).status_code == 200
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    assert httpx.get(f"{url}/frame/{'0' * 64}", headers=admin).status_code == 404
+    assert httpx.get(f"{url}/?after=garbage", headers=admin).status_code == 400
+    assert httpx.get(f"{url}/?sort=nonsense", headers=admin).status_code == 400
+    assert httpx.get(f"{url}/img/{first}/rgb.png?w=5000", headers=admin).status_code == 400
+    assert httpx.get(f"{url}/img/{first}/nothere.png?w=160", headers=admin).status_code == 404
+    assert httpx.get(f"{url}/img/{first}/..%2Fmeta.json?w=160", headers=admin).status_code == 404
     bad = httpx.post(url + "/login", data={"token": site["device_token"]})
     assert bad.status_code == 401 and "edgedepth_admin" not in bad.cookies
     # a file that does not decode is served as a placeholder image, and logged
