@@ -230,6 +230,7 @@ def test_rounds_models_and_devices_pages(site, driver):
     driver.save_screenshot(str(_artifacts() / "browser-rounds.png"))
     driver.get(site["url"] + "/models")
     assert driver.find_element(By.ID, "latest").text == "4"
+    driver.save_screenshot(str(_artifacts() / "browser-models.png"))
     driver.get(site["url"] + "/devices")
     rows = [r.text.split() for r in driver.find_elements(By.CSS_SELECTOR, "#devices tbody tr")]
     counts = {dev: sum(m["device_id"] == dev for m in site["metas"]) for dev in bk.DEVICES}
@@ -237,3 +238,8 @@ def test_rounds_models_and_devices_pages(site, driver):
     assert driver.find_elements(By.CSS_SELECTOR, "svg.chart rect")
     driver.save_screenshot(str(_artifacts() / "browser-devices.png"))
     assert _errors(driver) == []
+    # signing out ends the session: the next page is the sign-in form again
+    driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
+    _wait(driver, lambda d: d.find_elements(By.ID, "token"))
+    driver.get(site["url"] + "/devices")
+    assert driver.find_elements(By.ID, "token") and not driver.find_elements(By.ID, "devices")

@@ -181,13 +181,21 @@ class RegistryView:
     error: Optional[str] = None
 
 
-def _headline(metrics: Any) -> Dict[str, str]:
+def _headline(metrics: Any, limit: int = 6) -> Dict[str, str]:
+    """AbsRel, d1 and RMSE of a version's metrics: top level, or per set one level down."""
     out: Dict[str, str] = {}
     if not isinstance(metrics, dict):
         return out
-    for key in ("abs_rel", "AbsRel", "d1", "rmse"):
+    keys = ("abs_rel", "d1", "rmse")
+    for key in keys:
         if isinstance(metrics.get(key), (int, float)):
             out[key] = _fmt(metrics[key])
+    if not out:
+        for name, sub in metrics.items():
+            if isinstance(sub, dict):
+                for key in keys[:2]:
+                    if isinstance(sub.get(key), (int, float)) and len(out) < limit:
+                        out[f"{name} {key}"] = _fmt(sub[key])
     return out
 
 
