@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "run": "edgedepth.cli.run:run",
     "upload": "edgedepth.cli.upload:upload",
     "ingest": "edgedepth.cli.ingest:ingest",
+    "dashboard": "edgedepth.cli.dashboard:dashboard",
     "round": "edgedepth.cli.rounds:round_group",
     "gate": "edgedepth.cli.registry:gate",
     "keys": "edgedepth.cli.registry:keys",

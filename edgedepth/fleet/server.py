@@ -91,6 +91,7 @@ class IngestConfig:
     min_free_bytes: int = 256 << 20  # local store: keep this much disk free (else 503)
     server_name: Optional[str] = None  # S3 manifests: which server wrote them
     manifest_every_s: float = 60.0
+    browser: Optional[object] = None  # a BrowserConfig: mount the data browser at /browse (own admin token)
 
 
 class Metrics:
@@ -375,11 +376,18 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
             await run_in_threadpool(store.close)
             devices.close()
 
-    app = Starlette(routes=[
+    routes = [
         Route("/v1/items/{item_id:path}", items, methods=["POST", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ], lifespan=lifespan)
+    ]
+    if config.browser is not None:  # the read-only data browser (edgedepth.fleet.browser)
+        from starlette.routing import Mount
+
+        from edgedepth.fleet.browser.app import create_browser_app
+
+        routes.append(Mount("/browse", app=create_browser_app(config.browser, store=store)))
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.store = store
     app.state.devices = devices
     app.state.metrics = metrics
