@@ -77,8 +77,12 @@ def dashboard(store: str, endpoint_url: Optional[str], admin_token_file: Optiona
     if "://" not in local and not Path(local).expanduser().is_dir():
         raise ConfigError(f"no store at {store}: give the folder `edgedepth ingest serve --store` writes to")
     if new_token:
+        from edgedepth.cli.options import unwritable_reason
         from edgedepth.fleet.browser.auth import new_token_file
 
+        why = unwritable_reason(Path(admin_token_file))
+        if why:
+            raise ConfigError(f"--admin-token-file: {why}")
         click.echo(new_token_file(admin_token_file))
         click.echo(f"admin token written to {admin_token_file} (mode 600)", err=True)
     config = browser_config(store, endpoint_url, admin_token_file, rounds_dir, registry, catalog_db,

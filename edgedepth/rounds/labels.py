@@ -17,7 +17,7 @@ from edgedepth.errors import DataError
 LABEL_KINDS = ("depth_gt", "depth_sensor")  # uploaded depth, best first
 
 
-def _decode_depth(data: bytes, units: Optional[str], name: str) -> np.ndarray:
+def decode_depth_file(data: bytes, units: Optional[str], name: str) -> np.ndarray:
     if name.endswith(".npy") or units == "m_float32":
         depth = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
         if depth.ndim == 3 and depth.shape[2] == 1:
@@ -63,7 +63,7 @@ def uploaded_label(meta: dict) -> Optional[Tuple[str, str]]:
 
 def read_depth(store, meta: dict, name: str, shape: Tuple[int, int]) -> np.ndarray:
     entry = meta["files"][name]
-    depth = _decode_depth(store.read_file(meta["id"], name), entry.get("units"), name)
+    depth = decode_depth_file(store.read_file(meta["id"], name), entry.get("units"), name)
     if depth.shape != shape:
         raise DataError(f"item {meta['id'][:12]}: depth {depth.shape} does not match the image {shape}")
     return depth

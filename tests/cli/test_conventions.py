@@ -40,6 +40,10 @@ CASES: Dict[str, Dict[str, List[str]]] = {
     "calibrate": {
         "missing": ["MISSING", "--data", "DIR", "--target", "cpu"],
     },
+    "dashboard": {
+        "missing": ["--store", "MISSING", "--admin-token-file", "FILE"],
+        "unwritable": ["--store", "DIR", "--admin-token-file", "BLOCKED", "--new-token"],
+    },
     "data import": {
         "missing": ["MISSING", "--out", "OUT"],
         "unwritable": ["--out", "BLOCKED", "DIR"],

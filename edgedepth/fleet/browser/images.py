@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edgedepth.errors import DataError
+from edgedepth.rounds.labels import decode_depth_file  # the one depth-file decoder
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,6 @@ WIDTHS = (96, 160, 320, 640)  # the only sizes served: bounds the cache's key sp
 INVALID_BGR = (48, 48, 48)
 DEPTH_CMAP = cv2.COLORMAP_INFERNO
 UNC_CMAP = cv2.COLORMAP_VIRIDIS
-
-
-def _decode_depth(data: bytes, units: Optional[str], name: str) -> np.ndarray:
-    from edgedepth.rounds.build import _decode_depth as decode  # the one depth-file decoder
-
-    return decode(data, units, name)
 
 
 def _decode_scalar(data: bytes, name: str) -> np.ndarray:
@@ -88,7 +83,7 @@ def render(data: bytes, name: str, kind: str, units: Optional[str], width: int,
             raise DataError(f"{name} does not decode as an image")
         img = _resize(bgr, width, nearest=False)
     elif kind in ("depth_gt", "depth_sensor", "depth_pred"):
-        depth = _decode_depth(data, units, name)
+        depth = decode_depth_file(data, units, name)
         img = colorize_depth(_resize(depth, width, nearest=True), *depth_range)
     elif kind == "uncertainty":
         img, _ = colorize_scalar(_resize(_decode_scalar(data, name), width, nearest=True))
@@ -102,7 +97,7 @@ def render(data: bytes, name: str, kind: str, units: Optional[str], width: int,
 
 def depth_stats(data: bytes, name: str, units: Optional[str]) -> Dict[str, float]:
     """Valid-pixel figures of a depth file in metres (for the detail view)."""
-    depth = _decode_depth(data, units, name)
+    depth = decode_depth_file(data, units, name)
     vals = depth[np.isfinite(depth) & (depth > 0)]
     if not vals.size:
         return {"valid": 0.0}
