@@ -174,7 +174,11 @@ def _echo(line: str) -> None:
     help="Spool directory for selected frames (read by `edgedepth upload`).",
 )
 @click.option(
-    "--spool-max-mb", type=float, default=None, help="Spool size cap; lowest-score items are evicted."
+    "--spool-max-mb",
+    type=float,
+    default=None,
+    help="Spool size cap in MiB (1 MiB = 1,048,576 B; the unit of `edgedepth upload --spool-max-mb` too), "
+    "failed/ included; rejected items are evicted first, then the lowest-score items.",
 )
 @click.option(
     "--jpeg-quality",
@@ -341,9 +345,9 @@ def run(
         )
     if spool_dir:
         from edgedepth.runtime.collect import SpoolCollector
-        from edgedepth.spool import Spool
+        from edgedepth.spool import Spool, cap_bytes
 
-        max_bytes = int(spool_max_mb * 1024 * 1024) if spool_max_mb else None
+        max_bytes = cap_bytes(spool_max_mb)
         collector = SpoolCollector(
             Spool(spool_dir, max_bytes=max_bytes),
             device_id=device_id or _default_device_id(),

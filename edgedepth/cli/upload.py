@@ -27,7 +27,9 @@ from edgedepth.errors import ConfigError
 @click.option("--max-bandwidth", default=None,
               help="Upload bandwidth cap in bytes: 2MB/s, 500KiB/s, ... (default: none).")
 @click.option("--spool-max-mb", type=float, default=None,
-              help="Spool disk cap in MB (1e6 B); lowest-score items are evicted first.")
+              help="Spool disk cap in MiB (1 MiB = 1,048,576 B; the unit of `edgedepth run "
+                   "--spool-max-mb` too), failed/ included: rejected items go first, then the "
+                   "lowest-score items.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus /metrics and /healthz on 127.0.0.1:PORT (0: any free port).")
 @click.option("--poll-interval", type=float, default=1.0, show_default=True,
@@ -65,6 +67,7 @@ def upload(ctx: click.Context, spool_dir: Optional[Path], server: Optional[str],
         return
     from edgedepth.fleet.daemon import Daemon, DaemonConfig, read_token
     from edgedepth.fleet.ratelimit import parse_bandwidth
+    from edgedepth.spool import cap_bytes
 
     if spool_dir is None or not server:
         raise ConfigError("edgedepth upload needs --spool DIR and --server URL (see --help)")
@@ -73,13 +76,11 @@ def upload(ctx: click.Context, spool_dir: Optional[Path], server: Optional[str],
                         ("--timeout", timeout), ("--stats-interval", stats_interval)):
         if value <= 0:
             raise ConfigError(f"{name} must be positive, got {value}")
-    if spool_max_mb is not None and spool_max_mb <= 0:
-        raise ConfigError(f"--spool-max-mb must be positive, got {spool_max_mb}")
     logging.getLogger("edgedepth").setLevel(getattr(logging, log_level))
     cfg = DaemonConfig(
         spool=spool_dir, server=server, token=read_token(token_file), ca_cert=ca_cert, db=db_path,
         max_bandwidth=parse_bandwidth(max_bandwidth),
-        spool_max_bytes=int(spool_max_mb * 1e6) if spool_max_mb else None,
+        spool_max_bytes=cap_bytes(spool_max_mb),
         metrics_port=metrics_port, poll_interval=poll_interval, rescan_interval=rescan_interval,
         backoff_base=backoff_base, backoff_max=backoff_max, timeout=timeout, once=once,
         once_timeout=once_timeout, stats_interval=stats_interval,
@@ -121,8 +122,8 @@ def status(spool_dir: Path, db_path: Optional[Path], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
-    click.echo(f"spool {spool_dir}: {report['spool_items']} items, {report['spool_bytes'] / 1e6:.2f} MB; "
-               f"failed/: {report['failed_dir_items']} items")
+    click.echo(f"spool {spool_dir}: {report['spool_items']} items, {report['spool_bytes'] / 2**20:.2f} MiB "
+               f"(failed/ included); failed/: {report['failed_dir_items']} items")
     if report["jobs"] is None:
         click.echo(f"no job table at {path} (the daemon has not run on this spool)")
         return

@@ -3,8 +3,8 @@
 States: queued -> uploading -> done | failed, plus `gone` (the item left the spool before it was sent:
 evicted by the cap or deleted by hand). SQLite in WAL mode with synchronous=FULL, so every committed
 transition survives a crash or a power loss. At start `recover()` turns 'uploading' rows back into
-'queued' (at-least-once: the daemon asks the server with HEAD before re-sending such an item, and the
-item id is its content hash, so a second send is a harmless duplicate anyway).
+'queued' (at-least-once: the item id is its content hash, so a second send is a harmless duplicate,
+and the server's duplicate answer is what confirms it).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Set, Union
+from typing import Collection, Dict, Iterator, List, Optional, Set, Union
 
 from edgedepth.errors import DataError
 
@@ -51,7 +51,7 @@ class Job:
     enqueued_at: float
     attempts: int
     next_attempt_at: float
-    check_server: bool  # an earlier attempt may have reached the server: ask (HEAD) before sending
+    check_server: bool  # an earlier attempt may have reached the server (a re-send is then a duplicate)
     last_error: str
 
 
@@ -200,14 +200,18 @@ class JobQueue:
         row = self._db.execute("SELECT * FROM jobs WHERE id=?", (item_id,)).fetchone()
         return self._job(row) if row else None
 
-    def next_ready(self, now: Optional[float] = None) -> Optional[Job]:
-        """The highest-score queued job whose back-off has passed (oldest first among equal scores)."""
-        row = self._db.execute(
+    def next_ready(self, now: Optional[float] = None, exclude: Collection[str] = ()) -> Optional[Job]:
+        """The highest-score queued job whose back-off has passed (oldest first among equal scores),
+        other than those in `exclude` (a few items whose row change is still to be written)."""
+        rows = self._db.execute(
             "SELECT * FROM jobs WHERE state=? AND next_attempt_at<=? ORDER BY score DESC, captured_at, id"
-            " LIMIT 1",
-            (QUEUED, time.time() if now is None else now),
-        ).fetchone()
-        return self._job(row) if row else None
+            " LIMIT ?",
+            (QUEUED, time.time() if now is None else now, len(exclude) + 1),
+        )
+        for row in rows:
+            if row["id"] not in exclude:
+                return self._job(row)
+        return None
 
     def next_attempt_time(self) -> Optional[float]:
         """Earliest time a queued job becomes ready, or None when nothing is queued."""
