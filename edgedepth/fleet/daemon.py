@@ -22,6 +22,7 @@ write is tried again at the next housekeeping.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -57,16 +58,21 @@ _TOKEN_DEVICE_RE = re.compile(r"token's device '([^']*)'")
 
 
 def open_job_table(path: Path, write_lock: threading.Lock, reserve: Reserve) -> JobQueue:
-    """Open (or create) the job table; on a full disk, release the reserve once and try again."""
-    try:
-        return JobQueue(path, write_lock=write_lock)
-    except DataError as exc:
-        if not is_disk_full(exc.__cause__ or exc, path.parent) or not reserve.release():
-            if is_disk_full(exc.__cause__ or exc, path.parent):
-                raise DataError(f"the spool disk is full and the upload queue {path} cannot be opened; free "
-                                "some space on that filesystem (or give --db a path on another one)") from exc
-            raise
-        return JobQueue(path, write_lock=write_lock)
+    """Open (or create) the job table. On a full disk: release the reserve and try again; if the disk is
+    still too full, keep the table in memory until the next start, so that uploading (which frees the
+    disk) goes on; the spool is the durable record of what is left to send."""
+    for attempt in (1, 2):
+        try:
+            return JobQueue(path, write_lock=write_lock)
+        except DataError as exc:
+            if not is_disk_full(exc.__cause__ or exc, path.parent):
+                raise
+            if attempt == 1 and reserve.release():
+                continue
+            log.error("the spool disk is full and the upload queue %s cannot be opened (%s): keeping the "
+                      "queue in memory until the next start; uploads go on and free the disk", path,
+                      exc.__cause__ or exc)
+    return JobQueue(path, write_lock=write_lock, in_memory=True)
 
 
 @dataclass
@@ -103,7 +109,8 @@ class Daemon:
         self.spool = Spool(cfg.spool, max_bytes=cfg.spool_max_bytes)
         write_lock = threading.Lock()
         db_path = Path(cfg.db or default_db_path(self.spool.root))
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # a full disk: open_job_table says what to do
+            db_path.parent.mkdir(parents=True, exist_ok=True)
         self.reserve = Reserve(db_path.parent / "reserve")
         self.queue = open_job_table(db_path, write_lock, self.reserve)
         limiter = TokenBucket(cfg.max_bandwidth) if cfg.max_bandwidth else None
@@ -124,12 +131,14 @@ class Daemon:
         self._signals = 0
         self._wake = threading.Event()
         self._metrics_server = None
-        self._finalizer = Finalizer(self.queue.path, self.spool.root, write_lock, reserve=self.reserve)
+        self._finalizer = Finalizer(self.queue.path, self.spool.root, write_lock, reserve=self.reserve,
+                                    queue=self.queue if self.queue.in_memory else None)
         self.metrics_port: Optional[int] = None
         # job-table changes not written yet (full disk): item id -> (JobQueue method, args); such an
         # item waits until its change is written, so the table and the spool never disagree for long
         self._deferred: Dict[str, Tuple[str, tuple, dict]] = {}
-        self._said: Set[str] = set()  # conditions already logged once (see _say_once)
+        self._said: Dict[str, float] = {}  # condition -> when it was last logged clearly (_say_once)
+        self._table_full = False
         self._refused_devices: Dict[str, str] = {}  # item device_id -> the server's device_mismatch reason
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -166,8 +175,8 @@ class Daemon:
                         break
                 try:
                     self._housekeeping(now)
-                    job = (self.queue.next_ready(exclude=self._deferred)
-                           if now >= self._server_ready_at else None)
+                    busy = self._deferred.keys() | self._finalizer.pending_ids()  # rows not up to date
+                    job = self.queue.next_ready(exclude=busy) if now >= self._server_ready_at else None
                     if job is None and self._finalizer.busy:
                         self._finalizer.wait_idle(self.cfg.poll_interval)
                         continue
@@ -258,7 +267,7 @@ class Daemon:
         self.stats.last_success = time.time()
         self._consecutive_failures = 0
         self._server_ready_at = 0.0
-        self._said.discard("unconfirmed")
+        self._said.pop("unconfirmed", None)
         log.debug("delivered %s (score %.4g): %s%s", job.id[:12], job.score, how,
                   " [duplicate]" if duplicate else "")
 
@@ -325,10 +334,16 @@ class Daemon:
                        "the spool, untouched, and are not sent again until the daemon restarts with a "
                        "matching token; other items go on uploading.", reason, fix, device_id, device_id)
 
-    def _say_once(self, key: str, level: int, msg: str, *args) -> None:
-        """Log a lasting condition once clearly (then at debug level) until `_said` forgets the key."""
-        log.log(level if key not in self._said else logging.DEBUG, msg, *args)
-        self._said.add(key)
+    def _say_once(self, key: str, level: int, msg: str, *args, every: Optional[float] = None) -> None:
+        """Log a lasting condition once clearly, then at debug level until `_said` forgets the key (or,
+        with `every`, clearly again at most every `every` seconds)."""
+        last = self._said.get(key)
+        now = time.monotonic()
+        if last is None or (every is not None and now - last >= every):
+            log.log(level, msg, *args)
+            self._said[key] = now
+        else:
+            log.debug(msg, *args)
 
     # -- job-table writes that survive a full disk ---------------------------------------------------
     def _write(self, method: str, *args, **kwargs) -> bool:
@@ -337,9 +352,11 @@ class Daemon:
         fn: Callable = getattr(self.queue, method)
         if write_or_release(self.reserve, self.queue.path.parent, fn, *args, **kwargs):
             return True
+        self._table_full = True
         self._say_once("table-full", logging.ERROR,
                        "the spool disk is full: the upload queue %s cannot be written; uploads go on (each "
-                       "one frees space) and the queue is updated once there is room", self.queue.path)
+                       "one frees space) and the queue is updated once there is room", self.queue.path,
+                       every=300.0)
         return False
 
     def _record(self, item_id: str, method: str, *args, defer: bool = True, **kwargs) -> bool:
@@ -359,9 +376,9 @@ class Daemon:
                                     *args, **kwargs):
                 return
             del self._deferred[key]
-        if "table-full" in self._said:
-            self._said.discard("table-full")
-            log.info("the upload queue %s is written again", self.queue.path)
+        if self._table_full:
+            self._table_full = False
+            log.debug("the upload queue %s is written again", self.queue.path)
 
     def _step(self, what: str, fn: Callable, *args) -> None:
         """One housekeeping step: an error is logged (once while it lasts) and never stops sending."""
@@ -374,10 +391,10 @@ class Daemon:
                           type(exc).__name__, exc, exc_info=not is_disk_full(exc, self.spool.root))
             else:
                 log.debug("%s failed again: %s", what, exc)
-            self._said.add(key)
+            self._said[key] = time.monotonic()
             return
         if f"step:{what}" in self._said:
-            self._said.discard(f"step:{what}")
+            del self._said[f"step:{what}"]
             log.info("%s works again", what)
 
     def _count_sent(self, n: int) -> None:

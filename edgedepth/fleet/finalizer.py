@@ -31,7 +31,8 @@ class Finalizer:
     RETRY_S = 2.0  # how often unrecorded 'done' marks are tried again
 
     def __init__(self, db_path: Path, spool_root: Path, write_lock: threading.Lock,
-                 reserve: Optional[Reserve] = None, max_pending: int = 64):
+                 reserve: Optional[Reserve] = None, max_pending: int = 64, queue: Optional[JobQueue] = None):
+        """`queue`: the loop's own JobQueue to share (an in-memory table), else one is opened on `db_path`."""
         self._db_path, self._root, self._write_lock = db_path, spool_root, write_lock
         self._reserve = reserve
         self._tasks: "queue_mod.Queue[Optional[str]]" = queue_mod.Queue(maxsize=max_pending)
@@ -39,9 +40,10 @@ class Finalizer:
         self._pending = 0
         self._ids: Set[str] = set()
         self._unrecorded: List[str] = []  # delivered and deleted, 'done' not yet in the table
-        self._queue: Optional[JobQueue] = None
+        self._queue: Optional[JobQueue] = queue
+        self._own_queue = queue is None
         self.errors = 0
-        self._warned = False
+        self._warned_at = -1e9
         self._thread = threading.Thread(target=self._run, name="finalizer", daemon=True)
         self._thread.start()
 
@@ -79,12 +81,10 @@ class Finalizer:
             self.errors += 1
             ok = False
             log.debug("recording delivered item %s as done failed: %s", item_id[:12], exc)
-        if not ok and not self._warned:
-            self._warned = True
+        if not ok and time.monotonic() - self._warned_at > 300.0:
+            self._warned_at = time.monotonic()
             log.warning("the job table cannot be written (spool disk full?): delivered items are deleted "
                         "anyway and recorded as done once it can")
-        elif ok and self._warned and not self._unrecorded:
-            self._warned = False
         return ok
 
     def _finish(self, item_id: str, spool: Spool) -> None:
@@ -113,9 +113,7 @@ class Finalizer:
             self._unrecorded.pop(0)
             with self._idle:
                 self._ids.discard(item_id)
-        if self._warned:
-            self._warned = False
-            log.info("the job table is written again; every delivered item is recorded as done")
+        log.debug("the job table is written again; every delivered item is recorded as done")
 
     def _run(self) -> None:
         spool = Spool(self._root)
@@ -133,5 +131,5 @@ class Finalizer:
                 if self._unrecorded:
                     self._record_unrecorded()
         finally:
-            if self._queue is not None:
+            if self._queue is not None and self._own_queue:
                 self._queue.close()

@@ -21,6 +21,8 @@ from edgedepth.errors import DataError
 
 QUEUED, UPLOADING, DONE, FAILED, GONE = "queued", "uploading", "done", "failed", "gone"
 STATES = (QUEUED, UPLOADING, DONE, FAILED, GONE)
+WAL_CHECKPOINT_PAGES = 100  # checkpoint when the WAL holds this many pages (SQLite's default: 1000)
+WAL_SIZE_LIMIT = 1 << 20  # bytes the WAL file is cut back to after a checkpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -59,13 +61,19 @@ class JobQueue:
     """Durable job table. One process writes it (the daemon); `status` may read it at the same time."""
 
     def __init__(self, path: Union[str, Path], readonly: bool = False,
-                 write_lock: Optional[threading.Lock] = None):
+                 write_lock: Optional[threading.Lock] = None, in_memory: bool = False):
         """`write_lock`: shared by JobQueues of one process on the same file (one per thread), so their
-        write transactions queue on it and wake at once, instead of in SQLite's sleeping busy handler."""
+        write transactions queue on it and wake at once, instead of in SQLite's sleeping busy handler.
+        `in_memory`: a table that lives only in this connection (the daemon's last resort when the disk
+        is too full to open `path`; the spool itself is the durable record of what is to be sent)."""
         self.path = Path(path)
+        self.in_memory = in_memory
         self._write_lock = write_lock or threading.Lock()
         try:
-            if readonly:
+            if in_memory:
+                self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                self._db.executescript(_SCHEMA)
+            elif readonly:
                 if not self.path.exists():
                     raise DataError(f"no upload queue at {self.path}: has the daemon run on this spool?")
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
@@ -76,8 +84,12 @@ class JobQueue:
                                            check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
+                # A small WAL, reused from its start after each checkpoint: the table's footprint stays
+                # bounded (~0.5 MiB beyond the rows), which matters on a spool disk that fills up.
+                self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+                self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise DataError(f"cannot open the upload queue {self.path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
 
