@@ -343,7 +343,8 @@ def main() -> int:
               f"{res['daemon_start_failures']} daemon start failures in {res['daemon_starts']} starts")
     if not res["index_ok"]:
         print(f"WARNING: the server's index has {res['index_rows']} rows for {res['stored']} stored items "
-              "(server side: an item committed just before a kill, then confirmed by HEAD, is not indexed)")
+              "(server side: an item committed just before a kill, then confirmed as a duplicate, is not "
+              "indexed)")
     print("PASS" if res["ok"] else "FAIL")
     return 0 if res["ok"] else 1
 

@@ -16,7 +16,7 @@ class Stats:
 
     def __init__(self) -> None:
         self.uploaded = 0  # stored by the server (201)
-        self.duplicates = 0  # the server already had it (200 or HEAD)
+        self.duplicates = 0  # the server already had it (200 naming the item as a duplicate)
         self.bytes_sent = 0
         self.failures = 0  # permanent rejections (moved to failed/)
         self.retries = 0  # transient failures that will be retried
