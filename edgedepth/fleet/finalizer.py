@@ -106,6 +106,8 @@ class Finalizer:
             self._idle.notify_all()
 
     def _record_unrecorded(self) -> None:
+        if not self._unrecorded:
+            return
         while self._unrecorded:
             item_id = self._unrecorded[0]
             if not self._mark_done(item_id):
@@ -113,7 +115,7 @@ class Finalizer:
             self._unrecorded.pop(0)
             with self._idle:
                 self._ids.discard(item_id)
-        log.debug("the job table is written again; every delivered item is recorded as done")
+        log.debug("the job table is written again; all confirmed items are recorded as done")
 
     def _run(self) -> None:
         spool = Spool(self._root)
