@@ -585,6 +585,7 @@ class Spool:
 
         locks = self.root / LOCKS_DIR
         path = locks / f"{item_id}.lock"
+        fd: Optional[int] = None
         try:
             locks.mkdir(exist_ok=True)
             fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
@@ -594,6 +595,7 @@ class Spool:
             # a full disk must not stop the upload: unlocked, the writer may evict the item meanwhile,
             # which the upload sees as a vanished file (kept for a later try) or the server confirms anyway
             log.debug("spool disk full: uploading %s without its lock file", item_id[:12])
+        if fd is None:
             yield
             return
         try:

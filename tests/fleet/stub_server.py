@@ -88,7 +88,7 @@ def main() -> None:
                 return self._send(415, {"error": "not an image"})
             item_id = self._item_id()
             if mode == "html":
-                return self._send(200, b"<html><body>Welcome! Please log in.</body></html>", ctype="text/html")
+                return self._send(200, b"<html><body>Please log in.</body></html>", ctype="text/html")
             if mode == "nocontent":
                 self.send_response(204)
                 self.end_headers()

@@ -169,3 +169,26 @@ def test_finalizer_deletes_confirmed_items_even_when_the_table_is_full(tmp_path,
     fin.close()
     assert q.get(item_id).state == DONE
     q.close()
+
+
+def test_first_start_on_a_disk_too_full_for_the_job_table(small_fs, tmp_path):
+    """No job table and no reserve yet, the disk full to the last byte: the daemon keeps its queue in
+    memory, and uploads (which free the disk) go on."""
+    spool = small_fs / "spool"
+    tok = tmp_path / "token"
+    tok.write_text("secret\n")
+    tok.chmod(0o600)
+    port = uk.free_port()
+    frames = uk.make_frames(spool, 8)
+    fill(small_fs / "ballast")
+    stub = uk.start_stub(tmp_path / "store", port)
+    try:
+        r = subprocess.run(uk.daemon_cmd(spool, port, tok, "--once", "--once-timeout", "60"),
+                           capture_output=True, text=True, env=uk.env(), cwd=uk.REPO, timeout=90)
+    finally:
+        stub.kill()
+        stub.wait(5)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "keeping the queue in memory" in r.stderr
+    assert {d.name for d in (tmp_path / "store").iterdir() if (d / "done").exists()} == set(frames)
+    assert uk.spool_item_count(spool) == 0
