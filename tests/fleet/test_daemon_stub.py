@@ -101,7 +101,10 @@ def test_transient_answers_keep_the_data_and_retry(env, mode):
     d = uk.start_daemon(env["spool"], env["port"], env["tok"], env["tmp"] / "daemon.log", "--once",
                         "--once-timeout", "40")
     env["procs"].append(d)
-    time.sleep(1.5)
+    t0 = time.time()
+    while httpx.get(f"http://127.0.0.1:{env['port']}/counts").json()["post"] < 2:  # refused twice
+        assert d.poll() is None and time.time() - t0 < 30, "the daemon stopped trying"
+        time.sleep(0.05)
     assert d.poll() is None and uk.spool_item_count(env["spool"]) == 4  # nothing dropped
     set_mode(env, "normal")
     assert d.wait(40) == 0
