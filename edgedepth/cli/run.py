@@ -194,7 +194,8 @@ def _echo(line: str) -> None:
 )
 @click.option(
     "--spool-max-mb", type=float, default=None,
-    help="Spool size cap in MB (1e6 B); lowest-score items are evicted.",
+    help="Spool size cap in MiB (1 MiB = 1,048,576 B; the unit of `edgedepth upload --spool-max-mb` too), "
+    "failed/ included; rejected items are evicted first, then the lowest-score items.",
 )
 @click.option(
     "--jpeg-quality",

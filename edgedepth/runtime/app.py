@@ -164,9 +164,9 @@ def _build(settings: DeviceSettings, run, echo: Echo, closers: List[Callable[[],
     collector = None
     if settings.spool:
         from edgedepth.runtime.collect import SpoolCollector
-        from edgedepth.spool import Spool
+        from edgedepth.spool import Spool, cap_bytes
 
-        max_bytes = int(settings.spool_max_mb * 1e6) if settings.spool_max_mb else None  # MB, as upload
+        max_bytes = cap_bytes(settings.spool_max_mb)  # MiB, as upload
         collector = SpoolCollector(
             Spool(settings.spool, max_bytes=max_bytes), device_id=settings.device_id or default_device_id(),
             source_uri=run.input, info=be.info, model_sha256=be.model_sha256, neighbors=run.neighbors,
