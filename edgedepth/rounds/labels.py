@@ -6,30 +6,15 @@ Shared by the round builder (edgedepth.rounds.build) and the self-supervised lab
 
 from __future__ import annotations
 
-import io
 from typing import Optional, Tuple
 
 import cv2
 import numpy as np
 
+from edgedepth.depthfile import decode_depth_file
 from edgedepth.errors import DataError
 
 LABEL_KINDS = ("depth_gt", "depth_sensor")  # uploaded depth, best first
-
-
-def decode_depth_file(data: bytes, units: Optional[str], name: str) -> np.ndarray:
-    if name.endswith(".npy") or units == "m_float32":
-        depth = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
-        if depth.ndim == 3 and depth.shape[2] == 1:
-            depth = depth[..., 0]
-    else:
-        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
-            raise DataError(f"depth file {name} is not a single-channel 16-bit PNG")
-        depth = raw.astype(np.float32) / 1000.0
-    if depth.ndim != 2:
-        raise DataError(f"depth file {name} has shape {depth.shape}; expected HxW")
-    return np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
 
 
 def _rgb_name(meta: dict) -> str:

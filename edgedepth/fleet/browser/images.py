@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from edgedepth.depthfile import decode_depth_file
 from edgedepth.errors import DataError
-from edgedepth.rounds.labels import decode_depth_file  # the one depth-file decoder
 
 log = logging.getLogger(__name__)
 
