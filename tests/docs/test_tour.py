@@ -1,0 +1,59 @@
+"""The README's quick start, run as written (scripts/tour.py) at a small scale: the same commands, with
+the tour's documented scale variables set small. It must end with the round promoted and the device on it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tour_module():
+    spec = importlib.util.spec_from_file_location("edgedepth_tour", REPO / "scripts" / "tour.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# the scale the test runs the tour at (the README documents the variables and their defaults)
+SMALL = {"SIZE": "32x64", "FRAMES": "200", "EPOCHS": "10", "LIVE_FRAMES": "1500", "FT_EPOCHS": "15"}
+
+
+def test_tour_blocks_use_the_fixed_options():
+    script = _tour_module().tour_script()
+    for var in SMALL:
+        assert "${" + var + ":-" in script, var  # every scale variable the test sets is one the README reads
+    # the options whose absence broke the tour before
+    assert "--reference-data data/indoor " in script or "--reference-data data/indoor\n" in script
+    assert script.count("--device-id cam-01") >= 2 and "add-device cam-01" in script
+    assert "--data-shares" in script and "--freeze-bn" in script and "--init-from" in script
+    made = {d for line in script.splitlines() if line.startswith("mkdir -p ") for d in line.split()[2:]}
+    for folder in ("data", "runs", "bundles", "store", "registry", "keys", "spool", "rounds"):
+        assert folder in made, f"the tour uses {folder}/ without creating it"
+
+
+@pytest.mark.slow
+def test_readme_tour_runs_as_written(tmp_path):
+    tour = _tour_module()
+    work = tmp_path / "tour"
+    res = tour.run_tour(work, dict(SMALL, PORT=str(_free_port())), timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-6000:]
+    gate = json.loads((work / "runs" / "r1" / "gate.json").read_text())
+    assert gate["verdict"] == "promote", gate
+    assert "selected 0 " not in out  # the live loop selected frames
+    assert "403" not in out  # uploads were accepted under the device's own id
+    assert len(list((work / "spool").glob("*.json"))) == 0  # the spool was drained
+    assert "published bundles/r1 as version 2" in out
+    assert "update 2: healthy, now running" in out  # the device swapped to the promoted round
