@@ -81,6 +81,25 @@ def figure(name: str, value: Union[float, int, str], unit: str = "", target: str
     return out
 
 
+def figures_from_dict(data: Dict[str, Any], prefix: str = "", digits: int = 4) -> List[Figure]:
+    """Flatten a script's nested summary dict into figures named by their key path ("a / b / c");
+    floats are rounded to `digits` significant digits, lists of scalars joined."""
+    out: List[Figure] = []
+    for key, value in data.items():
+        name = f"{prefix} / {key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out.extend(figures_from_dict(value, name, digits))
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, str)) for v in value):
+            out.append(figure(name, ", ".join(str(_short(v, digits)) for v in value)))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            out.append(figure(name, _short(value, digits) if isinstance(value, float) else value))
+    return out
+
+
+def _short(v: Any, digits: int) -> Any:
+    return float(f"{v:.{digits}g}") if isinstance(v, float) else v
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> Table:
     out: Table = {"columns": list(columns), "rows": [list(r) for r in rows]}
     if title:
