@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,8 +63,9 @@ def tour_script(readme: Path = REPO / "README.md") -> str:
 
 
 def run_tour(workdir: Path, variables: Optional[Dict[str, str]] = None, readme: Path = REPO / "README.md",
-             timeout: Optional[float] = None) -> subprocess.CompletedProcess:
-    """Run the tour in `workdir` (created); returns the finished process (output captured)."""
+             timeout: Optional[float] = None, capture: bool = True) -> subprocess.CompletedProcess:
+    """Run the tour in `workdir` (created); returns the finished process (output captured unless not
+    `capture`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.update(variables or {})
@@ -71,8 +73,20 @@ def run_tour(workdir: Path, variables: Optional[Dict[str, str]] = None, readme: 
     env.setdefault("PYTHONUNBUFFERED", "1")
     script = workdir / "tour.sh"
     script.write_text(tour_script(readme), encoding="utf-8")
-    return subprocess.run(["bash", str(script)], cwd=workdir, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    # its own process group, so a timeout also stops what the tour started in the background
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(["bash", str(script.resolve())], cwd=workdir, env=env, stdout=pipe, stderr=pipe,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        err = (err or "") + f"\ntour stopped after {timeout} s"
+    except BaseException:  # interrupted (Ctrl-C, a test's timeout): leave nothing running
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -90,12 +104,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not sep or not name.isidentifier():
             ap.error(f"expected NAME=VALUE, got {item!r}")
         variables[name] = value
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    script = args.workdir / "tour.sh"
-    script.write_text(tour_script(), encoding="utf-8")
-    env = dict(os.environ, **variables)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    return subprocess.call(["bash", str(script.resolve())], cwd=args.workdir, env=env)
+    res = run_tour(args.workdir, variables, capture=False)
+    return res.returncode
 
 
 if __name__ == "__main__":
