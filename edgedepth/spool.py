@@ -1,6 +1,6 @@
 """The spool: the one on-disk hand-over between the live loop (writer) and the upload daemon (reader).
 
-Contract (also in README "Spool format"):
+Contract (also in docs/architecture.md, "Contract: the spool"):
 - One flat directory. An item is a set of files `<id>.<name>` (e.g. `<id>.rgb.png`, `<id>.depth.png`,
   `<id>.prev.png`) plus `<id>.json` (the metadata), written LAST, each atomically (temp file, fsync,
   rename, fsync the directory). A reader ignores items without their `.json`.

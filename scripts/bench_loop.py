@@ -377,6 +377,10 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2, default=float))
         print(json.dumps(figures, default=float))
+        from edgedepth.bench.record import figures_from_dict, record_results
+
+        record_results("bench_loop", "Live loop: throughput, latency and selection",
+                       figures_from_dict(json.loads(json.dumps(figures, default=float))))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -346,6 +346,10 @@ def main() -> int:
               "(server side: an item committed just before a kill, then confirmed as a duplicate, is not "
               "indexed)")
     print("PASS" if res["ok"] else "FAIL")
+    from edgedepth.bench.record import figures_from_dict, record_results
+
+    record_results("fault_inject", "Fleet upload under crashes and outages",
+                   figures_from_dict(json.loads(json.dumps(res, default=str))))
     return 0 if res["ok"] else 1
 
 

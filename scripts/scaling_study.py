@@ -106,6 +106,10 @@ def main(argv=None) -> int:
     out = Path(cfg.out_dir)
     print(f"wrote {out / 'scaling.json'}, {out / 'scaling.csv'}, {out / 'scaling.png'}")
     (out / "wall_time.json").write_text(json.dumps({"wall_seconds": wall, **w}, indent=1))
+    from edgedepth.bench.record import record_results
+
+    record_results("scaling_study", "Classical two-frame baseline vs learning, by training frames",
+                   notes=["```\n" + format_summary(result) + "\n```"])
     return 0
 
 

@@ -28,8 +28,7 @@ score = (mean exp(u) + w_q q90 exp(u)) * (1 + w_t flicker).
     nothing (measured on the fleet simulation's round-0 model: Spearman(mean b, AbsRel) -0.37 on night
     frames, 18.6 units out), so ranking such frames by it picks the wrong ones. They are kept with
     probability `rate`, as the random strategy keeps frames, and their nominal score does not enter the
-    threshold. Off by default (`edgedepth run --select-trust-novelty 6`); the fleet simulation uses 6
-    (trials: the README's fleet-simulation section).
+    threshold. Off by default (`edgedepth run --select-trust-novelty 6`); the fleet simulation uses 6.
 The keep threshold adapts: the (1 - rate) quantile of the last `window` scores (after `warmup` frames;
 with a reference, `novelty_threshold` can instead set an absolute rule on novelty_ref alone); a token
 bucket holds the long-run keep rate at `rate`. With `spend_budget` the quantile's level relaxes (x1.002
@@ -40,12 +39,10 @@ unseen share).
 Budgets (max per hour, minimum spacing in frames and
 seconds) apply in every mode; `random` keeps frames at the same rate without looking at them (the
 baseline), `none` keeps nothing.
-Scoring with a reference, offline over recorded signals of 4 mixed streams (80 % indoor, `small`
-model, 96x128, seeds 5-8): Spearman(score, AbsRel) 0.61-0.81 and 74-100 % unseen-domain frames among
-those kept, where the earlier additive score novelty + 0.25 x difficulty with the absolute rule
-(novelty_ref >= 2.5) ranked at 0.41-0.45 and kept 61-100 %.
-Defaults were chosen on synthetic mixed streams (seeds 6 and 7); scripts/bench_loop.py measures them on
-another seed.
+The score multiplies difficulty by a capped novelty factor rather than adding the two: an additive
+score lets a familiar-looking but hard frame and an unfamiliar but easy one tie, and ranks frames by
+their real error less well. Defaults were chosen on synthetic mixed streams (seeds 6 and 7);
+scripts/bench_loop.py measures them on other seeds.
 """
 
 from __future__ import annotations

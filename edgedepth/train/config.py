@@ -55,10 +55,10 @@ class TrainConfig:
     final_lr_fraction: float = 0.02  # cosine decays to lr * this
     grad_weight: float = 0.5
     loss_mode: str = "nll"  # nll | decoupled (see edgedepth.train.losses.DepthLoss)
-    # per-frame uncertainty term (edgedepth.train.losses.frame_uncertainty_nll). scripts/bench_train.py,
-    # seed 0, weight 1 (an earlier session's run) / 3 / 5 / 10: Spearman(mean b, AbsRel) 0.576 / 0.593 /
-    # 0.647 / 0.689 at held-out AbsRel 0.0603 / 0.0621 / 0.0644 / 0.0749: the ranking improves as the
-    # depth gets a little worse
+    # per-frame uncertainty term (edgedepth.train.losses.frame_uncertainty_nll): fits each frame's mean
+    # predicted uncertainty to its error, which is what hard-frame selection ranks by. It shares the network
+    # with the depth, so a larger weight ranks frames better and costs some depth accuracy; 5 keeps the
+    # depth within its targets (scripts/bench_train.py measures both)
     frame_weight: float = 5.0
     workers: int = 2  # decoding threads while loading datasets into memory
     threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)
