@@ -134,7 +134,7 @@ def test_fallback_keeps_the_sensitive_layer_in_float(tmp_path, exported, rgb_onl
     assert lint.ok, [f.line() for f in lint.errors]
     mixed = next(f for f in lint.findings if f.code == "float-layers")
     assert f"{len(fb['float_layers'])} of" in mixed.message and victim in mixed.message
-    assert mixed.level == "warning" and "FP32" in mixed.message  # TensorRT 10: strongly typed
+    assert mixed.level == "info" and "FP16" in mixed.message and "builder flags" in mixed.message  # 10.3
     trt8 = next(f for f in lint_model(str(work / bundle.MODEL_INT8_TRT), "xavier-nx").findings
                 if f.code == "float-layers")
     assert trt8.level == "info" and "FP16" in trt8.message
