@@ -15,7 +15,7 @@ parses the copy, whose metadata names the sha256 of the model it came from.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Set
+from typing import Dict, List, Optional, Set
 
 from edgedepth.backends.tensorrt.build import KEY_FP16_OF, fp16_onnx_name
 from edgedepth.errors import require
@@ -29,8 +29,8 @@ def int8_region(graph) -> List[str]:
     """Names of the nodes of a Q/DQ graph that stay FP32 in the FP16 copy (see the module docstring)."""
     producer = {o: n for n in graph.node for o in n.output}
     dq_out = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    keep: Set[str] = {n.name for n in graph.node
-                      if n.op_type in QDQ_OPS or any(i in dq_out for i in n.input)}
+    base = {n.name for n in graph.node if n.op_type in QDQ_OPS or any(i in dq_out for i in n.input)}
+    keep: Set[str] = set(base)
     # Grow forwards over non-weighted ops fed only by the region (or constants) ...
     grown = True
     while grown:
@@ -43,8 +43,7 @@ def int8_region(graph) -> List[str]:
                 keep.add(n.name)
                 grown = True
     # ... then drop those whose result reaches a float (FP16) node: they run FP16 after a Cast.
-    base = {n.name for n in graph.node if n.op_type in QDQ_OPS or any(i in dq_out for i in n.input)}
-    consumers = {}
+    consumers: Dict[str, list] = {}
     for n in graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)

@@ -105,7 +105,7 @@ def lint_model(
     if has_qdq:
         _check_precision_int8(dev, out)
         _check_qdq(mp, dev, inits, out)
-        _check_float_layers(mp, dev, path.name, out)
+        _check_float_layers(mp, dev, path, out)
     _check_int64(inits, out)
     _check_dynamic(mp, out)
     _check_fp16(calib_report, dev, precision, has_qdq, out)
@@ -234,7 +234,7 @@ def _check_qdq(mp, dev: DeviceConfig, inits, out: List[Finding]) -> None:
             _check_axis(node, inits, producers, consumers, out)
 
 
-def _check_float_layers(mp, dev: DeviceConfig, model_name: str, out: List[Finding]) -> None:
+def _check_float_layers(mp, dev: DeviceConfig, path: Path, out: List[Finding]) -> None:
     """A mixed model (`edgedepth calibrate` left its most INT8-sensitive layers un-quantized): say
     which weighted layers have no Q/DQ and how `edgedepth build` runs them in FP16 on this board."""
     plain = float_weighted_layers(mp.graph)
@@ -242,14 +242,18 @@ def _check_float_layers(mp, dev: DeviceConfig, model_name: str, out: List[Findin
         return
     weighted = sum(1 for n in mp.graph.node if n.op_type in WEIGHTED_OPS)
     names = ", ".join(plain[:8]) + (" ..." if len(plain) > 8 else "")
-    how = mixed_fp16_method(dev.trt_version)
-    if how == "builder-flags":
-        detail = f"INT8 + FP16 builder flags on a weakly typed network (TensorRT {dev.tensorrt})"
-    else:
-        detail = (f"strongly typed network (TensorRT {dev.tensorrt}) parsing the FP16 copy "
-                  f"{fp16_onnx_name(model_name)} that `edgedepth build` writes on the workstation")
-    out.append(Finding("info", "float-layers", f"{len(plain)} of {weighted} weighted layers have no Q/DQ "
-                       f"and build in FP16 ({detail}): {names}"))
+    head = f"{len(plain)} of {weighted} weighted layers have no Q/DQ and build in FP16"
+    if mixed_fp16_method(dev.trt_version) == "builder-flags":
+        out.append(Finding("info", "float-layers", f"{head} through the INT8 + FP16 builder flags, weakly "
+                           f"typed on TensorRT {dev.tensorrt}. Layers: {names}"))
+        return
+    copy = path.with_name(fp16_onnx_name(path.name))
+    where = "found beside the model" if copy.is_file() else (
+        f"missing: write it on the workstation with `edgedepth build {path.name} --device {dev.board} "
+        "--fp16-onnx-only` and copy it into the bundle, or the build refuses")
+    out.append(Finding("info" if copy.is_file() else "warning", "float-layers",
+                       f"{head} from {copy.name} (float part FP16, Q/DQ kept), strongly typed on TensorRT "
+                       f"{dev.tensorrt}; {copy.name} is {where}. Layers: {names}"))
 
 
 def _is_weight(name: str, inits, producers) -> bool:

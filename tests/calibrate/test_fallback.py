@@ -102,6 +102,7 @@ def test_fallback_keeps_the_sensitive_layer_in_float(tmp_path, exported, rgb_onl
     from edgedepth.calibrate.fallback import quantized_layers
     from edgedepth.export.lint import lint_model
 
+    from edgedepth.backends.tensorrt.build import fp16_onnx_for, plan_build
     from edgedepth.cli.main import cli
 
     bdir, _ = exported
@@ -141,3 +142,7 @@ def test_fallback_keeps_the_sensitive_layer_in_float(tmp_path, exported, rgb_onl
     assert "% of the MACs" in res.output and "all layers INT8" in res.output
     man = bundle.read_manifest(work)
     assert man["calibration"]["trt"]["float_layers"] == fb["float_layers"]
+    # the FP16 copy a strongly typed TensorRT 10.12+ / 11 build of the mixed model parses
+    assert sec["fp16_onnx"] == "model.int8.trt.fp16.onnx"
+    plan = plan_build(str(work / bundle.MODEL_INT8_TRT), "x86-dgpu", trt_version="11.4.0")
+    assert plan.float_layers_fp16 == "fp16-onnx" and fp16_onnx_for(plan).endswith(sec["fp16_onnx"])

@@ -360,7 +360,15 @@ def test_mixed_model_builder_calls(mixed_like, tmp_path):
         fp16.unlink()
     with pytest.raises(ConfigError, match="model.int8.trt.fp16.onnx, which is missing.*--fp16-onnx-only"):
         build_engine(plan, trt)
+    from edgedepth.export.lint import lint_model
+
+    from edgedepth.devices import load_device
+
+    trt11 = load_device("x86-dgpu").model_copy(update={"tensorrt": "11.4.0"})
+    finding = lambda: next(f for f in lint_model(str(path), trt11).findings if f.code == "float-layers")  # noqa: E731
+    assert finding().level == "warning" and "model.int8.trt.fp16.onnx is missing" in finding().message
     write_fp16_onnx(path)
+    assert finding().level == "info" and "strongly typed on TensorRT 11.4.0" in finding().message
     build_engine(plan, trt)
     assert next(c[1] for c in trt.calls if c[0] == "parse").endswith("model.int8.trt.fp16.onnx")
     assert ("network", 1 << 0) in trt.calls and not [c for c in trt.calls if c[0] == "flag"]
