@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Set
 
 from edgedepth.backends.tensorrt.build import KEY_FP16_OF, fp16_onnx_name
-from edgedepth.errors import require
+from edgedepth.errors import ModelError, require
 from edgedepth.fsutil import file_sha256
 from edgedepth.onnxgraph import WEIGHTED_OPS
 
@@ -91,7 +91,48 @@ def drop_round_trips(graph, original: Set[str]) -> int:
             break
         del graph.node[:]
         graph.node.extend(alive)
+    _restore_names(graph)
     return before - len(graph.node)
+
+
+def _restore_names(graph, suffix: str = "_cast_to_fp16") -> None:
+    """The converter renames a blocked node's output to NAME_cast_to_fp16 and casts it back to NAME; where
+    that Cast went with a round trip, the FP32 tensor gets its own name back (what TensorRT's layer
+    names and a debugger show)."""
+    taken = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | {
+        t.name for t in graph.initializer}
+    back = {o: o[: -len(suffix)] for n in graph.node if n.op_type != "Cast" for o in n.output
+            if o.endswith(suffix) and o[: -len(suffix)] not in taken}
+    for n in graph.node:
+        for seq in (n.input, n.output):
+            for k, name in enumerate(seq):
+                if name in back:
+                    seq[k] = back[name]
+    infos = [v for v in graph.value_info if v.name not in set(back.values())]
+    for v in infos:
+        v.name = back.get(v.name, v.name)
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
+
+
+def topological_sort(graph) -> None:
+    """Order the nodes so that each comes after the producers of its inputs (the converter appends its
+    Casts at the end; the ONNX checker and TensorRT's parser expect a sorted graph)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:  # one sweep in the current order places a sorted run in one pass
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise ModelError(f"the FP16 graph has a cycle or a missing input at {rest[0].name}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def write_fp16_onnx(src, dst: Optional[str] = None) -> Path:
@@ -116,6 +157,7 @@ def write_fp16_onnx(src, dst: Optional[str] = None) -> Path:
     )
     if keep:
         drop_round_trips(model.graph, original)
+    topological_sort(model.graph)
     props = {p.key: p.value for p in model.metadata_props}
     props[KEY_FP16_OF] = file_sha256(src)
     del model.metadata_props[:]

@@ -311,6 +311,7 @@ def test_fp16_copy_of_a_mixed_model_keeps_qdq_and_matches_onnxruntime(mixed_like
     out = write_fp16_onnx(path)
     assert out.name == "model.int8.trt.fp16.onnx"
     src, fp16 = onnx.load(str(path)), onnx.load(str(out))
+    onnx.checker.check_model(fp16, full_check=True)  # sorted, and every tensor's type consistent
     qdq = lambda m: sorted(  # noqa: E731
         (n.op_type, n.name, tuple(n.input[1:])) for n in m.graph.node
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
