@@ -87,7 +87,8 @@ def api_for(version: Tuple[int, ...]) -> str:
 def fp16_onnx_name(onnx_name: str) -> str:
     """The FP16 copy's file name beside an ONNX file: model.onnx -> model.fp16.onnx,
     model.int8.trt.onnx -> model.int8.trt.fp16.onnx."""
-    return f"{Path(onnx_name).name[: -len('.onnx')] if onnx_name.endswith('.onnx') else onnx_name}.fp16.onnx"
+    name = Path(onnx_name).name
+    return f"{name[: -len('.onnx')] if name.endswith('.onnx') else name}.fp16.onnx"
 
 
 def mixed_fp16_method(version: Tuple[int, ...]) -> str:
