@@ -171,8 +171,10 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
                                             "must name the board's TensorRT; calibrate again with --device"}
                 fb = best.get("fallback") or {}
                 section["float_layers"] = list(fb.get("float_layers", [])) if fb.get("passed") else []
+                _write_mixed_fp16(bdir, out_name, section)
         elif (bdir / out_name).exists():
             os.unlink(bdir / out_name)  # a stale artifact must not outlive a refused calibration
+            _write_mixed_fp16(bdir, out_name, {})
     finally:
         steps.close()
         work.cleanup()
@@ -189,6 +191,21 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
         raise GateRefused(f"INT8 {target} model refused by the accuracy gate ({reasons}); report written to "
                           f"{report_path}. Try --method auto, more/better --frames, or --allow-drop")
     return report
+
+
+def _write_mixed_fp16(bdir: Path, out_name: str, section: Dict[str, Any]) -> None:
+    """Beside a mixed TensorRT model, its FP16 copy (float layers FP16, Q/DQ kept): what a strongly typed
+    build on TensorRT 10.12+ / 11 parses, made here because the board has no `onnx` to convert with.
+    A copy left from an earlier calibration goes when the new model has no float layers."""
+    from edgedepth.backends.tensorrt.build import fp16_onnx_name
+
+    stale = bdir / fp16_onnx_name(out_name)
+    if section.get("float_layers"):
+        from edgedepth.export.fp16 import write_fp16_onnx
+
+        section["fp16_onnx"] = write_fp16_onnx(bdir / out_name).name
+    elif stale.exists():
+        os.unlink(stale)
 
 
 def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet, x_cal, x_hold, gt, fp32_pred,

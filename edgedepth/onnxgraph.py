@@ -228,3 +228,15 @@ def read_model(path: str) -> Model:
     if model.ir_version == 0 and not model.graph.node:
         raise ModelError(f"{path} is not a readable ONNX model (no graph)")
     return model
+
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def float_weighted_layers(graph: Any) -> List[str]:
+    """Names of the weighted layers (Conv / ConvTranspose / Gemm / MatMul) of a Q/DQ graph that read no
+    input through a DequantizeLinear: the float layers of a mixed INT8 model. Takes this module's Graph
+    or an onnx GraphProto (the same field names)."""
+    dq_out = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return [n.name or n.op_type for n in graph.node
+            if n.op_type in WEIGHTED_OPS and not any(i in dq_out for i in n.input)]

@@ -14,9 +14,10 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from edgedepth.export import trt_ops
 
+from edgedepth.backends.tensorrt.build import fp16_onnx_name, mixed_fp16_method
 from edgedepth.devices import DeviceConfig, load_device, parser_max_opset
 from edgedepth.errors import DataError, ModelError
-from edgedepth.onnxgraph import read_model
+from edgedepth.onnxgraph import WEIGHTED_OPS, float_weighted_layers, read_model
 
 FP16_MAX = 65504.0
 _DTYPE_NAMES = {
@@ -104,7 +105,7 @@ def lint_model(
     if has_qdq:
         _check_precision_int8(dev, out)
         _check_qdq(mp, dev, inits, out)
-        _check_float_layers(mp, dev, out)
+        _check_float_layers(mp, dev, path, out)
     _check_int64(inits, out)
     _check_dynamic(mp, out)
     _check_fp16(calib_report, dev, precision, has_qdq, out)
@@ -233,24 +234,26 @@ def _check_qdq(mp, dev: DeviceConfig, inits, out: List[Finding]) -> None:
             _check_axis(node, inits, producers, consumers, out)
 
 
-def _check_float_layers(mp, dev: DeviceConfig, out: List[Finding]) -> None:
+def _check_float_layers(mp, dev: DeviceConfig, path: Path, out: List[Finding]) -> None:
     """A mixed model (`edgedepth calibrate` left its most INT8-sensitive layers un-quantized): say
-    which weighted layers have no Q/DQ and in what precision TensorRT builds them on this board."""
-    dq_out = {n.output[0] for n in mp.graph.node if n.op_type == "DequantizeLinear"}
-    weighted = [n for n in mp.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
-    plain = [n.name or n.op_type for n in weighted if not any(i in dq_out for i in n.input)]
+    which weighted layers have no Q/DQ and how `edgedepth build` runs them in FP16 on this board."""
+    plain = float_weighted_layers(mp.graph)
     if not plain:
         return
+    weighted = sum(1 for n in mp.graph.node if n.op_type in WEIGHTED_OPS)
     names = ", ".join(plain[:8]) + (" ..." if len(plain) > 8 else "")
-    if dev.trt_version < (10, 0):
-        out.append(Finding("info", "float-layers", f"{len(plain)} of {len(weighted)} weighted layers have no "
-                           f"Q/DQ and build in FP16 (INT8 + FP16 builder flags on TensorRT {dev.tensorrt}): "
-                           f"{names}"))
-    else:
-        out.append(Finding("warning", "float-layers", f"{len(plain)} of {len(weighted)} weighted layers have "
-                           f"no Q/DQ: the strongly typed network `edgedepth build` makes of a Q/DQ model on "
-                           f"TensorRT {dev.tensorrt} runs them in the ONNX tensor type (FP32), not FP16: "
-                           f"{names}"))
+    head = f"{len(plain)} of {weighted} weighted layers have no Q/DQ and build in FP16"
+    if mixed_fp16_method(dev.trt_version) == "builder-flags":
+        out.append(Finding("info", "float-layers", f"{head} through the INT8 + FP16 builder flags, weakly "
+                           f"typed on TensorRT {dev.tensorrt}. Layers: {names}"))
+        return
+    copy = path.with_name(fp16_onnx_name(path.name))
+    where = "found beside the model" if copy.is_file() else (
+        f"missing: write it on the workstation with `edgedepth build {path.name} --device {dev.board} "
+        "--fp16-onnx-only` and copy it into the bundle, or the build refuses")
+    out.append(Finding("info" if copy.is_file() else "warning", "float-layers",
+                       f"{head} from {copy.name} (float part FP16, Q/DQ kept), strongly typed on TensorRT "
+                       f"{dev.tensorrt}; {copy.name} is {where}. Layers: {names}"))
 
 
 def _is_weight(name: str, inits, producers) -> bool:

@@ -298,7 +298,8 @@ def lint(
 @click.option(
     "--fp16-onnx-only",
     is_flag=True,
-    help="Only write BUNDLE/model.fp16.onnx (workstation, needs onnx): what a TensorRT 11 FP16 build parses.",
+    help="Only write the FP16 copy of MODEL (workstation, needs onnx) that a strongly typed build parses: "
+    "model.fp16.onnx (TensorRT 11 FP16) or, for a mixed Q/DQ model, model.int8.trt.fp16.onnx (10.12+).",
 )
 @click.pass_context
 def build(
@@ -327,7 +328,7 @@ def build(
         from edgedepth.export.fp16 import write_fp16_onnx
 
         out = write_fp16_onnx(model)
-        click.echo(f"wrote {out} (FP16 with FP32 inputs/outputs; copy it with the bundle to the board)")
+        click.echo(f"wrote {out} (FP16, FP32 I/O, Q/DQ kept; copy it with the bundle to the board)")
         return
     trt = None
     trt_version = None
@@ -368,7 +369,7 @@ def build(
             from edgedepth.export.fp16 import write_fp16_onnx
 
             written = write_fp16_onnx(plan.onnx, plan.fp16_onnx)
-            click.echo(f"wrote {written} for the strongly typed FP16 build")
+            click.echo(f"wrote {written} for the strongly typed build (its float layers in FP16)")
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     manifest = build_engine(plan, trt, verbose)
     click.echo(
