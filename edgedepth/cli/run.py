@@ -38,7 +38,9 @@ def _echo(line: str) -> None:
     "-o",
     "outputs",
     multiple=True,
-    help="Output URI (repeatable): display://0, out.mp4 / file://out.mp4, out/frame_%05d.png. "
+    help="Output URI (repeatable): display://0, out.mp4 / file://out.mp4, out/frame_%05d.png, "
+    "rerun://HOST:PORT (a live Rerun viewer), run.rrd / rerun+file://run.rrd (a Rerun recording), "
+    "run.mcap[?cloud_every=10] (ROS 2 topics for Foxglove and ros2 bag play). "
     "Default: display://0 when OpenCV has a GUI, else none.",
 )
 @click.option("--headless", is_flag=True, help="No display window.")
@@ -311,7 +313,8 @@ def run(
     if headless:
         uris = [u for u in uris if not u.startswith("display://")]
     for uri in uris:
-        sinks.append(make_sink(uri, on_quit=lambda: loop_ref["loop"].stop("quit key")))
+        sinks.append(make_sink(uri, on_quit=lambda: loop_ref["loop"].stop("quit key"),
+                               intrinsics=fixed_K, device=device))
     if save_depth:
         sinks.append(DepthPngSink(save_depth))
     if save_pointcloud:

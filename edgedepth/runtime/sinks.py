@@ -18,7 +18,7 @@ import numpy as np
 from edgedepth.errors import ConfigError, MissingDependencyError
 from edgedepth.preprocess import resize_depth
 from edgedepth.runtime.collect import depth_to_png_mm
-from edgedepth.runtime.pointcloud import depth_to_points, scale_intrinsics, write_ply
+from edgedepth.runtime.pointcloud import depth_to_points, result_intrinsics, write_ply
 from edgedepth.runtime.postprocess import DepthResult
 
 log = logging.getLogger(__name__)
@@ -226,19 +226,7 @@ class PointCloudSink(Sink):
         self._warned = False
 
     def _K(self, result) -> Optional[np.ndarray]:
-        frame = result.frame
-        fh, fw = frame.rgb.shape[:2]
-        dh, dw = result.depth.shape
-        if self.fixed is not None:
-            K, size = self.fixed
-            return scale_intrinsics(K, size or (fh, fw), (dh, dw))
-        if frame.intrinsics is not None:
-            return scale_intrinsics(frame.intrinsics, (fh, fw), (dh, dw))
-        if self.device is not None:
-            from edgedepth.runtime.pointcloud import intrinsics_from_device
-
-            return intrinsics_from_device(self.device, (dh, dw))
-        return None
+        return result_intrinsics(result, self.fixed, self.device)
 
     def write(self, result, view) -> None:
         if result.seq % self.every:
@@ -268,18 +256,34 @@ class PointCloudSink(Sink):
         )
 
 
-def make_sink(uri: str, fps: float = 30.0, on_quit: Optional[Callable[[], None]] = None) -> Sink:
-    """display://0 | file://out.mp4 | out.mp4 | out/frame_%05d.png"""
+def make_sink(uri: str, fps: float = 30.0, on_quit: Optional[Callable[[], None]] = None,
+              intrinsics=None, device=None) -> Sink:
+    """display://0 | file://out.mp4 | out.mp4 | out/frame_%05d.png | rerun://HOST:PORT | run.rrd | run.mcap
+
+    `intrinsics` ((K, (h, w) or None) from a calibration file) and `device` (a DeviceConfig) give the
+    recorded outputs (Rerun, MCAP) their camera model when the source has none."""
     parts = urlsplit(uri)
     scheme = parts.scheme.lower() if len(parts.scheme) > 1 else ""
+    # -- recorded outputs for robotics viewers (edgedepth.runtime.sink_rerun / sink_mcap) --
+    plain = (parts.netloc + parts.path).lower() if scheme in ("", "file") else ""
+    if scheme in ("rerun", "rerun+file") or plain.endswith(".rrd"):
+        from edgedepth.runtime.sink_rerun import make_rerun_sink
+
+        return make_rerun_sink(uri if scheme != "file" else unquote(parts.netloc + parts.path),
+                               intrinsics=intrinsics, device=device)
+    if scheme == "mcap+file" or plain.endswith(".mcap"):
+        from edgedepth.runtime.sink_mcap import make_mcap_sink
+
+        return make_mcap_sink(uri, intrinsics=intrinsics, device=device)
+    # -- end of recorded outputs --
     if scheme == "display":
         return DisplaySink(title=f"edgedepth {parts.netloc or '0'}", on_quit=on_quit)
     if scheme == "file":
         target = unquote(parts.netloc + parts.path)
     elif scheme:
         raise ConfigError(
-            f"unknown output {uri!r}; use display://0, a video path (out.mp4) or an image "
-            "pattern (out/frame_%05d.png)"
+            f"unknown output {uri!r}; use display://0, a video path (out.mp4), an image "
+            "pattern (out/frame_%05d.png), rerun://HOST:PORT, a .rrd or a .mcap path"
         )
     else:
         target = uri
@@ -292,6 +296,6 @@ def make_sink(uri: str, fps: float = 30.0, on_quit: Optional[Callable[[], None]]
         stem = Path(target)
         return ImageSequenceSink(str(stem.with_name(stem.stem + "_%05d" + stem.suffix)))
     raise ConfigError(
-        f"output {uri!r}: use a video (.mp4/.avi/.mkv), an image pattern like out/frame_%05d.png "
-        "or display://0"
+        f"output {uri!r}: use a video (.mp4/.avi/.mkv), an image pattern like out/frame_%05d.png, "
+        "display://0, rerun://HOST:PORT, a Rerun recording (.rrd) or a ROS 2 recording (.mcap)"
     )
