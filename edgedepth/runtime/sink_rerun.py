@@ -14,7 +14,7 @@ What is logged, per frame, on the timelines `frame` (the run's sequence number) 
     selection/score      the selection score, and selection/<part> for its parts (uncertainty, flicker,
                          novelty...), as time series
     selection/kept       1 for a frame kept for upload, else 0; selection/events: a text log line per
-                         kept frame
+                         kept (or low-confidence) frame
     stats/infer_ms, stats/confident_fraction
 
 Without intrinsics (no --intrinsics, none from the source or the device config) the depth is logged as a
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Dict, List, Optional
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -36,6 +36,23 @@ from edgedepth.runtime.sink_thread import BackgroundSink, ViewerFrame
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9876
+BATCH_SECONDS = 0.25  # per-frame data is sent in columns covering at most this much capture time
+BATCH_FRAMES = 16  # ... or this many frames
+
+
+class _Column:
+    """One entity's pending rows: frame numbers, capture times (ns) and values (floats or image bytes)."""
+
+    __slots__ = ("seq", "stamps", "values")
+
+    def __init__(self) -> None:
+        self.seq: List[int] = []
+        self.stamps: List[int] = []
+        self.values: list = []
+
+    def add(self, f: ViewerFrame) -> None:
+        self.seq.append(int(f.seq))
+        self.stamps.append(int(round(f.wall_time * 1e9)))
 
 
 def _rerun():
@@ -60,41 +77,107 @@ class RerunSink(BackgroundSink):
             self.rec.connect_grpc(f"rerun+http://{target}/proxy")
             log.info("streaming depth to the Rerun viewer at %s", target)
         self._K_logged: Optional[tuple] = None
-        self._depth_range: Optional[tuple] = None
+        self._formats: Dict[str, tuple] = {}  # entity -> the image format logged for it
+        self._pending: Dict[str, _Column] = {}
+        self._batch_start = float("-inf")
         super().__init__(intrinsics=intrinsics, device=device, queue_size=queue_size)
 
     def emit(self, f: ViewerFrame) -> None:
         rr, rec = self.rr, self.rec
-        rec.set_time("frame", sequence=int(f.seq))
-        rec.set_time("capture_time", timestamp=float(f.wall_time))
         h, w = f.depth.shape
         if f.K_depth is not None:
             key = (h, w, *np.round(f.K_depth.ravel(), 6))
             if key != self._K_logged:  # the camera model only when it changes (latest-at applies)
+                self._at(f)
                 rec.log("world/camera", rr.Pinhole(image_from_camera=f.K_depth, resolution=[w, h],
                                                    camera_xyz=rr.ViewCoordinates.RDF))
                 self._K_logged = key
             depth_path = "world/camera/depth"
         else:
             depth_path = "depth"
-        rec.log(depth_path, rr.DepthImage(f.depth, meter=1.0))
-        rec.log("rgb", rr.Image(f.rgb, color_model="RGB"))
-        rec.log("uncertainty", rr.Image(np.exp(f.uncertainty).astype(np.float32)))
+        self._image(f, depth_path, f.depth, depth=True)
+        self._image(f, "rgb", f.rgb)
+        self._image(f, "uncertainty", np.exp(f.uncertainty).astype(np.float32))
+        self._scalar(f, "selection/kept", 1.0 if f.selected else 0.0)
         for key, value in f.scores.items():
-            rec.log(f"selection/{key}", rr.Scalars(float(value)))
-        rec.log("selection/kept", rr.Scalars(1.0 if f.selected else 0.0))
+            self._scalar(f, f"selection/{key}", value)
+        self._scalar(f, "stats/infer_ms", f.infer_ms)
+        self._scalar(f, "stats/confident_fraction", f.confident_fraction)
         if f.selected:
+            self._at(f)
             rec.log("selection/events", rr.TextLog(
                 f"frame {f.index} kept for upload (score {f.scores.get('score', 0.0):.3f})", level="INFO"))
         if not f.reliable:
+            self._at(f)
             rec.log("selection/events", rr.TextLog(
                 f"frame {f.index} low confidence ({f.confident_fraction:.0%} of pixels confident)",
                 level="WARN"))
-        rec.log("stats/infer_ms", rr.Scalars(float(f.infer_ms)))
-        rec.log("stats/confident_fraction", rr.Scalars(float(f.confident_fraction)))
+        if self._batch_start == float("-inf"):
+            self._batch_start = f.wall_time
+        if f.wall_time - self._batch_start >= BATCH_SECONDS or self._batched >= BATCH_FRAMES:
+            self._send()
+
+    # Per-frame data goes out in columns (rr.send_columns: one call per entity per batch, a fraction of
+    # the cost of one log call per entity per frame); a batch covers at most BATCH_SECONDS of capture
+    # time or BATCH_FRAMES frames, so a live viewer lags by about that much.
+    @property
+    def _batched(self) -> int:
+        return max((len(c.seq) for c in self._pending.values()), default=0)
+
+    def _at(self, f: ViewerFrame) -> None:
+        self.rec.set_time("frame", sequence=int(f.seq))
+        self.rec.set_time("capture_time", timestamp=float(f.wall_time))
+
+    def _column(self, path: str) -> "_Column":
+        col = self._pending.get(path)
+        if col is None:
+            col = self._pending[path] = _Column()
+        return col
+
+    def _scalar(self, f: ViewerFrame, path: str, value: float) -> None:
+        col = self._column(path)
+        col.add(f)
+        col.values.append(float(value))
+
+    def _image(self, f: ViewerFrame, path: str, array: np.ndarray, depth: bool = False) -> None:
+        fmt = (array.shape, array.dtype.str)
+        if self._formats.get(path) != fmt:  # first frame or a new size: flush, then log the new format
+            self._send_one(path)
+            rr = self.rr
+            h, w = array.shape[:2]
+            image_format = rr.components.ImageFormat(
+                width=w, height=h, color_model="RGB" if array.ndim == 3 else "L",
+                channel_datatype="U8" if array.dtype == np.uint8 else "F32")
+            self._at(f)
+            self.rec.log(path, rr.DepthImage.from_fields(format=image_format, meter=1.0) if depth
+                         else rr.Image.from_fields(format=image_format))
+            self._formats[path] = fmt
+        col = self._column(path)
+        col.add(f)
+        col.values.append(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
+
+    def _send_one(self, path: str) -> None:
+        col = self._pending.pop(path, None)
+        if col is None or not col.seq:
+            return
+        rr = self.rr
+        times = np.array(col.stamps, dtype="datetime64[ns]")
+        indexes = [rr.TimeColumn("frame", sequence=col.seq), rr.TimeColumn("capture_time", timestamp=times)]
+        if isinstance(col.values[0], np.ndarray):
+            archetype = rr.DepthImage if path.endswith("depth") else rr.Image
+            columns = archetype.columns(buffer=np.stack(col.values))
+        else:
+            columns = rr.Scalars.columns(scalars=col.values)
+        self.rec.send_columns(path, indexes=indexes, columns=columns)
+
+    def _send(self) -> None:
+        for path in list(self._pending):
+            self._send_one(path)
+        self._batch_start = float("-inf")
 
     def finish(self) -> None:
         try:
+            self._send()
             self.rec.flush()
         finally:
             self.rec.disconnect()

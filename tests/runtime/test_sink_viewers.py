@@ -50,19 +50,31 @@ def results(n=5, kept=(2,), invalid_pixel=True):
 
 
 def rrd_columns(path):
-    """{entity path: {column: python values}} of an .rrd file, timestamps as int nanoseconds."""
+    """{entity path: {column: values}} of an .rrd file (rows sorted by frame; a column's rows where it is
+    null left out; "frame": the frames that carry data), timestamps as int nanoseconds."""
     import pyarrow as pa
     from rerun.chunk import RrdReader
 
-    out = {}
+    rows = {}
     for chunk in RrdReader(str(path)).stream():
         batch = chunk.to_record_batch()
-        cols = out.setdefault(chunk.entity_path, {})
+        cols = {}
         for name in batch.schema.names:
             col = batch.column(name)
             if pa.types.is_timestamp(col.type):
                 col = col.cast(pa.int64())
-            cols.setdefault(name, []).extend(col.to_pylist())
+            cols[name] = col.to_pylist()
+        rows.setdefault(chunk.entity_path, []).extend(
+            dict(zip(cols, values)) for values in zip(*cols.values()))
+    out = {}
+    for entity, entity_rows in rows.items():
+        entity_rows.sort(key=lambda r: r.get("frame") or 0)
+        names = {k for r in entity_rows for k in r}
+        out[entity] = {k: [r[k] for r in entity_rows if r.get(k) is not None] for k in names}
+        primary = [k for k in names if k.endswith((":buffer", ":scalars", ":text", ":image_from_camera"))]
+        with_data = [r for r in entity_rows if any(r.get(k) is not None for k in primary)]
+        for timeline in ("frame", "capture_time"):  # the times of the rows with data, not of format rows
+            out[entity][timeline] = [r.get(timeline) for r in with_data]
     return out
 
 
@@ -80,8 +92,8 @@ def test_rerun_recording_round_trip(tmp_path):
     assert depth["frame"] == list(range(5))
     assert [abs(t - int(round((T0 + i * 0.5) * 1e9))) < 1000 for i, t in enumerate(depth["capture_time"])] \
         == [True] * 5
-    assert [m[0] for m in depth["DepthImage:meter"]] == [1.0] * 5
-    fmt = depth["DepthImage:format"][3][0]
+    assert [m[0] for m in depth["DepthImage:meter"]] == [1.0]  # logged with the format, applies to all
+    fmt = depth["DepthImage:format"][0][0]
     assert (fmt["width"], fmt["height"]) == (64, 48)
     values = np.frombuffer(bytes(depth["DepthImage:buffer"][3][0]), dtype=np.float32).reshape(48, 64)
     np.testing.assert_array_equal(values, rs[3].depth)
@@ -99,7 +111,9 @@ def test_rerun_recording_round_trip(tmp_path):
     events = data["/selection/events"]
     assert events["frame"] == [2] and "frame 12 kept" in events["TextLog:text"][0][0]
     rgb = data["/rgb"]
-    assert rgb["Image:format"][0][0]["width"] == 128 and len(bytes(rgb["Image:buffer"][4][0])) == 96 * 128 * 3
+    assert rgb["Image:format"][0][0]["width"] == 128 and rgb["frame"] == list(range(5))
+    rgb4 = np.frombuffer(bytes(rgb["Image:buffer"][4][0]), np.uint8).reshape(96, 128, 3)
+    np.testing.assert_array_equal(rgb4, rs[4].frame.rgb)
     unc = np.frombuffer(bytes(data["/uncertainty"]["Image:buffer"][0][0]), np.float32).reshape(48, 64)
     np.testing.assert_allclose(unc[0, :9], [0.5] * 8 + [0.1], rtol=1e-6)
 
