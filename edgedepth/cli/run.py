@@ -321,7 +321,10 @@ def run(
         sinks.append(
             PointCloudSink(save_pointcloud, intrinsics=fixed_K, device=device, every=pointcloud_every)
         )
-    visualizer = Visualizer(colormap) if any(s.wants_view for s in sinks) else None
+    from edgedepth.colorbar import depth_units
+
+    wants_view = any(s.wants_view for s in sinks)
+    visualizer = Visualizer(colormap, units=depth_units(be.info)) if wants_view else None
 
     selector = collector = None
     stats = LoopStats()
