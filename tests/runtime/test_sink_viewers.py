@@ -211,6 +211,30 @@ def test_mcap_round_trip(tmp_path):
     assert [m.data for _, _, m in msgs["/edgedepth/selection/kept"]] == [False, False, True, False, False]
 
 
+def test_an_mcap_recording_replays_as_a_source(tmp_path):
+    pytest.importorskip("rosbags")
+    from edgedepth.runtime.capture import open_source
+
+    sink = make_sink(str(tmp_path / "rt.mcap"))
+    for r in results(4):
+        sink.write(r, None)
+    sink.close()
+    ns = "/edgedepth"
+    src = open_source(f"mcap://{tmp_path}/rt.mcap?pace=fast&topic={ns}/color/image_raw"
+                      f"&depth_topic={ns}/depth/image_raw&info_topic={ns}/color/camera_info")
+    frames = []
+    deadline = time.monotonic() + 30
+    while src.is_streaming() and time.monotonic() < deadline:
+        f = src.capture(timeout=0.2)
+        if f is not None:
+            frames.append(f)
+    src.close()
+    assert len(frames) == 4
+    f = frames[2]
+    assert f.rgb.shape == (96, 128, 3) and f.depth_gt[20, 30] == 3.0 and f.depth_gt[0, 0] == 0.0
+    np.testing.assert_allclose(f.intrinsics, K_RGB)
+
+
 def test_mcap_options_are_checked(tmp_path):
     pytest.importorskip("rosbags")
     with pytest.raises(ConfigError, match="cloud_every"):
