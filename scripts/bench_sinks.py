@@ -7,9 +7,10 @@
 MODEL: a bundle directory or an .onnx file; without one, the `small` network (random weights: the figure
 is about the pipeline, not the depth) is exported at --size with torch. The source is
 synthetic://indoor?...&cache=64 (rendered once, replayed) with hard-frame selection on, onnxruntime CPU.
-Rounds are interleaved (no output, then each output, order alternated) and the medians compared:
-ratio = loop fps with the output / loop fps without it. Frames an output dropped because its writer thread
-fell behind are reported beside the ratio.
+Rounds are interleaved (no output, then each output, order alternated); the ratio is loop fps with the
+output / loop fps without it, as a ratio of medians and as the median of the per-round ratios (robust to
+load that drifts between rounds). Process CPU time per frame (all threads, the writer's included) and the
+frames an output dropped because its writer thread fell behind are printed beside it.
 """
 
 from __future__ import annotations
@@ -56,16 +57,17 @@ def export_small(path: Path, h: int, w: int) -> Path:
 
 
 def loop_fps(backend, uri, n, h, w, sink=None):
-    """(frames/s over the steady part, loop summary) of one run of the loop."""
+    """(frames/s, process CPU ms per frame) over the steady part of one run of the loop."""
     stamps = []
     source = open_source(uri, default_size=(h, w))
     loop = DepthLoop(source, backend, sinks=[sink] if sink is not None else (),
                      selector=FrameSelector(SelectionConfig(mode="hard", rate=0.05)), max_frames=n,
-                     on_result=lambda r: stamps.append(time.perf_counter()))
+                     on_result=lambda r: stamps.append((time.perf_counter(), time.process_time())))
     loop.run()  # closes the sink (its writer drains and the file is finished) after the last frame
     source.close()
     warm = min(10, len(stamps) // 10)
-    return (len(stamps) - 1 - warm) / (stamps[-1] - stamps[warm])
+    frames = len(stamps) - 1 - warm
+    return frames / (stamps[-1][0] - stamps[warm][0]), (stamps[-1][1] - stamps[warm][1]) / frames * 1000
 
 
 def main() -> None:
@@ -86,30 +88,44 @@ def main() -> None:
     uri = f"synthetic://indoor?seed=1&size={h}x{w}&cache=64"
     kinds = [k.strip() for k in args.outputs.split(",") if k.strip()]
     fps = {"none": []}
+    cpu = {"none": []}
     dropped = {k: [] for k in kinds}
     fps.update({k: [] for k in kinds})
+    cpu.update({k: [] for k in kinds})
     for r in range(args.rounds):
         order = ["none", *kinds] if r % 2 == 0 else [*kinds, "none"]
         for kind in order:
             sink = None
             if kind != "none":
                 sink = make_sink(str(work / f"round{r}.{kind}"))
-            fps[kind].append(loop_fps(backend, uri, args.frames, h, w, sink))
+            f, c = loop_fps(backend, uri, args.frames, h, w, sink)
+            fps[kind].append(f)
+            cpu[kind].append(c)
             if sink is not None:
                 dropped[kind].append(sink.dropped)
     base = statistics.median(fps["none"])
+    base_cpu = statistics.median(cpu["none"])
     result = {"size": f"{h}x{w}", "frames": args.frames, "rounds": args.rounds, "threads": args.threads,
               "model": args.model or "small (random weights, exported here)",
-              "fps_without_output": round(base, 1), "outputs": {}}
+              "fps_without_output": round(base, 1), "cpu_ms_per_frame_without_output": round(base_cpu, 3),
+              "outputs": {}}
     print(f"loop at {h}x{w}, onnxruntime CPU ({args.threads} thread(s)), {args.frames} frames x "
           f"{args.rounds} rounds, hard selection on")
-    print(f"  no output:   {base:7.1f} fps (median; rounds {', '.join(f'{v:.0f}' for v in fps['none'])})")
+    print(f"  no output:   {base:7.1f} fps, {base_cpu:.2f} CPU ms/frame (medians; fps per round "
+          f"{', '.join(f'{v:.0f}' for v in fps['none'])})")
     for kind in kinds:
         med = statistics.median(fps[kind])
-        result["outputs"][kind] = {"fps": round(med, 1), "ratio": round(med / base, 3),
+        paired = statistics.median(a / b for a, b in zip(fps[kind], fps["none"]))  # same round, adjacent
+        med_cpu = statistics.median(cpu[kind])
+        result["outputs"][kind] = {"fps": round(med, 1), "ratio_of_medians": round(med / base, 3),
+                                   "median_paired_ratio": round(paired, 3),
+                                   "cpu_ms_per_frame": round(med_cpu, 3),
+                                   "fps_per_round": [round(v, 1) for v in fps[kind]],
                                    "dropped_per_round": dropped[kind]}
-        print(f"  with {kind:5s}:  {med:7.1f} fps (median; rounds {', '.join(f'{v:.0f}' for v in fps[kind])})"
-              f"  ratio {med / base:.3f}  frames dropped by the writer per round: {dropped[kind]}")
+        print(f"  with {kind:5s}:  {med:7.1f} fps, {med_cpu:.2f} CPU ms/frame (medians; fps per round "
+              f"{', '.join(f'{v:.0f}' for v in fps[kind])})")
+        print(f"    throughput ratio with/without: {med / base:.3f} (medians), {paired:.3f} (median of "
+              f"per-round pairs); frames dropped by the writer per round: {dropped[kind]}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     backend.close()
