@@ -77,7 +77,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--outputs", default="rrd,mcap", help="comma list of rrd, mcap")
+    ap.add_argument("--outputs", default="rrd,rrd-every,mcap",
+                    help="comma list of rrd (Rerun recording, default max_fps=30), rrd-every (Rerun, every "
+                         "frame's images: max_fps=0), mcap")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.lower().split("x"))
@@ -97,7 +99,8 @@ def main() -> None:
         for kind in order:
             sink = None
             if kind != "none":
-                sink = make_sink(str(work / f"round{r}.{kind}"))
+                target = {"rrd": "{}.rrd", "rrd-every": "{}-every.rrd?max_fps=0", "mcap": "{}.mcap"}[kind]
+                sink = make_sink(target.format(work / f"round{r}"))
             f, c = loop_fps(backend, uri, args.frames, h, w, sink)
             fps[kind].append(f)
             cpu[kind].append(c)
@@ -122,7 +125,7 @@ def main() -> None:
                                    "cpu_ms_per_frame": round(med_cpu, 3),
                                    "fps_per_round": [round(v, 1) for v in fps[kind]],
                                    "dropped_per_round": dropped[kind]}
-        print(f"  with {kind:5s}:  {med:7.1f} fps, {med_cpu:.2f} CPU ms/frame (medians; fps per round "
+        print(f"  with {kind:9s}:  {med:7.1f} fps, {med_cpu:.2f} CPU ms/frame (medians; fps per round "
               f"{', '.join(f'{v:.0f}' for v in fps[kind])})")
         print(f"    throughput ratio with/without: {med / base:.3f} (medians), {paired:.3f} (median of "
               f"per-round pairs); frames dropped by the writer per round: {dropped[kind]}")

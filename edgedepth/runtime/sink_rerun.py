@@ -2,6 +2,9 @@
 
     rerun://127.0.0.1:9876            stream to a running viewer (`rerun` starts one; 9876 is its port)
     rerun+file://out/run.rrd | run.rrd   record to a file (open it with `rerun run.rrd`)
+    ...?max_fps=30                    images (RGB, depth, uncertainty) at most this many per second of
+                                      capture time, plus every kept frame; 0 = every frame. The time
+                                      series below have every frame either way.
 
 What is logged, per frame, on the timelines `frame` (the run's sequence number) and `capture_time`
 (the frame's wall-clock capture time):
@@ -26,7 +29,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
 
@@ -36,6 +39,7 @@ from edgedepth.runtime.sink_thread import BackgroundSink, ViewerFrame
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9876
+DEFAULT_MAX_FPS = 30.0  # images logged per second of capture time (a viewer needs no more; 0 = every frame)
 BATCH_SECONDS = 0.25  # per-frame data is sent in columns covering at most this much capture time
 BATCH_FRAMES = 16  # ... or this many frames
 
@@ -63,8 +67,10 @@ class RerunSink(BackgroundSink):
     name = "rerun"
 
     def __init__(self, target: str, kind: str = "file", intrinsics=None, device=None,
-                 application_id: str = "edgedepth", queue_size: int = 8):
+                 application_id: str = "edgedepth", queue_size: int = 8, max_fps: float = DEFAULT_MAX_FPS):
         rr = _rerun()
+        self.max_fps = float(max_fps)
+        self._image_at = float("-inf")
         self.rr = rr
         self.target, self.kind = target, kind
         self.rec = rr.RecordingStream(application_id)
@@ -95,9 +101,12 @@ class RerunSink(BackgroundSink):
             depth_path = "world/camera/depth"
         else:
             depth_path = "depth"
-        self._image(f, depth_path, f.depth, depth=True)
-        self._image(f, "rgb", f.rgb)
-        self._image(f, "uncertainty", np.exp(f.uncertainty).astype(np.float32))
+        # images at most max_fps per second of capture time (kept frames always): the heavy part
+        if self.max_fps <= 0 or f.selected or f.wall_time - self._image_at >= 1.0 / self.max_fps - 1e-6:
+            self._image_at = f.wall_time
+            self._image(f, depth_path, f.depth, depth=True)
+            self._image(f, "rgb", f.rgb)
+            self._image(f, "uncertainty", np.exp(f.uncertainty).astype(np.float32))
         self._scalar(f, "selection/kept", 1.0 if f.selected else 0.0)
         for key, value in f.scores.items():
             self._scalar(f, f"selection/{key}", value)
@@ -184,15 +193,27 @@ class RerunSink(BackgroundSink):
 
 
 def make_rerun_sink(uri: str, intrinsics=None, device=None) -> RerunSink:
-    """rerun://HOST[:PORT] (a live viewer), rerun+file://PATH.rrd or PATH.rrd (a recording)."""
+    """rerun://HOST[:PORT] (a live viewer), rerun+file://PATH.rrd or PATH.rrd (a recording); option
+    max_fps=N (images per second of capture time, default 30; 0 = every frame)."""
     parts = urlsplit(uri)
-    scheme = parts.scheme.lower()
+    scheme = parts.scheme.lower() if len(parts.scheme) > 1 else ""
+    params = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    if set(params) - {"max_fps"}:
+        raise ConfigError(f"{uri!r}: unknown option(s) {', '.join(sorted(set(params) - {'max_fps'}))}; "
+                          "use max_fps (images per second, 0 = every frame)")
+    try:
+        max_fps = float(params.get("max_fps", DEFAULT_MAX_FPS))
+    except ValueError:
+        raise ConfigError(f"{uri!r}: max_fps must be a number (0 = every frame)") from None
+    if not max_fps >= 0:
+        raise ConfigError(f"{uri!r}: max_fps must be >= 0 (0 = every frame)")
     if scheme == "rerun":
         if not parts.hostname:
             raise ConfigError(f"{uri!r}: name the viewer as rerun://HOST:PORT (e.g. rerun://127.0.0.1:9876)")
         port = parts.port or DEFAULT_PORT
-        return RerunSink(f"{parts.hostname}:{port}", kind="grpc", intrinsics=intrinsics, device=device)
-    path = unquote(parts.netloc + parts.path) if scheme == "rerun+file" else uri
+        return RerunSink(f"{parts.hostname}:{port}", kind="grpc", intrinsics=intrinsics, device=device,
+                         max_fps=max_fps)
+    path = unquote(parts.netloc + parts.path) if scheme in ("rerun+file", "file") else uri.split("?", 1)[0]
     if not path.lower().endswith(".rrd"):
         raise ConfigError(f"{uri!r}: a Rerun recording needs an .rrd path (rerun+file://out/run.rrd)")
-    return RerunSink(path, kind="file", intrinsics=intrinsics, device=device)
+    return RerunSink(path, kind="file", intrinsics=intrinsics, device=device, max_fps=max_fps)

@@ -281,8 +281,7 @@ def make_sink(uri: str, fps: float = 30.0, on_quit: Optional[Callable[[], None]]
     if scheme in ("rerun", "rerun+file") or plain.endswith(".rrd"):
         from edgedepth.runtime.sink_rerun import make_rerun_sink
 
-        return make_rerun_sink(uri if scheme != "file" else unquote(parts.netloc + parts.path),
-                               intrinsics=intrinsics, device=device)
+        return make_rerun_sink(uri, intrinsics=intrinsics, device=device)
     if scheme == "mcap+file" or plain.endswith(".mcap"):
         from edgedepth.runtime.sink_mcap import make_mcap_sink
 

@@ -45,6 +45,17 @@ def results(n=5, kept=(2,), invalid_pixel=True):
     return out
 
 
+def feed(sink, rs):
+    """Write results as the loop would, but never faster than the writer thread takes them (no drops)."""
+    for r in rs:
+        deadline = time.monotonic() + 30
+        while sink._q.full() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        sink.write(r, None)
+    sink.close()
+    assert sink.dropped == 0
+
+
 # ------------------------------------------------------------------------------------------------------
 # Rerun
 
@@ -82,9 +93,7 @@ def test_rerun_recording_round_trip(tmp_path):
     pytest.importorskip("rerun")
     rs = results()
     sink = make_sink(str(tmp_path / "run.rrd"))
-    for r in rs:
-        sink.write(r, None)
-    sink.close()
+    feed(sink, rs)
     assert sink.dropped == 0 and sink.written == len(rs)
     data = rrd_columns(tmp_path / "run.rrd")
 
@@ -118,15 +127,32 @@ def test_rerun_recording_round_trip(tmp_path):
     np.testing.assert_allclose(unc[0, :9], [0.5] * 8 + [0.1], rtol=1e-6)
 
 
+def test_rerun_images_follow_max_fps_and_series_every_frame(tmp_path):
+    pytest.importorskip("rerun")
+    rs = results(10, kept=(5,))
+    for i, r in enumerate(rs):
+        r.frame.wall_time = T0 + i * 0.010  # 100 frames per second
+    sink = make_sink(f"{tmp_path}/capped.rrd?max_fps=30")
+    feed(sink, rs)
+    data = rrd_columns(tmp_path / "capped.rrd")
+    # >= 1/30 s apart, and the kept frame 5 (from which the next 1/30 s counts)
+    assert data["/world/camera/depth"]["frame"] == [0, 4, 5, 9]
+    assert data["/rgb"]["frame"] == [0, 4, 5, 9]
+    assert data["/selection/score"]["frame"] == list(range(10))
+    every = make_sink(f"rerun+file://{tmp_path}/every.rrd?max_fps=0")
+    feed(every, rs)
+    assert rrd_columns(tmp_path / "every.rrd")["/world/camera/depth"]["frame"] == list(range(10))
+    with pytest.raises(ConfigError, match="max_fps"):
+        make_sink(f"{tmp_path}/x.rrd?max_fps=fast")
+
+
 def test_rerun_without_intrinsics_logs_a_2d_depth_image(tmp_path):
     pytest.importorskip("rerun")
     rs = results(2)
     for r in rs:
         r.frame.intrinsics = None
     sink = make_sink(f"rerun+file://{tmp_path}/flat.rrd")
-    for r in rs:
-        sink.write(r, None)
-    sink.close()
+    feed(sink, rs)
     data = rrd_columns(tmp_path / "flat.rrd")
     assert "/world/camera" not in data and data["/depth"]["frame"] == [0, 1]
 
@@ -160,9 +186,7 @@ def test_mcap_round_trip(tmp_path):
     rs = results()
     target = tmp_path / "rec" / "run.mcap"
     sink = make_sink(f"{target}?cloud_every=2")
-    for r in rs:
-        sink.write(r, None)
-    sink.close()
+    feed(sink, rs)
     assert target.is_file() and not list(target.parent.glob(".*"))  # the rosbag2 folder is gone
     msgs = read_mcap(target)
     stamps = [int(round((T0 + i * 0.5) * 1e9)) for i in range(5)]
@@ -216,9 +240,7 @@ def test_an_mcap_recording_replays_as_a_source(tmp_path):
     from edgedepth.runtime.capture import open_source
 
     sink = make_sink(str(tmp_path / "rt.mcap"))
-    for r in results(4):
-        sink.write(r, None)
-    sink.close()
+    feed(sink, results(4))
     ns = "/edgedepth"
     src = open_source(f"mcap://{tmp_path}/rt.mcap?pace=fast&topic={ns}/color/image_raw"
                       f"&depth_topic={ns}/depth/image_raw&info_topic={ns}/color/camera_info")
@@ -308,7 +330,7 @@ def test_run_records_rrd_and_mcap(tmp_path, tiny_bundle):
         [sys.executable, "-m", "edgedepth", "run", str(tiny_bundle), "--input",
          "synthetic://indoor?seed=1&size=64x96", "--max-frames", "6", "--headless", "--threads", "1",
          "--select", "random", "--select-rate", "0.5",
-         "--output", str(tmp_path / "run.rrd"), "--output", f"file://{tmp_path}/run.mcap?cloud_every=3"],
+         "--output", f"{tmp_path}/run.rrd?max_fps=0", "--output", f"file://{tmp_path}/run.mcap?cloud_every=3"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
