@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import struct
 from pathlib import Path
 from typing import Dict, Optional
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -84,6 +85,7 @@ class McapSink(BackgroundSink):
             for suffix, msgtype in TOPICS.items()
         }
         self._frames = 0
+        self._info_cache: Dict[str, tuple] = {}
         log.info("recording ROS 2 depth topics under %s to %s", self.ns or "/", self.path)
         super().__init__(intrinsics=intrinsics, device=device, queue_size=queue_size)
 
@@ -135,6 +137,18 @@ class McapSink(BackgroundSink):
         data = self.store.serialize_cdr(msg, TOPICS[suffix])
         self.writer.write(self.connections[suffix], stamp_ns, data)
 
+    def _write_info(self, suffix: str, stamp_ns: int, K: np.ndarray, h: int, w: int) -> None:
+        """CameraInfo, serialised once per camera model: later frames only patch the header stamp (the
+        first field after CDR's 4-byte encapsulation header: int32 sec, uint32 nanosec, little-endian)."""
+        key = (suffix, h, w, K.tobytes())
+        cached = self._info_cache.get(suffix)
+        if cached is None or cached[0] != key:
+            data = self.store.serialize_cdr(self._camera_info(stamp_ns, K, h, w), CAMERA_INFO)
+            self._info_cache[suffix] = cached = (key, bytearray(data))
+        data = cached[1]
+        struct.pack_into("<iI", data, 4, *divmod(int(stamp_ns), 1_000_000_000))
+        self.writer.write(self.connections[suffix], stamp_ns, bytes(data))
+
     def emit(self, f: ViewerFrame) -> None:
         stamp = int(round(f.wall_time * 1e9))
         h, w = f.depth.shape
@@ -145,8 +159,8 @@ class McapSink(BackgroundSink):
         self._write("/uncertainty/image_raw", stamp,
                     self._image(stamp, np.exp(f.uncertainty).astype(np.float32), "32FC1"))
         if f.K_depth is not None:
-            self._write("/color/camera_info", stamp, self._camera_info(stamp, f.K_rgb, H, W))
-            self._write("/depth/camera_info", stamp, self._camera_info(stamp, f.K_depth, h, w))
+            self._write_info("/color/camera_info", stamp, f.K_rgb, H, W)
+            self._write_info("/depth/camera_info", stamp, f.K_depth, h, w)
             if self.cloud_every and self._frames % self.cloud_every == 0:
                 self._write("/points", stamp, self._cloud(stamp, f))
         score = self.store.types[FLOAT32](data=float(f.scores.get("score", float("nan"))))

@@ -211,6 +211,7 @@ def test_mcap_round_trip(tmp_path):
                                   "/edgedepth/depth/camera_info": (48, 64, 60.0, 31.5)}.items():
         infos = msgs[topic]
         assert [t for t, _, _ in infos] == stamps
+        assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, _, m in infos] == stamps
         m = infos[0][2]
         assert (m.height, m.width) == (h, w) and m.k[0] == fx and m.k[2] == cx and m.p[0] == fx
 
