@@ -157,6 +157,48 @@ def test_rerun_without_intrinsics_logs_a_2d_depth_image(tmp_path):
     assert "/world/camera" not in data and data["/depth"]["frame"] == [0, 1]
 
 
+@pytest.mark.filterwarnings("ignore:RRD file has no footer")  # a streamed --save has none
+def test_rerun_streams_to_a_live_server(tmp_path):
+    """rerun://HOST:PORT: the Rerun CLI's gRPC server on loopback, saving what it receives (--save)."""
+    pytest.importorskip("rerun")
+    import shutil
+    import signal
+    import socket
+
+    cli = shutil.which("rerun", path=str(Path(sys.executable).parent)) or shutil.which("rerun")
+    if cli is None:
+        pytest.skip("the rerun CLI (part of rerun-sdk) is not on PATH")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    saved = tmp_path / "live.rrd"
+    server = subprocess.Popen([cli, "--bind", "127.0.0.1", "--port", str(port), "--save", str(saved)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        sink = make_sink(f"rerun://127.0.0.1:{port}")
+        feed(sink, results(3))
+        time.sleep(1.0)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    data = rrd_columns(saved)
+    assert data["/world/camera/depth"]["frame"] == [0, 1, 2]
+    values = np.frombuffer(bytes(data["/world/camera/depth"]["DepthImage:buffer"][2][0]), np.float32)
+    assert values.reshape(48, 64)[10, 10] == 3.0
+    assert [v[0] for v in data["/selection/kept"]["Scalars:scalars"]] == [0, 0, 1]
+
+
 def test_rerun_uri_needs_a_host_and_an_rrd_path():
     pytest.importorskip("rerun")
     with pytest.raises(ConfigError, match="rerun://HOST:PORT"):
