@@ -68,7 +68,8 @@ def _bar_width(height: int) -> Tuple[int, float, int]:
     font = 0.32 if height < 160 else 0.42 if height < 400 else 0.6 if height < 800 else 0.9
     (tw, _), _ = cv2.getTextSize("near 88.88 m", _FONT, font, 1)
     grad = max(8, height // 24)
-    return grad + tw + 12, font, grad
+    width = grad + tw + 12
+    return width + width % 2, font, grad  # even: video codecs want even frame sizes
 
 
 @lru_cache(maxsize=16)
