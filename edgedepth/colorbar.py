@@ -66,7 +66,7 @@ def depth_to_colour(depth: np.ndarray, lo: float, hi: float, colormap: int = cv2
 def _bar_width(height: int) -> Tuple[int, float, int]:
     """(total width, font scale, gradient width) of a bar beside an image `height` pixels high."""
     font = 0.32 if height < 160 else 0.42 if height < 400 else 0.6 if height < 800 else 0.9
-    (tw, _), _ = cv2.getTextSize("near 88.88 m", _FONT, font, 1)
+    (tw, _), _ = cv2.getTextSize("near 88.888 m", _FONT, font, 1)
     grad = max(8, height // 24)
     width = grad + tw + 12
     return width + width % 2, font, grad  # even: video codecs want even frame sizes
@@ -82,8 +82,11 @@ def _gradient(height: int, width: int, colormap: int, inverted: bool) -> np.ndar
     return col
 
 
-def _fmt(value: float, units: str) -> str:
+def _fmt(value: float, units: str, step: float) -> str:
+    """Enough decimals that neighbouring ticks `step` apart read differently (up to 4)."""
     digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    if step > 0:
+        digits = min(4, max(digits, math.ceil(-math.log10(step))))
     return f"{value:.{digits}f}" + (" m" if units == "m" else "")
 
 
@@ -108,7 +111,7 @@ def colorbar(height: int, lo: float, hi: float, colormap: int = cv2.COLORMAP_INF
         else:
             value = lo + f * (hi - lo)
         y = int(round(top + f * (bottom - top - 1)))
-        label = _fmt(value, units)
+        label = _fmt(value, units, (hi - lo) / (ticks - 1) if scale != "log" else (hi - lo) / ticks / 4)
         if i == 0:
             label = "near " + label
         elif i == ticks - 1:
