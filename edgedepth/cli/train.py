@@ -103,6 +103,10 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed,
                       progress=not no_progress, freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze,
                       ema_decay=ema_decay, zoom=zoom, data_shares=shares)
     cfg.tensorboard = tensorboard
+    if tensorboard:
+        from edgedepth.errors import require
+
+        require("tensorboard", extra="train")  # fail now, not after the first epoch
     cfg.validate()  # clear errors before torch is imported
     if merge_set is not None and not init_from:
         raise ConfigError("--merge-set merges towards the initial weights: give --init-from")

@@ -61,7 +61,7 @@ class McapSink(BackgroundSink):
 
     def __init__(self, path, cloud_every: int = 10, ns: str = "/edgedepth",
                  frame_id: str = "camera_optical_frame", confident_only: bool = True,
-                 intrinsics=None, device=None, queue_size: int = 8):
+                 intrinsics=None, device=None, queue_size: int = 64):
         require("rosbags", extra="recordings")
         from rosbags.rosbag2 import StoragePlugin, Writer
         from rosbags.typesys import Stores, get_typestore

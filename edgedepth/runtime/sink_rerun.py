@@ -67,7 +67,7 @@ class RerunSink(BackgroundSink):
     name = "rerun"
 
     def __init__(self, target: str, kind: str = "file", intrinsics=None, device=None,
-                 application_id: str = "edgedepth", queue_size: int = 8, max_fps: float = DEFAULT_MAX_FPS):
+                 application_id: str = "edgedepth", queue_size: int = 64, max_fps: float = DEFAULT_MAX_FPS):
         rr = _rerun()
         self.max_fps = float(max_fps)
         self._image_at = float("-inf")

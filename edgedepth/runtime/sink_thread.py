@@ -1,18 +1,19 @@
 """Outputs that write off the loop's hot path: a bounded queue and one writer thread per output.
 
 The loop's postprocessing thread only takes a snapshot of the result (depth and uncertainty are copied:
-backends reuse their output buffers) and hands it over without waiting; when the writer falls behind
-and the queue is full the frame is dropped for that output and counted, so a slow viewer, network or
-disk never slows the depth loop. Recorded outputs (Rerun, MCAP) derive from `BackgroundSink`.
+backends reuse their output buffers) and appends it to a bounded backlog without waiting or waking the
+writer, which drains the backlog every few milliseconds; when the writer falls behind and the backlog is
+full the frame is dropped for that output and counted, so a slow viewer, network or disk never slows the
+depth loop. Recorded outputs (Rerun, MCAP) derive from `BackgroundSink`.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Deque, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -21,8 +22,6 @@ from edgedepth.runtime.postprocess import DepthResult
 from edgedepth.runtime.sinks import Sink
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
 
 
 @dataclass
@@ -84,13 +83,18 @@ class BackgroundSink(Sink):
     name = "output"
 
     def __init__(self, intrinsics: Optional[Tuple[np.ndarray, Optional[Tuple[int, int]]]] = None,
-                 device=None, queue_size: int = 8):
+                 device=None, queue_size: int = 64, poll_s: float = 0.02):
         self.intrinsics, self.device = intrinsics, device
         self.written = 0
         self.dropped = 0
         self._error: Optional[BaseException] = None
         self._warned_no_K = False
-        self._q: "queue.Queue" = queue.Queue(maxsize=max(1, int(queue_size)))
+        # A deque the loop appends to without waking anyone; the writer drains it every poll_s. Waking
+        # the writer per frame (a Queue) costs the loop GIL hand-offs at hundreds of frames per second.
+        self._backlog: Deque[ViewerFrame] = deque()
+        self._capacity = max(1, int(queue_size))
+        self._poll_s = float(poll_s)
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"edgedepth-{self.name}", daemon=True)
         self._thread.start()
 
@@ -98,19 +102,24 @@ class BackgroundSink(Sink):
     def write(self, result: DepthResult, view: Optional[np.ndarray]) -> None:
         if self._error is not None:
             raise self._error
+        if len(self._backlog) >= self._capacity:
+            self.dropped += 1
+            return
         item = snapshot(result, self.intrinsics, self.device)
         if item.K_depth is None and not self._warned_no_K:
             log.warning("%s: no intrinsics (the source has none, no --intrinsics file and no camera "
                         "intrinsics in the device config); writing images without a camera model", self.name)
             self._warned_no_K = True
-        try:
-            self._q.put_nowait(item)
-        except queue.Full:
-            self.dropped += 1
+        self._backlog.append(item)
+
+    @property
+    def backlog(self) -> int:
+        """Frames handed over and not yet taken by the writer."""
+        return len(self._backlog)
 
     def close(self) -> None:
+        self._closing.set()
         if self._thread.is_alive():
-            self._q.put(_STOP)
             self._thread.join()
         try:
             self.finish()
@@ -121,10 +130,14 @@ class BackgroundSink(Sink):
 
     # -- writer thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
+        pending = self._backlog
         while True:
-            item = self._q.get()
-            if item is _STOP:
-                return
+            if not pending:
+                if self._closing.is_set():
+                    return
+                self._closing.wait(self._poll_s)
+                continue
+            item = pending.popleft()
             if self._error is not None:
                 continue  # drain: the loop stops feeding this output on its next write
             try:

@@ -396,11 +396,12 @@ def _ema_model(model, decay: float, resume: Optional[Dict[str, Any]]):
 
 
 def _write_tensorboard(log_dir: str, row: Dict[str, float]) -> None:
+    from edgedepth.errors import MissingDependencyError
     from edgedepth.train.tensorboard import log_epoch
 
     try:
         log_epoch(log_dir, row)
-    except (ImportError, OSError, ValueError) as exc:  # curves must never stop training
+    except (ImportError, OSError, ValueError, MissingDependencyError) as exc:  # curves never stop training
         log.warning("could not write TensorBoard events to %s: %s", log_dir, exc)
 
 

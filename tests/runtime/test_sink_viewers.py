@@ -49,7 +49,7 @@ def feed(sink, rs):
     """Write results as the loop would, but never faster than the writer thread takes them (no drops)."""
     for r in rs:
         deadline = time.monotonic() + 30
-        while sink._q.full() and time.monotonic() < deadline:
+        while sink.backlog >= 4 and time.monotonic() < deadline:
             time.sleep(0.002)
         sink.write(r, None)
     sink.close()
