@@ -39,9 +39,10 @@ from edgedepth.runtime.sink_thread import BackgroundSink, ViewerFrame
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9876
+FLUSH_TIMEOUT_S = 10.0  # at the end of a run, how long to wait for a viewer to take what is left
 DEFAULT_MAX_FPS = 30.0  # images logged per second of capture time (a viewer needs no more; 0 = every frame)
 BATCH_SECONDS = 0.25  # per-frame data is sent in columns covering at most this much capture time
-BATCH_FRAMES = 16  # ... or this many frames
+BATCH_FRAMES = 128  # ... or this many frames (bounds the memory held at very high frame rates)
 
 
 class _Column:
@@ -92,7 +93,7 @@ class RerunSink(BackgroundSink):
         rr, rec = self.rr, self.rec
         h, w = f.depth.shape
         if f.K_depth is not None:
-            key = (h, w, *np.round(f.K_depth.ravel(), 6))
+            key = (h, w, f.K_depth.tobytes())
             if key != self._K_logged:  # the camera model only when it changes (latest-at applies)
                 self._at(f)
                 rec.log("world/camera", rr.Pinhole(image_from_camera=f.K_depth, resolution=[w, h],
@@ -187,7 +188,8 @@ class RerunSink(BackgroundSink):
     def finish(self) -> None:
         try:
             self._send()
-            self.rec.flush()
+            # a viewer that went away must not hold up the end of the run (the SDK waits forever by default)
+            self.rec.flush(timeout_sec=FLUSH_TIMEOUT_S)
         finally:
             self.rec.disconnect()
 
