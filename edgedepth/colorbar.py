@@ -19,14 +19,19 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def depth_units(info=None) -> str:
-    """'m', or 'relative' when a model's metadata says its depth has no metric scale."""
+    """'m', or 'relative' when a model's metadata says its depth has no metric scale: a ModelInfo field
+    (`relative=True`, `metric=False`, or `depth_scale` / `depth_kind` = 'relative') or the ONNX metadata
+    entry `edgedepth.depth_scale: relative`. Without any of these depth is metric."""
     if info is None:
         return "m"
-    relative = getattr(info, "relative", None)
-    if relative is None:
-        extra = getattr(info, "extra", None) or {}
-        relative = str(extra.get("edgedepth.depth_scale", "metric")).lower() == "relative"
-    return "relative" if relative else "m"
+    if getattr(info, "relative", None) is True or getattr(info, "metric", None) is False:
+        return "relative"
+    extra = getattr(info, "extra", None) or {}
+    for value in (getattr(info, "depth_scale", None), getattr(info, "depth_kind", None),
+                  extra.get("edgedepth.depth_scale")):
+        if isinstance(value, str) and value.lower() == "relative":
+            return "relative"
+    return "m"
 
 
 def display_range(depth: np.ndarray, percentiles: Tuple[float, float] = (2, 98),

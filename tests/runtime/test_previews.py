@@ -49,7 +49,15 @@ def test_depth_units_reads_a_relative_model():
     class Info:
         extra = {"edgedepth.depth_scale": "relative"}
 
+    class Metric:
+        extra = {}
+        metric = True
+
+    class Flagged:
+        relative = True
+
     assert depth_units(None) == "m" and depth_units(Info()) == "relative"
+    assert depth_units(Metric()) == "m" and depth_units(Flagged()) == "relative"
 
 
 def test_visualizer_view_has_input_depth_and_bar():
