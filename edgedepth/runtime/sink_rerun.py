@@ -21,7 +21,8 @@ What is logged, per frame, on the timelines `frame` (the run's sequence number) 
     stats/infer_ms, stats/confident_fraction
 
 Without intrinsics (no --intrinsics, none from the source or the device config) the depth is logged as a
-2D depth image only. Logging runs in the output's own thread (edgedepth.runtime.sink_thread).
+2D depth image only. The first frame sends a default layout (`default_layout`). Logging runs in the
+output's own thread (edgedepth.runtime.sink_thread).
 """
 
 from __future__ import annotations
@@ -64,6 +65,22 @@ def _rerun():
     return require("rerun", extra="viewers")
 
 
+def default_layout(with_camera: bool = True):
+    """The viewer's layout: the 3D point cloud (with a camera model), RGB, depth and uncertainty images,
+    the selection time series with the kept-frame log, and the loop's figures."""
+    import rerun.blueprint as rrb
+
+    images = [rrb.Spatial2DView(name="RGB", origin="rgb"),
+              rrb.Spatial2DView(name="depth (m)", origin="world/camera" if with_camera else "depth"),
+              rrb.Spatial2DView(name="uncertainty (relative error)", origin="uncertainty")]
+    series = rrb.Vertical(rrb.TimeSeriesView(name="selection score and parts", origin="selection"),
+                          rrb.TextLogView(name="kept frames", origin="selection/events"),
+                          rrb.TimeSeriesView(name="inference ms, confident share", origin="stats"))
+    views = ([rrb.Spatial3DView(name="3D (metres)", origin="world")] if with_camera else []) \
+        + [rrb.Vertical(*images), series]
+    return rrb.Blueprint(rrb.Horizontal(*views), collapse_panels=True)
+
+
 class RerunSink(BackgroundSink):
     name = "rerun"
 
@@ -84,6 +101,7 @@ class RerunSink(BackgroundSink):
             self.rec.connect_grpc(f"rerun+http://{target}/proxy")
             log.info("streaming depth to the Rerun viewer at %s", target)
         self._K_logged: Optional[tuple] = None
+        self._layout_sent = False
         self._formats: Dict[str, tuple] = {}  # entity -> the image format logged for it
         self._pending: Dict[str, _Column] = {}
         self._batch_start = float("-inf")
@@ -92,6 +110,9 @@ class RerunSink(BackgroundSink):
     def emit(self, f: ViewerFrame) -> None:
         rr, rec = self.rr, self.rec
         h, w = f.depth.shape
+        if not self._layout_sent:  # the first frame tells whether there is a camera model (a 3D view)
+            rec.send_blueprint(default_layout(f.K_depth is not None))
+            self._layout_sent = True
         if f.K_depth is not None:
             key = (h, w, f.K_depth.tobytes())
             if key != self._K_logged:  # the camera model only when it changes (latest-at applies)

@@ -96,6 +96,9 @@ def test_rerun_recording_round_trip(tmp_path):
     feed(sink, rs)
     assert sink.dropped == 0 and sink.written == len(rs)
     data = rrd_columns(tmp_path / "run.rrd")
+    from rerun.chunk import RrdReader
+
+    assert len(RrdReader(str(tmp_path / "run.rrd")).blueprints()) == 1  # the default layout
 
     depth = data["/world/camera/depth"]
     assert depth["frame"] == list(range(5))
