@@ -56,7 +56,9 @@ def _echo(line: str) -> None:
     "-o",
     "outputs",
     multiple=True,
-    help="Output URI (repeatable): display://0, out.mp4 / file://out.mp4, out/frame_%05d.png. "
+    help="Output URI (repeatable): display://0, out.mp4 / file://out.mp4, out/frame_%05d.png, "
+    "rerun://HOST:PORT (a live Rerun viewer), run.rrd / rerun+file://run.rrd (a Rerun recording), "
+    "run.mcap[?cloud_every=10] (ROS 2 topics for Foxglove and ros2 bag play). "
     "Default: display://0 when OpenCV has a GUI, else none.",
 )
 @click.option("--headless", is_flag=True, help="No display window.")

@@ -79,11 +79,14 @@ from edgedepth.train.config import TrainConfig, existing_run  # stdlib only: no 
                    "--merge-protect-tolerance, e.g. the gate's --protect-set folders.")
 @click.option("--merge-protect-tolerance", "merge_protect_tolerance", type=float, default=0.10,
               show_default=True, help="Relative regression the merge may allow on each --merge-protect set.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
+              help="Also write TensorBoard event files here (loss, metrics per domain, uncertainty "
+                   "ranking per epoch); view with `tensorboard --logdir DIR`.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
 def train(data, val, model, size, epochs, minutes, out, init_from, resume, force, seed, batch_size, lr,
           workers, grad_weight, loss_mode, frame_weight, min_depth, max_depth, device, freeze_bn, l2sp,
           freeze, ema_decay, zoom, data_shares, merge_set, merge_tolerance, merge_protect,
-          merge_protect_tolerance, no_progress) -> None:
+          merge_protect_tolerance, no_progress, tensorboard=None) -> None:
     """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
 
     Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
@@ -104,6 +107,11 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, force
                       frame_weight=frame_weight, min_depth=min_depth, max_depth=max_depth, device=device,
                       progress=not no_progress, freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze,
                       ema_decay=ema_decay, zoom=zoom, data_shares=shares)
+    cfg.tensorboard = tensorboard
+    if tensorboard:
+        from edgedepth.errors import require
+
+        require("tensorboard", extra="train")  # fail now, not after the first epoch
     cfg.validate()  # clear errors before torch is imported
     held = existing_run(out)
     if held is not None and not (resume or force):

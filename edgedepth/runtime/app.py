@@ -151,13 +151,17 @@ def _build(settings: DeviceSettings, run, echo: Echo, closers: List[Callable[[],
             echo("note: OpenCV has no GUI here, running headless (add --headless to silence this)")
     if run.headless:
         uris = [u for u in uris if not u.startswith("display://")]
-    sinks = [make_sink(uri, on_quit=lambda: loop_ref["loop"].stop("quit key")) for uri in uris]
+    sinks = [make_sink(uri, on_quit=lambda: loop_ref["loop"].stop("quit key"), intrinsics=fixed_k, device=device)
+             for uri in uris]
     if run.save_depth:
         sinks.append(DepthPngSink(run.save_depth))
     if run.save_pointcloud:
         sinks.append(PointCloudSink(run.save_pointcloud, intrinsics=fixed_k, device=device,
                                     every=run.pointcloud_every))
-    visualizer = Visualizer(run.colormap) if any(s.wants_view for s in sinks) else None
+    from edgedepth.colorbar import depth_units
+
+    wants_view = any(s.wants_view for s in sinks)
+    visualizer = Visualizer(run.colormap, units=depth_units(be.info)) if wants_view else None
 
     stats = LoopStats()
     selector = _selector(settings, pre, be, echo)

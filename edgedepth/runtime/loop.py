@@ -36,7 +36,7 @@ from edgedepth.preprocess import Preprocessing
 from edgedepth.runtime.backends import Backend
 from edgedepth.runtime.capture import Source
 from edgedepth.runtime.postprocess import DepthResult, Postprocessor
-from edgedepth.runtime.sinks import Sink, Visualizer
+from edgedepth.runtime.sinks import WARMING_UP, Sink, Visualizer, stats_overlay_line
 from edgedepth.runtime.sources import Frame
 from edgedepth.runtime.stats import LoopStats, StatsReporter
 
@@ -361,12 +361,11 @@ class DepthLoop:
         view = None
         if self.visualizer is not None and any(s.wants_view for s in self.sinks):
             now = time.monotonic()
-            if now - self._overlay_at > 0.5:
+            if now - self._overlay_at > 0.5 or (self._overlay and self._overlay[-1].startswith(WARMING_UP)):
                 snap = self.stats.snapshot()
                 self._overlay = [
                     f"{self.backend.info.name} v{self.backend.info.version} [{self.backend.name}]",
-                    f"{snap['fps']:.1f} fps  latency p50 {snap['latency_ms_p50']:.0f} ms  "
-                    f"infer {snap['infer_ms_p50']:.1f} ms",
+                    stats_overlay_line(snap, result),  # "warming up" until there are figures
                 ]
                 self._overlay_at = now
             view = self.visualizer.compose(result, self._overlay)

@@ -84,6 +84,7 @@ class TrainConfig:
     version: str = ""
     training_round: int = 0
     extra_lineage: Dict[str, Any] = field(default_factory=dict)
+    tensorboard: Optional[str] = None  # folder for TensorBoard event files (edgedepth.train.tensorboard)
 
     def __post_init__(self) -> None:
         self.data = split_dirs(self.data)

@@ -113,6 +113,9 @@ def validate(model, frames: Frames, pre: Preprocessing, device: torch.device, ba
     out["frame_spearman"] = spearman([frame_uncertainty(unc[i]) for i in kept],
                                      [rows[i]["abs_rel"] for i in kept])
     out["mean_uncertainty"] = float(unc.mean())
+    from edgedepth.train.tensorboard import domain_breakdown  # metric@domain, for the curves
+
+    out.update(domain_breakdown(rows, frames.domains, [frame_uncertainty(u) for u in unc]))
     return out
 
 
@@ -347,6 +350,8 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float, clo
                     save("best.pt", last_metrics, epoch)
                 save("last.pt", last_metrics, epoch)
                 _write_curves(out_dir, history)
+                if cfg.tensorboard:
+                    _write_tensorboard(cfg.tensorboard, row)
                 reserve_s = 1.5 * (clock() - t_val) + 1.0
                 if cfg.progress:
                     tqdm.write(f"epoch {epoch + 1}: loss {row.get('train_loss', float('nan')):.4f}  "
@@ -357,6 +362,10 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float, clo
             if out_of_time or (budget_s and progress_now() >= 1.0):
                 break
 
+    if cfg.tensorboard and info.is_main:
+        from edgedepth.train.tensorboard import close as close_tensorboard
+
+        close_tensorboard(cfg.tensorboard)
     elapsed = elapsed_before + clock() - t_start
     result = RunResult(out_dir=out_dir, best_checkpoint=out_dir / "best.pt",
                        last_checkpoint=out_dir / "last.pt",
@@ -388,6 +397,16 @@ def _ema_model(model, decay: float, resume: Optional[Dict[str, Any]]):
         ema.module.load_state_dict(resume["state_dict"])
         ema.n_averaged.fill_(max(1, int(resume.get("ema", {}).get("updates", 1))))
     return ema
+
+
+def _write_tensorboard(log_dir: str, row: Dict[str, float]) -> None:
+    from edgedepth.errors import MissingDependencyError
+    from edgedepth.train.tensorboard import log_epoch
+
+    try:
+        log_epoch(log_dir, row)
+    except (ImportError, OSError, ValueError, MissingDependencyError) as exc:  # curves never stop training
+        log.warning("could not write TensorBoard events to %s: %s", log_dir, exc)
 
 
 def _write_curves(out_dir: Path, history: List[Dict[str, float]]) -> None:
