@@ -151,8 +151,8 @@ def _build(settings: DeviceSettings, run, echo: Echo, closers: List[Callable[[],
             echo("note: OpenCV has no GUI here, running headless (add --headless to silence this)")
     if run.headless:
         uris = [u for u in uris if not u.startswith("display://")]
-    sinks = [make_sink(uri, on_quit=lambda: loop_ref["loop"].stop("quit key"), intrinsics=fixed_k, device=device)
-             for uri in uris]
+    sinks = [make_sink(uri, on_quit=lambda: loop_ref["loop"].stop("quit key"), intrinsics=fixed_k,
+                       device=device) for uri in uris]
     if run.save_depth:
         sinks.append(DepthPngSink(run.save_depth))
     if run.save_pointcloud:
