@@ -39,7 +39,8 @@ def _echo_lines(lines) -> None:
     default=None,
     help="ONNX opset; default: the highest the --device's TensorRT parses (17 without a device).",
 )
-@click.option("--device", default=None, help="Target board name or device YAML (sets the opset limit).")
+@click.option("--board", "--device", "device", default=None,
+              help="Target board name or board YAML (sets the opset limit); --device is the older name.")
 @click.option(
     "--dynamic-batch", is_flag=True, help="Export a dynamic batch dimension (engines get a profile)."
 )
@@ -141,7 +142,8 @@ def export_cmd(
     default=None,
     help="Held-out frames for the gate, DIR or DIR,DIR,... (default: every 4th frame of --data).",
 )
-@click.option("--device", default=None, help="Board the TensorRT cache header is written for.")
+@click.option("--board", "--device", "device", default=None,
+              help="Board the TensorRT cache header is written for (--device is the older name).")
 @click.option("--threads", default=1, show_default=True, type=int, help="onnxruntime threads for timing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def calibrate(
@@ -227,7 +229,8 @@ def _print_fallback(fb: dict) -> None:
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--device", required=True, help="Board name (see `edgedepth devices`) or device YAML.")
+@click.option("--board", "--device", "device", required=True,
+              help="Board name (see `edgedepth devices`) or board YAML; --device is the older name.")
 @click.option(
     "--calib-report",
     default=None,
@@ -268,7 +271,8 @@ def lint(
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--device", required=True, help="Board name (see `edgedepth devices`) or device YAML.")
+@click.option("--board", "--device", "device", required=True,
+              help="Board name (see `edgedepth devices`) or board YAML; --device is the older name.")
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "fp16", "int8", "best"]),

@@ -70,11 +70,12 @@ def _echo(line: str) -> None:
     help="Inference backend; auto picks the best available for the bundle.",
 )
 @click.option(
+    "--board",
     "--device",
     "device_name",
     default=None,
     help="Board config (name from `edgedepth devices` or a YAML path): engine choice, CSI pipeline, "
-    "camera intrinsics.",
+    "camera intrinsics; `board:` in --config. --device is the older name.",
 )
 @click.option(
     "--threads",
