@@ -43,6 +43,8 @@ from edgedepth.runtime.stats import LoopStats, StatsReporter
 log = logging.getLogger(__name__)
 
 _STOP = object()
+PREFETCH_FILE = 3  # preprocessed frames that may wait for inference from a non-live source
+POST_QUEUE = 2  # inference results that may wait for postprocessing
 
 
 class BufferPool:
@@ -124,10 +126,17 @@ class DepthLoop:
         self.on_result = on_result
         self.evaluate = evaluate
         self._pre: Preprocessing = backend.info.preprocessing
-        self._pool = BufferPool(backend.input_shape, buffers)
-        self._infer_q: "queue.Queue" = queue.Queue(maxsize=1)
-        self._ready = threading.Semaphore(1)  # released when the inference thread takes a frame
-        self._post_q: "queue.Queue" = queue.Queue(maxsize=1)
+        # Frames waiting for inference: one from a live source (a camera's newest frame is the one that
+        # matters), a few from a file or replayed clip, whose frames never go stale: the inference thread
+        # then always finds its next input ready, even when the other stages are briefly descheduled.
+        self.prefetch = 1 if source.live else PREFETCH_FILE
+        self._pool = BufferPool(backend.input_shape, buffers + self.prefetch - 1)
+        self._infer_q: "queue.Queue" = queue.Queue(maxsize=self.prefetch)
+        self._ready = threading.Semaphore(self.prefetch)  # released when the inference thread takes a frame
+        # Results waiting for postprocessing. Backends return views into a ring of `ring` output slots;
+        # one result in postprocessing plus POST_QUEUE waiting plus the one being written must fit in it
+        # (a backend with a smaller ring gets its outputs copied, see _infer_worker).
+        self._post_q: "queue.Queue" = queue.Queue(maxsize=POST_QUEUE)
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()
         self._pending_swap: Optional[_Swap] = None
@@ -285,6 +294,8 @@ class DepthLoop:
                 t0 = time.perf_counter()
                 depth, unc = backend.infer(batch)
                 infer_ms = (time.perf_counter() - t0) * 1000.0
+                if backend.ring < POST_QUEUE + 2:  # its output slots would be reused while still queued
+                    depth, unc = depth.copy(), unc.copy()
             except Exception as exc:  # a failing inference skips the frame; probation may roll back
                 self._pool.release(buf)
                 self._put(self._post_q, ("error", seq, frame, exc, self._generation))
