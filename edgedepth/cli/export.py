@@ -67,6 +67,20 @@ def _echo_lines(lines) -> None:
     help="The model's training data, DIR or DIR,DIR: ships appearance embeddings of up to 600 of its frames "
     "in the bundle so the live loop scores novelty against what the model was trained on.",
 )
+@click.option(
+    "--input-format",
+    type=click.Choice(["float-nchw", "uint8-hwc-bgr", "uint8-hwc-rgb"]),
+    default="float-nchw",
+    show_default=True,
+    help="float-nchw: normalised float input, preprocessed on the CPU. uint8-hwc-bgr/-rgb: the model takes "
+    "the camera's bytes (N,H,W,3) and resizes, reorders and normalises them inside the graph (GPU work "
+    "under TensorRT); see docs/export.md.",
+)
+@click.option(
+    "--input-size",
+    default=None,
+    help="Camera image size HEIGHTxWIDTH a uint8 input takes (any size; default: the model's --size).",
+)
 def export_cmd(
     checkpoint: str,
     out_dir: str,
@@ -78,12 +92,16 @@ def export_cmd(
     parity_frames: int,
     tolerance: float,
     reference_data: Optional[str],
+    input_format: str,
+    input_size: Optional[str],
 ) -> None:
     """Export a checkpoint to BUNDLE/model.onnx (FP32) and check it against PyTorch."""
     from edgedepth.export.onnx import export_onnx, parse_size
+    from edgedepth.runtime.sources import parse_size as parse_any_size
 
     report = export_onnx(
-        checkpoint, out_dir, parse_size(size), opset, device, dynamic_batch, data, parity_frames, tolerance
+        checkpoint, out_dir, parse_size(size), opset, device, dynamic_batch, data, parity_frames, tolerance,
+        input_format=input_format, input_size=parse_any_size(input_size) if input_size else None,
     )
     click.echo(
         f"wrote {report['path']} (opset {report['opset']}, input {report['input']}, "
