@@ -107,6 +107,7 @@ def lint_model(
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in mp.graph.node)
 
     _check_opset(mp, dev, has_qdq, out)
+    _check_input(mp, dev, out)
     _check_ops(mp, dev, out)
     if has_qdq:
         _check_precision_int8(dev, out)
@@ -150,6 +151,36 @@ def _check_opset(mp, dev: DeviceConfig, has_qdq: bool, out: List[Finding]) -> No
     used = {n.domain for n in mp.graph.node} - {"", "ai.onnx"}
     for domain in sorted(used):
         out.append(Finding("error", "domain", f"ops of domain '{domain}' need TensorRT plugins"))
+
+
+def _check_input(mp, dev: DeviceConfig, out: List[Finding]) -> None:
+    """A uint8 camera-image input (preprocessing inside the graph) needs a parser that takes UINT8."""
+    from edgedepth.modelmeta import KEY_INPUT
+    from edgedepth.preprocess import INPUT_NAME
+
+    vi = next((v for v in mp.graph.input if v.name == INPUT_NAME), None)
+    if vi is None or vi.type.tensor_type.elem_type != 2:  # not UINT8
+        return
+    meta = {p.key: p.value for p in mp.metadata_props}
+    spec = json.loads(meta.get(KEY_INPUT, "{}") or "{}")
+    dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+    pre_nodes = [n.op_type for n in mp.graph.node if n.name.startswith("preprocess/")]
+    if dev.trt_version < trt_ops.UINT8_INPUT_SINCE:
+        since = ".".join(str(v) for v in trt_ops.UINT8_INPUT_SINCE)
+        out.append(Finding("error", "uint8-input",
+                           f"input '{INPUT_NAME}' is uint8 {dims}: TensorRT {dev.tensorrt} on {dev.board} "
+                           f"cannot take a UINT8 network input (TensorRT {since}+ can); export this board's "
+                           "model with --input-format float-nchw"))
+        return
+    if not spec:
+        out.append(Finding("warning", "uint8-input",
+                           f"input '{INPUT_NAME}' is uint8 {dims} but the model has no 'edgedepth.input' "
+                           "metadata: the runtime will not know its camera size and channel order; re-export "
+                           "it with `edgedepth export --input-format`"))
+        return
+    out.append(Finding("info", "uint8-input",
+                       f"camera input uint8 {dims} {spec.get('channel_order', '?')}, preprocessing in the "
+                       f"graph on the GPU ({' -> '.join(pre_nodes) or 'no preprocess/ nodes'})"))
 
 
 def _check_ops(mp, dev: DeviceConfig, out: List[Finding]) -> None:

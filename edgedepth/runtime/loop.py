@@ -32,7 +32,7 @@ from typing import Callable, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from edgedepth.preprocess import Preprocessing
+from edgedepth.preprocess import InputSpec, Preprocessing
 from edgedepth.runtime.backends import Backend
 from edgedepth.runtime.capture import Source
 from edgedepth.runtime.postprocess import DepthResult, Postprocessor
@@ -126,11 +126,13 @@ class DepthLoop:
         self.on_result = on_result
         self.evaluate = evaluate
         self._pre: Preprocessing = backend.info.preprocessing
+        self._input: InputSpec = backend.info.input
         # Frames waiting for inference: one from a live source (a camera's newest frame is the one that
         # matters), a few from a file or replayed clip, whose frames never go stale: the inference thread
         # then always finds its next input ready, even when the other stages are briefly descheduled.
         self.prefetch = 1 if source.live else PREFETCH_FILE
-        self._pool = BufferPool(backend.input_shape, buffers + self.prefetch - 1)
+        pre = backend.info.preprocessing
+        self._pool = BufferPool((1, 3, pre.height, pre.width), buffers + self.prefetch - 1)
         self._infer_q: "queue.Queue" = queue.Queue(maxsize=self.prefetch)
         self._ready = threading.Semaphore(self.prefetch)  # released when the inference thread takes a frame
         # Results waiting for postprocessing. Backends return views into a ring of `ring` output slots;
@@ -211,21 +213,29 @@ class DepthLoop:
         )
 
     def _submit(self, frame: Frame) -> bool:
-        """Preprocess into a pooled buffer and hand it to the inference thread; False if skipped."""
-        pre = self._pre
-        shape = (1, 3, pre.height, pre.width)
-        buf = self._pool.acquire(shape, self._stop)
-        if buf is None:
-            return False
-        try:
-            pre.apply(frame.rgb, out=buf)
-        except Exception as exc:  # a malformed frame (wrong channels, zero size) is skipped
-            self._pool.release(buf)
-            self._frame_error(frame, "preprocessing", exc)
-            return False
+        """Preprocess into a pooled buffer and hand it to the inference thread; False if skipped.
+        A model with preprocessing in its graph gets the frame's own bytes (a view, no copy)."""
+        pre, spec = self._pre, self._input
+        if spec.is_uint8:
+            try:
+                batch = spec.pack(frame.rgb, bgr=frame.bgr)
+            except Exception as exc:  # a malformed frame (wrong channels, zero size) is skipped
+                self._frame_error(frame, "preprocessing", exc)
+                return False
+            buf = None
+        else:
+            buf = self._pool.acquire((1, 3, pre.height, pre.width), self._stop)
+            if buf is None:
+                return False
+            try:
+                batch = pre.apply(frame.rgb, out=buf)
+            except Exception as exc:  # a malformed frame (wrong channels, zero size) is skipped
+                self._pool.release(buf)
+                self._frame_error(frame, "preprocessing", exc)
+                return False
         seq = self.submitted
         self.submitted += 1
-        self._put(self._infer_q, (seq, frame, buf, pre))
+        self._put(self._infer_q, (seq, frame, batch, buf, (pre, spec)))
         return True
 
     @staticmethod
@@ -264,6 +274,7 @@ class DepthLoop:
         self.backend = swap.backend
         self._generation += 1
         self._pre = swap.backend.info.preprocessing
+        self._input = swap.backend.info.input
         self._set_labels(swap.backend)
         self.stats.count("backend_swaps")
         if self.collector is not None:
@@ -283,13 +294,13 @@ class DepthLoop:
             if item is _STOP:
                 self._put(self._post_q, _STOP)
                 return
-            seq, frame, buf, pre = item
+            seq, frame, batch, buf, made_for = item
             try:
                 self._apply_swap()
                 backend = self.backend
-                batch = buf
-                bpre = backend.info.preprocessing
-                if pre is not bpre and (pre != bpre or buf.shape != backend.input_shape):
+                info = backend.info
+                if (made_for[0] is not info.preprocessing or made_for[1] is not info.input) and (
+                        made_for != (info.preprocessing, info.input) or batch.shape != backend.input_shape):
                     batch = self._repreprocess(frame, backend)  # frame in flight across a model swap
                 t0 = time.perf_counter()
                 depth, unc = backend.infer(batch)
@@ -297,16 +308,21 @@ class DepthLoop:
                 if backend.ring < POST_QUEUE + 2:  # its output slots would be reused while still queued
                     depth, unc = depth.copy(), unc.copy()
             except Exception as exc:  # a failing inference skips the frame; probation may roll back
-                self._pool.release(buf)
+                if buf is not None:
+                    self._pool.release(buf)
                 self._put(self._post_q, ("error", seq, frame, exc, self._generation))
                 continue
-            self._pool.release(buf)
+            if buf is not None:
+                self._pool.release(buf)
             self._put(self._post_q, ("ok", seq, frame, depth, unc, infer_ms, backend, self._generation))
 
     def _repreprocess(self, frame: Frame, backend: Backend) -> np.ndarray:
+        info = backend.info
+        if info.input.is_uint8:
+            return info.input.pack(frame.rgb, bgr=frame.bgr)
         if self._swap_buf is None or self._swap_buf.shape != backend.input_shape:
             self._swap_buf = np.empty(backend.input_shape, dtype=np.float32)
-        return backend.info.preprocessing.apply(frame.rgb, out=self._swap_buf)
+        return info.preprocessing.apply(frame.rgb, out=self._swap_buf)
 
     # -- postprocessing thread ----------------------------------------------------------------------
     def _post_worker(self) -> None:

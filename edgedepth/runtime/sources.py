@@ -53,6 +53,7 @@ class Frame:
     pose: Optional[np.ndarray] = None  # 4x4 camera-to-world, metres
     domain: Optional[str] = None
     extra: Dict[str, object] = field(default_factory=dict)
+    bgr: Optional[np.ndarray] = None  # the same image in OpenCV's order, when the source read it so
 
 
 class RawSource:
@@ -260,7 +261,8 @@ class OpenCVSource(RawSource):
             t = pos / 1000.0 if pos and pos > 0 else self.index / (self.fps or 30.0)
         else:
             t = captured
-        frame = Frame(rgb=rgb, index=self.index, t=t, captured=captured, wall_time=wall)
+        frame = Frame(rgb=rgb, index=self.index, t=t, captured=captured, wall_time=wall,
+                      bgr=bgr if bgr.ndim == 3 and bgr.shape[2] == 3 else None)
         self.index += 1
         return frame
 

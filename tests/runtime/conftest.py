@@ -71,8 +71,3 @@ def onnx_factory():
     """export_tiny_onnx itself, for tests that need another size or version."""
     return export_tiny_onnx
 
-
-@pytest.fixture(autouse=True)
-def _backend_choice_cache(tmp_path_factory, monkeypatch):
-    """`--backend auto` caches its measurements; tests keep them out of the home directory."""
-    monkeypatch.setenv("EDGEDEPTH_CACHE", str(tmp_path_factory.mktemp("edgedepth-cache")))

@@ -91,10 +91,11 @@ class OrtBackend(Backend):
         self.name = {"TensorrtExecutionProvider": "ort-trt", "CUDAExecutionProvider": "ort-cuda"}.get(
             self.providers[0], "ort-cpu"
         )
+        self._in_shape, self._in_dtype = self.input_shape, np.dtype(self.input_dtype)
         self._check_io()
         self.ring = max(2, int(ring))
-        shape = self.input_shape
-        out_shape = (shape[0], 1, shape[2], shape[3])
+        pre = self.info.preprocessing
+        out_shape = (1, 1, pre.height, pre.width)
         self._outputs: List[Tuple[np.ndarray, np.ndarray]] = [
             (np.empty(out_shape, np.float32), np.empty(out_shape, np.float32)) for _ in range(self.ring)
         ]
@@ -118,17 +119,19 @@ class OrtBackend(Backend):
                 "`edgedepth export`"
             )
         dims = inputs[INPUT_NAME].shape
-        pre = self.info.preprocessing
-        fixed = [d for d in dims[2:] if isinstance(d, int)]
-        if len(dims) != 4 or (len(fixed) == 2 and tuple(fixed) != (pre.height, pre.width)):
+        want = self.input_shape
+        expected_type = "tensor(uint8)" if self.info.input.is_uint8 else "tensor(float)"
+        fixed = [(d, w) for d, w in zip(dims[1:], want[1:]) if isinstance(d, int)]
+        if len(dims) != 4 or any(d != w for d, w in fixed) or inputs[INPUT_NAME].type != expected_type:
             raise ModelError(
-                f"{self.model_path}: input shape {dims} does not match its metadata "
-                f"({pre.height}x{pre.width}); re-export it"
+                f"{self.model_path}: input {inputs[INPUT_NAME].type} {dims} does not match its metadata "
+                f"({self.info.input.format}, {want}); re-export it"
             )
 
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        if batch.dtype != np.float32 or batch.shape != self.input_shape:
-            raise ModelError(f"input must be float32 {self.input_shape}, got {batch.dtype} {batch.shape}")
+        if batch.dtype != self._in_dtype or batch.shape != self._in_shape:
+            raise ModelError(f"input must be {self._in_dtype.name} {self._in_shape}, got "
+                             f"{batch.dtype} {batch.shape}")
         slot = self._slot
         self._slot = (slot + 1) % self.ring
         if self._binding is None:

@@ -174,8 +174,7 @@ class TrtBackend(Backend):
 
     def _setup_tensors(self) -> None:
         trt, cuda = self._trt, self._cuda
-        pre = self.info.preprocessing
-        in_shape = (1, 3, pre.height, pre.width)
+        in_shape = self.input_shape  # (1,H,W,3) uint8 for a model that preprocesses inside its graph
         specs = []
         if self._v3:
             for i in range(self.engine.num_io_tensors):
