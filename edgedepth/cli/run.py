@@ -293,6 +293,10 @@ def run(
         f"model input {pre.height}x{pre.width}; depth output is metric, in metres "
         f"(range {pre.min_depth:g}-{pre.max_depth:g} m)"
     )
+    if be.info.input.is_uint8:
+        spec = be.info.input
+        _echo(f"the model takes the camera's bytes: uint8 {spec.height}x{spec.width} "
+              f"{'BGR' if spec.bgr else 'RGB'}, resized and normalised inside its graph")
     be.warmup(2)
     post = Postprocessor(confidence_threshold, min_confident_fraction)
     fixed_K = None
