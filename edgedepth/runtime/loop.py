@@ -26,6 +26,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
@@ -44,28 +45,28 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 PREFETCH_FILE = 8  # preprocessed frames that may wait for inference from a non-live source
-POST_QUEUE = 6  # inference results that may wait for postprocessing, at most (see __init__)
+POST_QUEUE = 1  # inference results that may wait for postprocessing (more would delay a rollback)
 
 
 class BufferPool:
-    """A fixed number of (1,3,H,W) float32 input buffers; a size change (model swap) replaces them lazily."""
+    """Reused (1,3,H,W) float32 input buffers. There are as many as can be in flight at once (waiting,
+    in inference, being filled), so taking one never waits; a size change (model swap) or an unexpected
+    shortage allocates a new one. A deque: append/pop are atomic, no lock or condition per frame."""
 
     def __init__(self, shape, count: int = 3):
-        self.free: "queue.Queue[np.ndarray]" = queue.Queue()
-        for _ in range(max(2, int(count))):
-            self.free.put(np.empty(shape, dtype=np.float32))
+        self.free: "deque[np.ndarray]" = deque(
+            np.empty(shape, dtype=np.float32) for _ in range(max(2, count))
+        )
 
-    def acquire(self, shape, stop: threading.Event) -> Optional[np.ndarray]:
-        while not stop.is_set():
-            try:
-                buf = self.free.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            return buf if buf.shape == tuple(shape) else np.empty(shape, dtype=np.float32)
-        return None
+    def acquire(self, shape, stop: Optional[threading.Event] = None) -> np.ndarray:
+        try:
+            buf = self.free.pop()
+        except IndexError:
+            return np.empty(shape, dtype=np.float32)
+        return buf if buf.shape == tuple(shape) else np.empty(shape, dtype=np.float32)
 
     def release(self, buf: np.ndarray) -> None:
-        self.free.put(buf)
+        self.free.append(buf)
 
 
 @dataclass
@@ -134,11 +135,14 @@ class DepthLoop:
         pre = backend.info.preprocessing
         self._pool = BufferPool((1, 3, pre.height, pre.width), buffers + self.prefetch - 1)
         self._infer_q: "queue.Queue" = queue.Queue(maxsize=self.prefetch)
-        self._ready = threading.Semaphore(self.prefetch)  # released when the inference thread takes a frame
-        # Results waiting for postprocessing. Backends return views into a ring of `ring` output slots;
-        # one result in postprocessing plus those waiting plus the one being written must fit in it
-        # (a backend swapped in with a smaller ring gets its outputs copied, see _infer_worker).
-        self._post_depth = max(1, min(POST_QUEUE, int(getattr(backend, "ring", 4)) - 2))
+        # a live source is captured only once inference took the previous frame (its newest frame is the
+        # one to process); a non-live one just blocks on the full queue
+        self._ready = threading.Semaphore(1) if source.live else None
+        # Results waiting for postprocessing: one, so a failed health check rolls back within a few
+        # frames. Backends return views into a ring of `ring` output slots; the result in
+        # postprocessing, the one waiting and the one being written must fit in it (a backend with
+        # fewer slots gets its outputs copied, see _infer_worker).
+        self._post_depth = POST_QUEUE
         self._post_q: "queue.Queue" = queue.Queue(maxsize=self._post_depth)
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()
@@ -182,13 +186,14 @@ class DepthLoop:
                 if self.max_frames is not None and self.submitted >= self.max_frames:
                     self.stop("--max-frames reached")
                     break
-                # Capture only once the inference stage has taken the previous frame: a live source
+                # Capture a live source only once the inference stage has taken the previous frame: it
                 # then hands us its newest frame, and at most one preprocessed frame ever waits.
-                if not self._ready.acquire(timeout=0.1):
+                ready = self._ready
+                if ready is not None and not ready.acquire(timeout=0.1):
                     continue
                 frame = source.capture(timeout=0.1)
-                if frame is None or not self._submit(frame):
-                    self._ready.release()
+                if (frame is None or not self._submit(frame)) and ready is not None:
+                    ready.release()
         finally:
             if not self.stop_reason:
                 self.stop_reason = "end of stream" if not source.is_streaming() else "stopped"
@@ -225,9 +230,7 @@ class DepthLoop:
                 return False
             buf = None
         else:
-            buf = self._pool.acquire((1, 3, pre.height, pre.width), self._stop)
-            if buf is None:
-                return False
+            buf = self._pool.acquire((1, 3, pre.height, pre.width))
             try:
                 batch = pre.apply(frame.rgb, out=buf)
             except Exception as exc:  # a malformed frame (wrong channels, zero size) is skipped
@@ -267,6 +270,8 @@ class DepthLoop:
 
     # -- inference thread ---------------------------------------------------------------------------
     def _apply_swap(self) -> None:
+        if self._pending_swap is None:  # the common case, without taking the lock
+            return
         with self._swap_lock:
             swap, self._pending_swap = self._pending_swap, None
         if swap is None:
@@ -291,7 +296,8 @@ class DepthLoop:
     def _infer_worker(self) -> None:
         while True:
             item = self._infer_q.get()
-            self._ready.release()
+            if self._ready is not None:
+                self._ready.release()
             if item is _STOP:
                 self._put(self._post_q, _STOP)
                 return

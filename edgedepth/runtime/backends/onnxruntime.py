@@ -60,7 +60,7 @@ class OrtBackend(Backend):
         threads: Optional[int] = None,
         io_binding: bool = True,
         spin: Optional[bool] = None,
-        ring: int = 8,  # output slots: results the loop may still hold while the next frames run
+        ring: int = 4,
     ):
         import onnxruntime as ort
 
