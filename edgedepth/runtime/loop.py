@@ -10,9 +10,11 @@ It reads like jetson-inference's depthnet.py::
 
 Capture runs in its own thread (latest-frame semantics, see capture.py); inference runs in a second
 thread (onnxruntime and TensorRT release the GIL) and postprocessing, selection and sinks in a third, so
-the three stages of neighbouring frames overlap. Queues between stages hold one item: nothing piles up.
-Input buffers come from a fixed pool (Preprocessing.apply(out=...)); backends write outputs into their
-own preallocated rings. One bad frame is logged and counted, never fatal.
+the three stages of neighbouring frames overlap. Queues between stages hold one item for a live source,
+so nothing piles up; a file (non-live) may have a few preprocessed frames waiting, so inference never
+waits for a briefly descheduled stage. Input buffers come from a fixed pool (Preprocessing.apply(out=...));
+a model with preprocessing inside its graph (uint8 input) gets the frame's own bytes instead. Backends
+write outputs into their own preallocated rings. One bad frame is logged and counted, never fatal.
 
 Model updates: `swap_backend(new, health_check=...)` takes effect before the next inference. With a
 health check (an object with `observe(depth, latency_ms) -> verdict or None`, e.g.
