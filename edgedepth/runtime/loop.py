@@ -140,6 +140,8 @@ class DepthLoop:
         # a live source is captured only once inference took the previous frame (its newest frame is the
         # one to process); a non-live one just blocks on the full queue
         self._ready = threading.Semaphore(1) if source.live else None
+        self._room = threading.Event()  # non-live: set when the queue has drained to `_low_water`
+        self._low_water = self.prefetch // 2
         # Results waiting for postprocessing: one, so a failed health check rolls back within a few
         # frames. Backends return views into a ring of `ring` output slots; the result in
         # postprocessing, the one waiting and the one being written must fit in it (a backend with
@@ -242,7 +244,19 @@ class DepthLoop:
         seq = self.submitted
         self.submitted += 1
         self._put(self._infer_q, (seq, frame, batch, buf, (pre, spec)))
+        if self._ready is None:
+            self._wait_for_room()
         return True
+
+    def _wait_for_room(self) -> None:
+        """Non-live sources: once the queue is full, wait until inference has drained it to half, so the
+        two threads wake each other once per few frames instead of on every frame."""
+        q = self._infer_q
+        if q.qsize() < self.prefetch:
+            return
+        self._room.clear()
+        while q.qsize() > self._low_water and not self._stop.is_set():
+            self._room.wait(0.1)
 
     @staticmethod
     def _put(q: "queue.Queue", item) -> None:
@@ -300,6 +314,8 @@ class DepthLoop:
             item = self._infer_q.get()
             if self._ready is not None:
                 self._ready.release()
+            elif self._infer_q.qsize() <= self._low_water and not self._room.is_set():
+                self._room.set()
             if item is _STOP:
                 self._put(self._post_q, _STOP)
                 return
