@@ -18,6 +18,10 @@ from edgedepth.devices import DeviceConfig, load_device, parser_max_opset
 from edgedepth.errors import DataError, ModelError, require
 
 FP16_MAX = 65504.0
+# UINT8 network inputs (a camera image with preprocessing inside the graph, `edgedepth export
+# --input-format uint8-hwc-*`): TensorRT 8.2's parser refuses them ("Unsupported ONNX data type: UINT8");
+# 8.5 added UINT8 as a network I/O type consumed by a cast (from memory of the 8.5 release notes).
+UINT8_INPUT_SINCE = (8, 5)
 _DTYPE_NAMES = {
     1: "FLOAT",
     2: "UINT8",
@@ -165,8 +169,8 @@ def _check_input(mp, dev: DeviceConfig, out: List[Finding]) -> None:
     spec = json.loads(meta.get(KEY_INPUT, "{}") or "{}")
     dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
     pre_nodes = [n.op_type for n in mp.graph.node if n.name.startswith("preprocess/")]
-    if dev.trt_version < trt_ops.UINT8_INPUT_SINCE:
-        since = ".".join(str(v) for v in trt_ops.UINT8_INPUT_SINCE)
+    if dev.trt_version < UINT8_INPUT_SINCE:
+        since = ".".join(str(v) for v in UINT8_INPUT_SINCE)
         out.append(Finding("error", "uint8-input",
                            f"input '{INPUT_NAME}' is uint8 {dims}: TensorRT {dev.tensorrt} on {dev.board} "
                            f"cannot take a UINT8 network input (TensorRT {since}+ can); export this board's "

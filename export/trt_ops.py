@@ -40,12 +40,6 @@ QDQ_TYPES: Tuple[Tuple[Tuple[int, int], FrozenSet[int]], ...] = (
 )
 
 
-# UINT8 network inputs (a camera image with preprocessing inside the graph, `edgedepth export
-# --input-format uint8-hwc-*`): TensorRT 8.2's parser refuses them ("Unsupported ONNX data type: UINT8");
-# 8.5 added UINT8 as a network I/O type consumed by a cast (from memory of the 8.5 release notes).
-UINT8_INPUT_SINCE: Tuple[int, int] = (8, 5)
-
-
 def _pick(table, version: Tuple[int, ...]):
     chosen = table[0][1]
     for since, value in table:
