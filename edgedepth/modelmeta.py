@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from edgedepth.errors import ModelError
-from edgedepth.preprocess import OUTPUT_DOC, Preprocessing
+from edgedepth.errors import EdgeDepthError, ModelError
+from edgedepth.preprocess import OUTPUT_DOC, InputSpec, Preprocessing
 
 KEY_PREPROCESSING = "edgedepth.preprocessing"  # JSON of Preprocessing.to_dict()
 KEY_MODEL = "edgedepth.model"  # JSON: name, version, size, checkpoint_sha256, training_round
 KEY_OUTPUTS = "edgedepth.outputs"  # JSON: output name -> meaning and units
 KEY_FORMAT = "edgedepth.format"
+KEY_INPUT = "edgedepth.input"  # JSON of InputSpec.to_dict(); absent = float-nchw (preprocessed on the CPU)
 FORMAT_VERSION = "1"
 
 
@@ -32,6 +33,12 @@ class ModelInfo:
     checkpoint_sha256: str = ""
     training_round: int = 0
     extra: Dict[str, str] = field(default_factory=dict)
+    input: InputSpec = field(default_factory=InputSpec)
+
+    @property
+    def input_shape(self):
+        """Batch-1 shape of the model file's input tensor."""
+        return self.input.shape(self.preprocessing)
 
     def to_metadata_props(self) -> Dict[str, str]:
         ident = {"name": self.name, "version": self.version, "size": self.size,
@@ -42,6 +49,8 @@ class ModelInfo:
             KEY_MODEL: json.dumps(ident, sort_keys=True),
             KEY_OUTPUTS: json.dumps(OUTPUT_DOC, sort_keys=True),
         }
+        if self.input.is_uint8:
+            props[KEY_INPUT] = json.dumps(self.input.to_dict(), sort_keys=True)
         props.update(self.extra)
         return props
 
@@ -55,9 +64,10 @@ class ModelInfo:
         try:
             pre = Preprocessing.from_json(props[KEY_PREPROCESSING])
             ident = json.loads(props.get(KEY_MODEL, "{}"))
-        except (ValueError, TypeError) as exc:
+            spec = InputSpec.from_dict(json.loads(props[KEY_INPUT])) if KEY_INPUT in props else InputSpec()
+        except (ValueError, TypeError, EdgeDepthError) as exc:
             raise ModelError(f"{source} has unreadable edgedepth metadata ({exc}); re-export it") from exc
-        known = {KEY_PREPROCESSING, KEY_MODEL, KEY_OUTPUTS, KEY_FORMAT}
+        known = {KEY_PREPROCESSING, KEY_MODEL, KEY_OUTPUTS, KEY_FORMAT, KEY_INPUT}
         return cls(
             preprocessing=pre,
             name=str(ident.get("name", "edgedepth")),
@@ -66,6 +76,7 @@ class ModelInfo:
             checkpoint_sha256=str(ident.get("checkpoint_sha256", "")),
             training_round=int(ident.get("training_round", 0)),
             extra={k: v for k, v in props.items() if k not in known},
+            input=spec,
         )
 
 

@@ -20,6 +20,10 @@ from edgedepth.errors import DataError, ModelError
 from edgedepth.onnxgraph import WEIGHTED_OPS, float_weighted_layers, read_model
 
 FP16_MAX = 65504.0
+# UINT8 network inputs (a camera image with preprocessing inside the graph, `edgedepth export
+# --input-format uint8-hwc-*`): TensorRT 8.2's parser refuses them ("Unsupported ONNX data type: UINT8");
+# 8.5 added UINT8 as a network I/O type consumed by a cast (from memory of the 8.5 release notes).
+UINT8_INPUT_SINCE = (8, 5)
 _DTYPE_NAMES = {
     1: "FLOAT",
     2: "UINT8",
@@ -101,6 +105,7 @@ def lint_model(
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in mp.graph.node)
 
     _check_opset(mp, dev, has_qdq, out)
+    _check_input(mp, dev, out)
     _check_ops(mp, dev, out)
     if has_qdq:
         _check_precision_int8(dev, out)
@@ -145,6 +150,36 @@ def _check_opset(mp, dev: DeviceConfig, has_qdq: bool, out: List[Finding]) -> No
     used = {n.domain for n in mp.graph.node} - {"", "ai.onnx"}
     for domain in sorted(used):
         out.append(Finding("error", "domain", f"ops of domain '{domain}' need TensorRT plugins"))
+
+
+def _check_input(mp, dev: DeviceConfig, out: List[Finding]) -> None:
+    """A uint8 camera-image input (preprocessing inside the graph) needs a parser that takes UINT8."""
+    from edgedepth.modelmeta import KEY_INPUT
+    from edgedepth.preprocess import INPUT_NAME
+
+    vi = next((v for v in mp.graph.input if v.name == INPUT_NAME), None)
+    if vi is None or vi.type.tensor_type.elem_type != 2:  # not UINT8
+        return
+    meta = {p.key: p.value for p in mp.metadata_props}
+    spec = json.loads(meta.get(KEY_INPUT, "{}") or "{}")
+    dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+    pre_nodes = [n.op_type for n in mp.graph.node if n.name.startswith("preprocess/")]
+    if dev.trt_version < UINT8_INPUT_SINCE:
+        since = ".".join(str(v) for v in UINT8_INPUT_SINCE)
+        out.append(Finding("error", "uint8-input",
+                           f"input '{INPUT_NAME}' is uint8 {dims}: TensorRT {dev.tensorrt} on {dev.board} "
+                           f"cannot take a UINT8 network input (TensorRT {since}+ can); export this board's "
+                           "model with --input-format float-nchw"))
+        return
+    if not spec:
+        out.append(Finding("warning", "uint8-input",
+                           f"input '{INPUT_NAME}' is uint8 {dims} but the model has no 'edgedepth.input' "
+                           "metadata: the runtime will not know its camera size and channel order; re-export "
+                           "it with `edgedepth export --input-format`"))
+        return
+    out.append(Finding("info", "uint8-input",
+                       f"camera input uint8 {dims} {spec.get('channel_order', '?')}, preprocessing in the "
+                       f"graph on the GPU ({' -> '.join(pre_nodes) or 'no preprocess/ nodes'})"))
 
 
 def _check_ops(mp, dev: DeviceConfig, out: List[Finding]) -> None:

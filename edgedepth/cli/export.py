@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import click
 
@@ -70,6 +70,21 @@ def _echo_lines(lines) -> None:
     help="The model's training data, DIR or DIR,DIR: ships appearance embeddings of up to 600 of its frames "
     "in the bundle so the live loop scores novelty against what the model was trained on.",
 )
+@click.option(
+    "--input-format",
+    type=click.Choice(["float-nchw", "uint8-hwc-bgr", "uint8-hwc-rgb"]),
+    default="float-nchw",
+    show_default=True,
+    help="float-nchw: normalised float input, preprocessed on the CPU. uint8-hwc-bgr/-rgb: the model takes "
+    "the camera's bytes (N,H,W,3) and resizes, reorders and normalises them inside the graph (GPU work "
+    "under TensorRT); see docs/export.md.",
+)
+@click.option(
+    "--input-size",
+    default=None,
+    type=Size(),
+    help="Camera image size HEIGHTxWIDTH a uint8 input takes (any size; default: the model's --size).",
+)
 def export_cmd(
     checkpoint: str,
     out_dir: str,
@@ -81,13 +96,15 @@ def export_cmd(
     parity_frames: int,
     tolerance: float,
     reference_data: Optional[str],
+    input_format: str,
+    input_size: Optional[Tuple[int, int]],
 ) -> None:
     """Export a checkpoint to BUNDLE/model.onnx (FP32) and check it against PyTorch."""
     from edgedepth.export.onnx import export_onnx
 
     report = export_onnx(
         checkpoint, out_dir, size, opset, device, dynamic_batch, data,
-        parity_frames, tolerance,
+        parity_frames, tolerance, input_format=input_format, input_size=input_size,
     )
     click.echo(
         f"wrote {report['path']} (opset {report['opset']}, input {report['input']}, "

@@ -110,7 +110,7 @@ def build_pipeline(settings: DeviceSettings, echo: Echo = log.info) -> Pipeline:
 
 
 def _build(settings: DeviceSettings, run, echo: Echo, closers: List[Callable[[], None]]) -> Pipeline:
-    from edgedepth.runtime.backends import load_backend
+    from edgedepth.runtime.backend_choice import load_for_run
     from edgedepth.runtime.capture import open_source
     from edgedepth.runtime.loop import DepthLoop
     from edgedepth.runtime.postprocess import Postprocessor
@@ -128,9 +128,13 @@ def _build(settings: DeviceSettings, run, echo: Echo, closers: List[Callable[[],
 
         threads = pipeline_threads()
 
-    be = load_backend(run.model, backend=run.backend, device=device, threads=threads)
+    be = load_for_run(run.model, backend=run.backend, device=device, threads=threads)
     closers.append(be.close)
     echo(f"backend: {be.describe()} - {be.reason or 'requested'}")
+    if be.info.input.is_uint8:
+        spec = be.info.input
+        echo(f"the model takes the camera's bytes: uint8 {spec.height}x{spec.width} "
+             f"{'BGR' if spec.bgr else 'RGB'}, resized and normalised inside its graph")
     pre = be.info.preprocessing
     echo(f"model input {pre.height}x{pre.width}; depth output is metric, in metres "
          f"(range {pre.min_depth:g}-{pre.max_depth:g} m)")
@@ -222,7 +226,7 @@ def _selector(settings: DeviceSettings, pre, backend, echo: Echo):
 def _watcher(settings: DeviceSettings, loop, device, threads: int, echo: Echo):
     """Polls the registry for newer promoted versions and swaps them into the loop (not started yet)."""
     from edgedepth.registry.updater import ModelUpdater, installed_version
-    from edgedepth.runtime.backends import load_backend
+    from edgedepth.runtime.backend_choice import load_for_run
     from edgedepth.runtime.updates import RegistryWatcher
 
     run = settings.run
@@ -232,7 +236,7 @@ def _watcher(settings: DeviceSettings, loop, device, threads: int, echo: Echo):
     updater = ModelUpdater(run.registry, run.public_key, cache, current_version=current,
                            poll_every_s=poll_every_s)
     watcher = RegistryWatcher(
-        loop, updater, lambda path: load_backend(path, backend=run.backend, device=device, threads=threads),
+        loop, updater, lambda path: load_for_run(path, backend=run.backend, device=device, threads=threads),
         echo=echo,
     )
     echo(f"updates: polling {run.registry} every {poll_every_s:g} s (running version {current or 'unknown'})")

@@ -165,3 +165,27 @@ def test_gate_without_ground_truth_bounds_the_deviation_from_fp32():
     assert decide(fp, {"d1": 1.0, "abs_rel": 0.01})["passed"]
     d = decide(fp, {"d1": 1.0, "abs_rel": 0.06})
     assert not d["passed"] and "against the FP32 output is 6.00%" in d["reasons"][0]
+
+
+def test_calibration_feeds_camera_bytes_to_a_uint8_input_model(tmp_path, tiny_ckpt, frames_dir):
+    """A model with preprocessing in its graph is calibrated and gated on uint8 camera frames."""
+    import onnx
+    from edgedepth.calibrate.pipeline import calibrate_model
+    from edgedepth.export.lint import lint_model
+    from edgedepth.export.onnx import export_onnx
+
+    from edgedepth.modelmeta import read_onnx_info
+
+    export_onnx(str(tiny_ckpt), str(tmp_path), opset=13, data=str(frames_dir), parity_frames=4,
+                input_format="uint8-hwc-bgr", input_size=(128, 128))
+    report = calibrate_model(str(tmp_path / "model.onnx"), str(frames_dir), "trt", "minmax", n_frames=12)
+    sec = report["targets"]["trt"]
+    assert report["input_format"] == "uint8-hwc-bgr"
+    assert sec["written"] and sec["gate_passed"], sec["methods"]["minmax"]["gate"]
+    int8 = tmp_path / bundle.MODEL_INT8_TRT
+    mp = onnx.load(str(int8))
+    assert mp.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert read_onnx_info(str(int8)).input.format == "uint8-hwc-bgr"
+    lo, hi = report["activation_ranges"]["preprocess/float"]  # the graph's cast of the camera bytes
+    assert 0 <= lo and 1 < hi <= 255  # calibrated on raw bytes, not on normalised floats
+    assert lint_model(str(int8), "orin-nano-8gb").ok
