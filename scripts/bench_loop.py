@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgedepth.bench.machine import usable_cores  # noqa: E402
+from edgedepth.machine import usable_cores  # noqa: E402
 from edgedepth.metrics import spearman  # noqa: E402
 from edgedepth.runtime.backends import load_backend  # noqa: E402
 from edgedepth.runtime.backends.onnxruntime import pipeline_threads  # noqa: E402

@@ -65,7 +65,7 @@ def current_commit(repo: Path = REPO) -> Optional[str]:
 
 def describe_machine() -> str:
     """One line: CPU model and usable cores, GPUs (or none), OS."""
-    from edgedepth.bench.machine import cpu_model, gpus, usable_cores
+    from edgedepth.machine import cpu_model, gpus, usable_cores
 
     gpu = ", ".join(gpus()) or "no GPU"
     return f"{cpu_model()}, {usable_cores()} cores, {gpu}, {sys.platform}"

@@ -92,7 +92,7 @@ def int8_cpu_gate(bundle: Path) -> Tuple[bool, str]:
 
 def machine_key(threads: Optional[int]) -> Dict[str, object]:
     """What makes a timing valid on this machine only."""
-    from edgedepth.bench.machine import cpu_model, gpus, library_versions, usable_cores
+    from edgedepth.machine import cpu_model, gpus, library_versions, usable_cores
 
     libs = library_versions()
     return {

@@ -19,7 +19,7 @@ import numpy as np
 
 from edgedepth.runtime.pointcloud import result_intrinsics
 from edgedepth.runtime.postprocess import DepthResult
-from edgedepth.runtime.sinks import Sink
+from edgedepth.runtime.sink_base import Sink
 
 log = logging.getLogger(__name__)
 

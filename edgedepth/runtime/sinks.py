@@ -21,6 +21,7 @@ from edgedepth.preprocess import resize_depth
 from edgedepth.runtime.collect import depth_to_png_mm
 from edgedepth.runtime.pointcloud import depth_to_points, result_intrinsics, write_ply
 from edgedepth.runtime.postprocess import DepthResult
+from edgedepth.runtime.sink_base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +125,6 @@ def stats_overlay_line(snap: Dict[str, object], result: Optional[DepthResult] = 
     if int(snap.get("frames", 0) or 0) < 2 or not (fps > 0 and np.isfinite(p50) and np.isfinite(infer)):
         return WARMING_UP + (f"  infer {result.infer_ms:.1f} ms" if result is not None else "")
     return f"{fps:.1f} fps  latency p50 {p50:.0f} ms  infer {infer:.1f} ms"
-
-
-class Sink:
-    wants_view = False  # needs the composed input | depth image
-
-    def write(self, result: DepthResult, view: Optional[np.ndarray]) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
 
 
 class DisplaySink(Sink):

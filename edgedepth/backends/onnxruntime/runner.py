@@ -15,9 +15,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedepth.backends.base import Backend
-from edgedepth.backends.onnxruntime.session import open_session, usable_cores
+from edgedepth.backends.onnxruntime.session import open_session
 from edgedepth.errors import ModelError
 from edgedepth.fsutil import file_sha256
+from edgedepth.machine import usable_cores
 from edgedepth.modelmeta import read_onnx_info
 from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY
 
