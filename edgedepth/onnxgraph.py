@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -119,6 +119,7 @@ class Model:
     ir_version: int = 0
     opset_import: List[OpsetId] = field(default_factory=list)
     graph: Graph = field(default_factory=Graph)
+    metadata: Dict[str, str] = field(default_factory=dict)  # metadata_props
 
 
 def _str(val: Any) -> str:
@@ -212,6 +213,9 @@ def read_model(path: str) -> Model:
             elif num == 8:
                 sub = {n: v for n, _sw, v in _fields(val)}
                 model.opset_import.append(OpsetId(_str(sub.get(1, b"")), int(sub.get(2, 0))))
+            elif num == 14:
+                sub = {n: v for n, _sw, v in _fields(val)}
+                model.metadata[_str(sub.get(1, b""))] = _str(sub.get(2, b""))
             elif num == 7:
                 g = model.graph
                 for gnum, _gw, gval in _fields(val):

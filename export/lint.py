@@ -158,11 +158,10 @@ def _check_input(mp, dev: DeviceConfig, out: List[Finding]) -> None:
     from edgedepth.preprocess import INPUT_NAME
 
     vi = next((v for v in mp.graph.input if v.name == INPUT_NAME), None)
-    if vi is None or vi.type.tensor_type.elem_type != 2:  # not UINT8
+    if vi is None or vi.elem_type != 2:  # not UINT8
         return
-    meta = {p.key: p.value for p in mp.metadata_props}
-    spec = json.loads(meta.get(KEY_INPUT, "{}") or "{}")
-    dims = [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+    spec = json.loads(mp.metadata.get(KEY_INPUT, "{}") or "{}")
+    dims = [d.dim_param or d.dim_value for d in vi.dims]
     pre_nodes = [n.op_type for n in mp.graph.node if n.name.startswith("preprocess/")]
     if dev.trt_version < UINT8_INPUT_SINCE:
         since = ".".join(str(v) for v in UINT8_INPUT_SINCE)

@@ -202,9 +202,10 @@ def _with_uint8_input(onnx, float_mp, info, export_meta: Dict[str, Any], spec: I
                       float_tmp: Path, data: Optional[str], parity_frames: int, tolerance: float):
     """Put preprocessing in front of the checked float graph, compare the result with the float pipeline
     on camera-size frames, and return (the uint8 graph's temp file, its report)."""
-    from edgedepth.calibrate.frames import get_frames
     from edgedepth.export.input_graph import add_uint8_input
     from edgedepth.export.parity import input_parity
+
+    from edgedepth.data.frames import get_frames
 
     mp = onnx.ModelProto()
     mp.CopyFrom(float_mp)

@@ -33,10 +33,10 @@ def checkpoint(args, work: Path):
         return Path(args.ckpt), f"checkpoint {args.ckpt}"
     import torch
     from edgedepth.export.onnx import parse_size
-    from edgedepth.models.registry import model_config
 
     from edgedepth.checkpoint import save_checkpoint
     from edgedepth.models import build_model
+    from edgedepth.models.catalog import model_config
     from edgedepth.preprocess import Preprocessing
 
     torch.manual_seed(0)
@@ -74,9 +74,9 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from edgedepth.calibrate.frames import get_frames
     from edgedepth.export.onnx import export_onnx
 
+    from edgedepth.data.frames import get_frames
     from edgedepth.modelmeta import read_onnx_info
     from edgedepth.runtime.sources import parse_size
 

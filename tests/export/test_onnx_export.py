@@ -98,9 +98,9 @@ def test_uint8_input_graph_matches_the_float_pipeline(tmp_path, tiny_ckpt, frame
     depth as the float model fed by edgedepth.preprocess."""
     import onnx
     import onnxruntime as ort
-    from edgedepth.calibrate.frames import load_frameset
     from edgedepth.export.onnx import export_onnx
 
+    from edgedepth.data.frames import load_frameset
     from edgedepth.modelmeta import read_onnx_info
 
     float_dir, _ = exported  # the same checkpoint exported with the float input, 64x64
