@@ -71,8 +71,9 @@ def test_cpu_target_measures_layer_types_and_reuses_ranges(calibrated, frames_di
     assert "trt" in report["targets"]  # both targets kept in one report
     if sec["written"]:
         mp = onnx.load(str(bdir / bundle.MODEL_INT8_CPU))
-        zps = [t for t in mp.graph.initializer if t.name.endswith("zero_point") and t.data_type == 2]
-        assert zps, "CPU layout uses uint8 activations"
+        zps = [t.data_type for t in mp.graph.initializer if t.name.endswith("zero_point")]
+        # which layer types stay quantized is chosen by measured speed (noisy); whatever is, is U8S8
+        assert all(dt in (2, 3) for dt in zps) and (2 in zps or not m["layout"].get("nodes_quantized"))
 
 
 def test_gate_refusal_writes_report_not_artifact(tmp_path, exported, frames_dir, monkeypatch):
