@@ -53,12 +53,14 @@ def ingest() -> None:
 @click.option("--server-name", default=None, help="Name in S3 manifest file names (default: host-pid).")
 @click.option("--manifest-every", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
               help="S3 store: seconds between manifests of newly stored items.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Server processes on this one address (uvicorn workers sharing the port and the store).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: Optional[str],
           key: Optional[str], auth_db: Optional[str], max_item_mb: float, rate: float, burst: float,
           read_timeout: float, min_upload_kbs: float, max_concurrent: int, min_free_mb: float,
-          server_name: Optional[str], manifest_every: float, log_level: str) -> None:
+          server_name: Optional[str], manifest_every: float, workers: int, log_level: str) -> None:
     """Run the ingest server (HTTPS with --cert/--key) until interrupted."""
     import logging
 
@@ -80,6 +82,11 @@ def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: O
                           read_timeout_s=read_timeout, min_upload_bytes_per_s=min_upload_kbs * 1024,
                           max_concurrent_uploads=max_concurrent, min_free_bytes=int(min_free_mb * (1 << 20)),
                           server_name=server_name, manifest_every_s=manifest_every)
+    if workers > 1:
+        from edgedepth.fleet.workers import serve_workers
+
+        serve_workers(config, workers, host=host, port=port, certfile=cert, keyfile=key, log_level=log_level)
+        return
     run_server(config, host=host, port=port, certfile=cert, keyfile=key, log_level=log_level)
 
 
