@@ -126,10 +126,11 @@ def _recipe_default(name: str):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--workers", type=int, default=2, show_default=True, help="Dataset decoding threads.")
+@click.option("--threads", type=int, default=None, help="torch threads (default: all cores).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train_round_cmd(round_dir: str, parent: str, out: str, base: Optional[str], regression_set: Optional[str],
                     target_sets, merge_set: Optional[str], protect_sets, seed: int, device: str, workers: int,
-                    no_progress: bool, **recipe) -> None:
+                    threads: Optional[int], no_progress: bool, **recipe) -> None:
     """Fine-tune the current model (--from) on ROUND with the recipe that keeps what it knew, then gate it.
 
     Trains on the parent's whole training set (from its lineage) plus every round so far, the new frames
@@ -147,7 +148,7 @@ def train_round_cmd(round_dir: str, parent: str, out: str, base: Optional[str], 
     result = train_round(round_dir, parent, out, FinetuneRecipe(**recipe), base=split_dirs(base),
                          regression_set=regression_set, target_sets=list(target_sets), merge_set=merge_set,
                          protect_sets=list(protect_sets), seed=seed, device=device, workers=workers,
-                         progress=not no_progress, say=click.echo)
+                         threads=threads, progress=not no_progress, say=click.echo)
     click.echo(result.gate.table())
     click.echo(f"candidate: {result.candidate}  record: {result.out / 'round.json'}")
     enforce(result.gate)
