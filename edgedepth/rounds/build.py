@@ -48,6 +48,7 @@ LABEL_KINDS = ("depth_gt", "depth_sensor")  # uploaded depth, best first
 VAL_DIR = "val"
 LINEAGE = "lineage.json"
 FORMAT = "edgedepth.round/1"
+DEDUPE_EXHAUSTIVE_MAX = 2000  # above this many frames, near-duplicates are found with a grid pre-filter
 
 
 @dataclass
@@ -133,7 +134,13 @@ def thumbnail(rgb: np.ndarray, size: int = 16) -> np.ndarray:
 
 
 def dedupe(embeddings: List[np.ndarray], scores: List[float], distance: float) -> List[int]:
-    """Indices to keep: greedy in descending score, dropping any frame within `distance` of a kept one."""
+    """Indices to keep: greedy in descending score, dropping any frame within `distance` of a kept one.
+
+    Large rounds use the grid-filtered search of edgedepth.rounds.dedupe (the same answer)."""
+    if len(embeddings) > DEDUPE_EXHAUSTIVE_MAX and embeddings[0].size == 256:
+        from edgedepth.rounds.dedupe import dedupe_fast
+
+        return dedupe_fast(embeddings, scores, distance)
     order = sorted(range(len(embeddings)), key=lambda i: (-scores[i], i))
     kept: List[int] = []
     kept_vecs = np.empty((len(embeddings), embeddings[0].size if embeddings else 0), np.float32)
