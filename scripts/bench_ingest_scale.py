@@ -249,7 +249,10 @@ def main() -> None:
             fleet(args, env, endpoint, s3, tmp)
     finally:
         moto.terminate()
-        moto.wait(timeout=10)
+        try:
+            moto.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            moto.kill()
 
 
 if __name__ == "__main__":

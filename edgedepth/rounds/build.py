@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from edgedepth.errors import ConfigError, DataError
+from edgedepth.fsutil import DeferredFsync
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +331,7 @@ def _collect(store, cfg: RoundConfig, teacher: Optional[Teacher], report: RoundR
     return out
 
 
+@DeferredFsync()  # thousands of frame files: one filesystem sync at the end instead of 4 fsyncs each
 def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = None) -> RoundReport:
     """Collect ingested frames from a store into a train/val dataset folder with lineage.json.
 
