@@ -225,6 +225,62 @@ def fleet(args, env, endpoint, s3, tmp) -> None:
     print(f"  every item stored exactly once: {'yes' if ok else 'NO'}")
 
 
+def profile(args, endpoint, s3, tmp) -> None:
+    """One ingest app in this process (starlette's TestClient, no sockets) with its stages timed: CPU
+    time (time.thread_time, in whichever thread a stage runs) and wall time per item."""
+    import functools
+    from collections import defaultdict
+
+    from starlette.testclient import TestClient
+
+    import edgedepth.fleet.server as server_mod
+    from edgedepth.fleet.server import IngestConfig, create_app
+    from edgedepth.fleet.store.s3 import S3Store
+    from edgedepth.s3 import S3Objects
+
+    totals: dict = defaultdict(lambda: [0.0, 0.0])
+    lock = threading.Lock()
+
+    def timed(label, fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **kw):
+            c0, t0 = time.thread_time(), time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                with lock:
+                    totals[label][0] += time.thread_time() - c0
+                    totals[label][1] += time.perf_counter() - t0
+        return wrapper
+
+    server_mod.parse_upload = timed("tar + metadata parsing", server_mod.parse_upload)
+    server_mod.check_contents = timed("image decode checks", server_mod.check_contents)
+    S3Store.has = timed("store.has (1 S3 HEAD)", S3Store.has)
+    S3Objects._put = timed("S3 PUTs (4 an item, summed)", S3Objects._put)
+    bucket = f"profile-{uuid.uuid4().hex[:6]}"
+    s3.create_bucket(Bucket=bucket)
+    token = DeviceRegistry(tmp / "profile.db").add_device("bench-cam")
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    bodies = [make_body(5_000_000 + i, width, height, "bench-cam") for i in range(args.profile)]
+    app = create_app(IngestConfig(store=f"s3://{bucket}/ingest", endpoint_url=endpoint,
+                                  auth_db=str(tmp / "profile.db"), rate_per_s=1e5, burst=1e5,
+                                  min_free_bytes=0, manifest_every_s=3600))
+    with TestClient(app) as client:
+        t0, c0, m0 = time.perf_counter(), self_cpu(), cpu_seconds(args.moto_pid)
+        for item_id, body in bodies:
+            r = client.post(f"/v1/items/{item_id}", content=body, headers={
+                "Authorization": f"Bearer {token}", "Content-Type": "application/x-tar",
+                "X-Edgedepth-Body-Sha256": hashlib.sha256(body).hexdigest()})
+            assert r.status_code == 201, r.text
+        wall, cpu, moto = time.perf_counter() - t0, self_cpu() - c0, cpu_seconds(args.moto_pid) - m0
+    n = len(bodies)
+    print(f"profile: {n} items of {width}x{height}, one in-process app, one request at a time: "
+          f"{wall / n * 1e3:.1f} ms wall per item, {cpu / n * 1e3:.1f} ms CPU (this process, test client "
+          f"included), moto {moto / n * 1e3:.1f} ms CPU")
+    for label, (c, w) in totals.items():
+        print(f"  {label:32s} CPU {c / n * 1e3:6.2f} ms/item  wall {w / n * 1e3:6.2f} ms/item")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=300, help="new items per scaling run")
@@ -237,16 +293,20 @@ def main() -> None:
     ap.add_argument("--fleet-size", default="160x120", help="WxH of each frame in the fleet run")
     ap.add_argument("--connections", type=int, default=32, help="fleet run: uploads in flight")
     ap.add_argument("--fleet-workers", type=int, default=4, help="fleet run: ingest processes")
+    ap.add_argument("--profile", type=int, default=0, help="also profile N items in one in-process app")
     args = ap.parse_args()
     env = dict(os.environ, PYTHONUNBUFFERED="1", **FAKE_AWS)
     os.environ.update(FAKE_AWS)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-scale-"))
     moto, endpoint, s3 = start_moto(env)
+    args.moto_pid = moto.pid
     try:
         if args.items > 0:
             scaling(args, env, moto.pid, endpoint, s3, tmp)
         if args.devices > 0:
             fleet(args, env, endpoint, s3, tmp)
+        if args.profile > 0:
+            profile(args, endpoint, s3, tmp)
     finally:
         moto.terminate()
         try:
