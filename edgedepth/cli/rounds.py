@@ -40,9 +40,16 @@ def round_group() -> None:
                    "less than this (mean abs z-score) are near-duplicates; the higher-scored one is kept. "
                    "0 turns de-duplication off.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the split and replay sample.")
+@click.option("--ray", "ray_address", default=None,
+              help="Run the embedding and labelling steps on a Ray cluster (ray://HEAD:10001, auto, or local "
+                   "to start one here); needs the `scale` extra. See docs/scaling.md.")
+@click.option("--ray-workers", default=2, show_default=True, type=int, help="Ray Data workers per step.")
+@click.option("--ray-gpus", default=0.0, show_default=True, type=float,
+              help="GPUs per labelling worker (teacher pseudo-labels on GPU workers).")
 def build(store: str, endpoint_url: Optional[str], since: Optional[str], out: str, teacher: Optional[str],
           self_supervised: Optional[str], replay: Optional[str], replay_fraction: float, val_fraction: float,
-          time_block_s: float, dedupe_distance: float, seed: int) -> None:
+          time_block_s: float, dedupe_distance: float, seed: int, ray_address: Optional[str] = None,
+          ray_workers: int = 2, ray_gpus: float = 0.0) -> None:
     """Collect ingested frames into OUT: train split at OUT (rgb/, depth/, meta.json), val split in
     OUT/val, lineage in OUT/lineage.json.
 
@@ -60,7 +67,12 @@ def build(store: str, endpoint_url: Optional[str], since: Optional[str], out: st
                       replay=split_dirs(replay),
                       replay_fraction=replay_fraction, val_fraction=val_fraction, time_block_s=time_block_s,
                       dedupe_distance=dedupe_distance, seed=seed, endpoint_url=endpoint_url)
-    report = build_round(cfg)
+    if ray_address:
+        from edgedepth.rounds.raysteps import build_round_ray
+
+        report = build_round_ray(cfg, ray_address, workers=ray_workers, gpus_per_worker=ray_gpus)
+    else:
+        report = build_round(cfg)
     click.echo(report.summary())
     click.echo(f"lineage: {out}/lineage.json")
 
