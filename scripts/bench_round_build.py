@@ -1,7 +1,8 @@
 """Round building at scale: time and peak memory of `build_round` on a local store of N items.
 
 For each N (10,000 and 100,000 by default) a LocalStore is filled through `put_item` with small frames
-(WxH RGB + uint16 depth PNGs, every frame distinct, 1 in 10 a near-copy of its predecessor), then
+(WxH RGB + uint16 depth PNGs: a random low-frequency light field plus texture, 1 in 10 a near-copy of its
+predecessor), then
 `build_round` runs in a fresh process (so its resident-set peak is its own, read from VmHWM by
 edgedepth.bench.memory.peak_rss_mb) and prints its time and peak RSS. Filling skips fsync (durability is
 not what this measures) and is timed separately.
@@ -44,9 +45,12 @@ def fill_store(root: Path, n: int, width: int, height: int) -> float:
         if prev is not None and i % 10 == 0:
             rgb = np.clip(prev.astype(np.int16) + rng.integers(-2, 3, prev.shape), 0, 255).astype(np.uint8)
         else:
-            f = rng.uniform(0.05, 0.6, 4)
-            base = 127 + 60 * np.sin(xx * f[0] + yy * f[1] + i) + 60 * np.cos(xx * f[2] - yy * f[3])
-            rgb = np.stack([base, np.roll(base, i % 7, 1), 255 - base], -1).clip(0, 255).astype(np.uint8)
+            # camera-like: a low-frequency light field (what the thumbnails see) plus a little texture
+            light = cv2.resize(rng.uniform(0, 255, (3, 4, 3)).astype(np.float32), (width, height),
+                               interpolation=cv2.INTER_CUBIC)
+            f = rng.uniform(0.3, 1.2, 2)
+            texture = 12 * np.sin(xx * f[0] + yy * f[1] + i)[..., None]
+            rgb = (light + texture).clip(0, 255).astype(np.uint8)
         prev = rgb
         depth = (1000 + 30 * yy + (i % 97) * 10).astype(np.uint16)
         files = {"rgb.png": cv2.imencode(".png", rgb)[1].tobytes(),

@@ -18,8 +18,13 @@ def _exhaustive(embeddings, scores, distance):
         build.DEDUPE_EXHAUSTIVE_MAX = saved
 
 
+@pytest.mark.parametrize("with_scipy", [True, False])
 @pytest.mark.parametrize("distance", [0.05, 0.1, 0.3])
-def test_same_frames_as_the_exhaustive_search(distance):
+def test_same_frames_as_the_exhaustive_search(distance, with_scipy, monkeypatch):
+    if not with_scipy:  # the grid search
+        import sys
+
+        monkeypatch.setitem(sys.modules, "scipy.spatial", None)
     rng = np.random.default_rng(3)
     centres = [build.thumbnail(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)) for _ in range(40)]
     embs = []
