@@ -104,6 +104,8 @@ def ingest() -> None:
 @click.option("--server-name", default=None, help="Name in S3 manifest file names (default: host-pid).")
 @click.option("--manifest-every", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
               help="S3 store: seconds between manifests of newly stored items.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Server processes on this one address (uvicorn workers sharing the port and the store).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
 @browser_options
@@ -112,7 +114,7 @@ def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: O
           read_timeout: float, min_upload_kbs: float, max_concurrent: int, max_per_device: int,
           body_memory_mb: float, max_frame: str, max_decodes: int, header_timeout: float, keep_alive: float,
           max_connections: int, min_free_mb: float, server_name: Optional[str], manifest_every: float,
-          log_level: str, **browse) -> None:
+          workers: int, log_level: str, **browse) -> None:
     """Run the ingest server (HTTPS with --cert/--key) until interrupted; with --admin-token-file it also
     serves the read-only data browser at /browse/."""
     import logging
@@ -140,6 +142,11 @@ def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: O
                           max_connections=max_connections, min_free_bytes=int(min_free_mb * (1 << 20)),
                           server_name=server_name, manifest_every_s=manifest_every,
                           browser=browser_config(store, endpoint_url, **browse))
+    if workers > 1:
+        from edgedepth.fleet.workers import serve_workers
+
+        serve_workers(config, workers, host=host, port=port, certfile=cert, keyfile=key, log_level=log_level)
+        return
     run_server(config, host=host, port=port, certfile=cert, keyfile=key, log_level=log_level)
 
 

@@ -123,6 +123,10 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, force
         raise ConfigError("--merge-protect guards a merge: give --merge-set too")
     if cfg.loss_mode not in ("nll", "decoupled"):
         raise ConfigError(f"unknown loss mode {cfg.loss_mode!r}")
+    if init_from and not resume and not shares and len(cfg.data) == 1:  # fine-tune on new frames alone
+        click.echo("hint: fine-tuning on one data set without replay forgets what the model knew; "
+                   "`edgedepth round train ROUND --from CHECKPOINT` replays its training data "
+                   "(docs/rounds.md)", err=True)
     from edgedepth.train.loop import train as run_training
 
     try:

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from edgedepth.errors import ConfigError, DataError
+from edgedepth.fsutil import DeferredFsync
 from edgedepth.rounds.labels import Teacher, read_depth, read_rgb, uploaded_label
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 VAL_DIR = "val"
 LINEAGE = "lineage.json"
 FORMAT = "edgedepth.round/1"
+DEDUPE_EXHAUSTIVE_MAX = 2000  # above this many frames, near-duplicates are found with a grid pre-filter
 
 
 @dataclass
@@ -132,7 +134,13 @@ def thumbnail(rgb: np.ndarray, size: int = 16) -> np.ndarray:
 
 
 def dedupe(embeddings: List[np.ndarray], scores: List[float], distance: float) -> List[int]:
-    """Indices to keep: greedy in descending score, dropping any frame within `distance` of a kept one."""
+    """Indices to keep: greedy in descending score, dropping any frame within `distance` of a kept one.
+
+    Large rounds use the grid-filtered search of edgedepth.rounds.dedupe (the same answer)."""
+    if len(embeddings) > DEDUPE_EXHAUSTIVE_MAX and embeddings[0].size == 256:
+        from edgedepth.rounds.dedupe import dedupe_fast
+
+        return dedupe_fast(embeddings, scores, distance)
     order = sorted(range(len(embeddings)), key=lambda i: (-scores[i], i))
     kept: List[int] = []
     kept_vecs = np.empty((len(embeddings), embeddings[0].size if embeddings else 0), np.float32)
@@ -257,6 +265,7 @@ def _collect(store, cfg: RoundConfig, teacher: Optional[Teacher], report: RoundR
     return out
 
 
+@DeferredFsync()  # thousands of frame files: one filesystem sync at the end instead of 4 fsyncs each
 def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = None) -> RoundReport:
     """Collect ingested frames from a store into a train/val dataset folder with lineage.json.
 

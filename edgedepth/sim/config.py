@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 from edgedepth.errors import ConfigError
+from edgedepth.rounds.finetune import MERGES
+from edgedepth.rounds.finetune import FinetuneRecipe as _RECIPE  # the fine-tune defaults live there
 
 STRATEGIES = ("hard", "random", "duplicate")
-MERGES = ("none", "wise")
 DEFAULT_MIX = {"indoor": 0.8, "night": 0.2 / 3, "fog": 0.2 / 3, "outdoor": 0.2 / 3}
 
 
@@ -43,41 +44,41 @@ class SimConfig:
     # each round
     # fixed optimiser-step budget per round, the same for every strategy, so no strategy wins by training
     # longer
-    finetune_steps: int = 1200
-    finetune_lr: float = 1e-3
-    batch_size: int = 16
+    finetune_steps: int = _RECIPE.steps
+    finetune_lr: float = _RECIPE.lr
+    batch_size: int = _RECIPE.batch_size
     replay_fraction: float = 3.0  # replay frames per new training frame, drawn from every earlier round
     # (only when new_share == 0: with a new-frame share every round trains on all of rounds/0 instead)
     train_on_all_rounds: bool = False  # True: --data rounds/0,...,rounds/N; False: rounds 1..N (+ replay)
     val_fraction: float = 0.25
     time_block_s: float = 4.0  # of video time; frames of one device within a block stay on one side
-    gate_tolerance: float = 0.02
-    gate_min_gain: float = 0.0
+    gate_tolerance: float = _RECIPE.tolerance
+    gate_min_gain: float = _RECIPE.min_gain
     # the gate's target set: the val splits of every round so far (a hard-case suite that grows), not
     # only this round's handful of frames, on which one frame can swing AbsRel or d1 by several per cent
     # and refuse a candidate that improved the shifted domains
-    target_all_rounds: bool = True
+    target_all_rounds: bool = _RECIPE.target_all_rounds
     # the val split of every earlier round is also a protected set, checked on its own by the merge and
     # the gate at protect_tolerance (edgedepth.gate PROTECTED): a round may not undo an earlier round.
     # Off by default: an earlier round's val split holds a few frames, too few to catch what a later
     # round breaks
-    protect_rounds: bool = False
-    protect_tolerance: float = 0.10
+    protect_rounds: bool = _RECIPE.protect_rounds
+    protect_tolerance: float = _RECIPE.protect_tolerance
     health_frames: int = 10
     reference_frames: int = 600  # training-frame embeddings shipped in every bundle (epistemic novelty)
-    freeze_bn: bool = True  # fine-tune with BatchNorm running statistics frozen
+    freeze_bn: bool = _RECIPE.freeze_bn  # fine-tune with BatchNorm running statistics frozen
     # learning without forgetting (scripts/finetune_study.py compares the choices):
     # new_share > 0: train on every round (rounds/0 = the whole original training set, no per-round replay
     # sample) with this share of every batch drawn from the new rounds' frames (TrainConfig.data_shares)
-    new_share: float = 0.25
+    new_share: float = _RECIPE.new_share
     # wise: WiSE-FT the fine-tune back towards the deployed model as far as an original-domain held-out
     # set requires (edgedepth.train.merge), a safety net before the gate, which then decides as before
-    merge: str = "wise"  # none | wise
+    merge: str = _RECIPE.merge  # none | wise
     merge_frames: int = 192  # original-domain frames that choose the merge weight (0: use the gate set)
-    merge_margin: float = 1.0  # the merge may spend this fraction of the gate tolerance
-    finetune_ema: float = 0.0  # EMA of the fine-tune's weights (TrainConfig.ema_decay; 0 = off)
-    finetune_l2sp: float = 0.0  # L2-SP weight towards the deployed model (edgedepth.train.regularize)
-    finetune_freeze: str = "none"  # none | encoder | stem
+    merge_margin: float = _RECIPE.merge_margin  # the merge may spend this fraction of the gate tolerance
+    finetune_ema: float = _RECIPE.ema_decay  # EMA of the fine-tune's weights (TrainConfig.ema_decay; 0 = off)
+    finetune_l2sp: float = _RECIPE.l2sp  # L2-SP weight towards the deployed model (train.regularize)
+    finetune_freeze: str = _RECIPE.freeze  # none | encoder | stem
     rate_factor: float = 1.5  # keep rate = this x budget/frames, so every strategy spends its (capped) budget
     # hard: relax the selection threshold while the upload budget goes unspent (SelectionConfig.spend_budget).
     # Off: the extra frames it adds are the less novel ones, and they dilute the round's fixed batch share
