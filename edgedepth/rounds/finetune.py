@@ -88,7 +88,7 @@ class FinetuneRecipe:
 
 
 def count_frames(dirs: Sequence[PathLike]) -> int:
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
     return sum(len(open_dataset(str(d))) for d in dirs)
 

@@ -35,7 +35,7 @@ def local_ray():
 
 
 def _frames(root: Path):
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
     ds = open_dataset(str(root))
     return {ds[i].name: (ds[i].rgb, ds[i].depth) for i in range(len(ds))}
