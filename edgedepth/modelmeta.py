@@ -14,7 +14,7 @@ from edgedepth.errors import ModelError
 from edgedepth.preprocess import OUTPUT_DOC, Preprocessing
 
 KEY_PREPROCESSING = "edgedepth.preprocessing"  # JSON of Preprocessing.to_dict()
-KEY_MODEL = "edgedepth.model"  # JSON: name, version, size, checkpoint_sha256, training_round
+KEY_MODEL = "edgedepth.model"  # JSON: name, version, size, checkpoint_sha256, training_round, depth_units
 KEY_OUTPUTS = "edgedepth.outputs"  # JSON: output name -> meaning and units
 KEY_FORMAT = "edgedepth.format"
 FORMAT_VERSION = "1"
@@ -31,10 +31,18 @@ class ModelInfo:
     checkpoint_sha256: str = ""
     training_round: int = 0
     extra: Dict[str, str] = field(default_factory=dict)
+    # "metres", or "relative": trained on relative labels, its depth has no metric scale (right up to a
+    # per-frame scale and shift), so nothing downstream may present it as metres
+    depth_units: str = "metres"
+
+    @property
+    def relative(self) -> bool:
+        return self.depth_units == "relative"
 
     def to_metadata_props(self) -> Dict[str, str]:
         ident = {"name": self.name, "version": self.version, "size": self.size,
-                 "checkpoint_sha256": self.checkpoint_sha256, "training_round": self.training_round}
+                 "checkpoint_sha256": self.checkpoint_sha256, "training_round": self.training_round,
+                 "depth_units": self.depth_units}
         props = {
             KEY_FORMAT: FORMAT_VERSION,
             KEY_PREPROCESSING: self.preprocessing.to_json(),
@@ -64,6 +72,7 @@ class ModelInfo:
             size=str(ident.get("size", "")),
             checkpoint_sha256=str(ident.get("checkpoint_sha256", "")),
             training_round=int(ident.get("training_round", 0)),
+            depth_units=str(ident.get("depth_units", "metres")),
             extra={k: v for k, v in props.items() if k not in known},
         )
 

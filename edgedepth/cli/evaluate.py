@@ -9,19 +9,24 @@ from pathlib import Path
 
 import click
 
+from edgedepth.cli.teacher import teacher_options
 from edgedepth.errors import DataError
 
 COLORMAPS = ("inferno", "turbo", "viridis")
 
 
 @click.command("eval")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path(dir_okay=False), required=False)
 @click.option("--data", "data", required=True, multiple=True, help="Dataset folder(s): DIR[,DIR...].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Also write overall, per-domain and per-frame results to this JSON file.")
 @click.option("--limit", type=int, default=None, help="At most this many frames per dataset.")
 @click.option("--batch-size", "batch_size", type=int, default=16, show_default=True, help="Inference batch.")
-def eval_cmd(model, data, json_out, limit, batch_size) -> None:
+@click.option("--teacher", default=None,
+              help="Score a teacher instead of MODEL (.pt, .onnx, hf:ORG/NAME, save_pretrained folder); a "
+                   "relative teacher is aligned to each frame's ground truth (scale and shift) first.")
+@teacher_options
+def eval_cmd(model, data, json_out, limit, batch_size, teacher, **teacher_kw) -> None:
     """Evaluate MODEL (.pt checkpoint or .onnx) on datasets: AbsRel, SqRel, RMSE, RMSE-log, deltas.
 
     Prints one row for all frames and one per domain (when meta.json names domains), and the
@@ -30,6 +35,20 @@ def eval_cmd(model, data, json_out, limit, batch_size) -> None:
     from edgedepth.evaluation import evaluate
     from edgedepth.train.config import split_dirs
 
+    if teacher:
+        from edgedepth.cli.teacher import open_from_options
+        from edgedepth.teachers.score import score_teacher
+
+        if model:
+            raise DataError("give MODEL or --teacher, not both")
+        t, cache = open_from_options(teacher, teacher_kw)
+        score = score_teacher(t, split_dirs(list(data)), cache, limit)
+        click.echo(score.table())
+        click.echo(f"({score.frames} frames in {score.seconds:.1f} s; teacher output {score.kind}"
+                   + ("" if score.kind == "metric" else ", aligned to each frame's ground truth") + ")")
+        return
+    if not model:
+        raise DataError("give MODEL (a .pt or .onnx file) or --teacher SPEC")
     result = evaluate(model, split_dirs(list(data)), batch_size=batch_size, limit=limit)
     click.echo(result.table())
     click.echo(f"({len(result.frames)} frames in {result.seconds:.1f} s; depth in metres)")

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "upload": "edgedepth.cli.upload:upload",
     "ingest": "edgedepth.cli.ingest:ingest",
     "round": "edgedepth.cli.rounds:round_group",
+    "teacher": "edgedepth.cli.teacher:teacher_group",
     "gate": "edgedepth.cli.registry:gate",
     "keys": "edgedepth.cli.registry:keys",
     "publish": "edgedepth.cli.registry:publish",

@@ -288,9 +288,15 @@ def run(
     be = load_backend(model, backend=backend, device=device, threads=threads)
     _echo(f"backend: {be.describe()} - {be.reason or 'requested'}")
     pre = be.info.preprocessing
+    relative = be.info.depth_units == "relative"
+    if relative and save_pointcloud:
+        raise ConfigError(f"{model} is a relative-depth model (trained on relative labels, no metric "
+                          "scale): it cannot give point clouds in metres; drop --save-pointcloud or use a "
+                          "metric model")
     _echo(
-        f"model input {pre.height}x{pre.width}; depth output is metric, in metres "
-        f"(range {pre.min_depth:g}-{pre.max_depth:g} m)"
+        f"model input {pre.height}x{pre.width}; depth output is "
+        + ("RELATIVE (no metric scale; the model was trained on relative labels)" if relative else
+           f"metric, in metres (range {pre.min_depth:g}-{pre.max_depth:g} m)")
     )
     be.warmup(2)
     post = Postprocessor(confidence_threshold, min_confident_fraction)
@@ -318,7 +324,8 @@ def run(
         sinks.append(
             PointCloudSink(save_pointcloud, intrinsics=fixed_K, device=device, every=pointcloud_every)
         )
-    visualizer = Visualizer(colormap) if any(s.wants_view for s in sinks) else None
+    visualizer = Visualizer(colormap, units="relative" if relative else "m") \
+        if any(s.wants_view for s in sinks) else None
 
     selector = collector = None
     stats = LoopStats()

@@ -58,8 +58,10 @@ def opencv_has_gui() -> bool:
 class Visualizer:
     """Composes the input | depth view (BGR) with the overlay."""
 
-    def __init__(self, colormap: str = "inferno", depth_range: Optional[Tuple[float, float]] = None):
+    def __init__(self, colormap: str = "inferno", depth_range: Optional[Tuple[float, float]] = None,
+                 units: str = "m"):
         self.cmap, self.inverted = colormap_id(colormap)
+        self.units = units  # "m", or "relative" for a model trained on relative labels (no metric scale)
         self.depth_range = depth_range
         self.overlay: Dict[str, str] = {}
         self.event_text = ""
@@ -89,7 +91,10 @@ class Visualizer:
             )
         text = list(lines)
         d = result.depth
-        text.append(f"depth {float(d.min()):.2f}-{float(d.max()):.2f} m (metric, metres)")
+        if self.units == "relative":
+            text.append(f"depth {float(d.min()):.2f}-{float(d.max()):.2f} (relative, no metric scale)")
+        else:
+            text.append(f"depth {float(d.min()):.2f}-{float(d.max()):.2f} m (metric, metres)")
         if not result.reliable:
             text.append(f"LOW CONFIDENCE ({result.confident_fraction:.0%} of pixels confident)")
         if self.event_frames > 0:
