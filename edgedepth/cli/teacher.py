@@ -71,17 +71,19 @@ TEACHER_KWARGS = ("teacher_output", "teacher_size", "teacher_multiple", "teacher
                   "teacher_device", "teacher_batch", "label_cache")
 
 
+def teacher_option_values(kw: dict) -> dict:
+    """TeacherOptions fields from the --teacher-* options."""
+    return dict(output=kw.get("teacher_output"), size=_size(kw.get("teacher_size")),
+                multiple=kw.get("teacher_multiple"), mean=_triple(kw.get("teacher_mean"), "mean"),
+                std=_triple(kw.get("teacher_std"), "std"), device=kw.get("teacher_device") or "auto",
+                batch_size=kw.get("teacher_batch") or 8)
+
+
 def open_from_options(spec: str, kw: dict):
-    """(teacher, cache) from the --teacher-* options (popped from kw)."""
+    """(teacher, cache) from the --teacher-* options."""
     from edgedepth.teachers import LabelCache, TeacherOptions, open_teacher
 
-    opts = TeacherOptions(output=kw.pop("teacher_output", None), size=_size(kw.pop("teacher_size", None)),
-                          multiple=kw.pop("teacher_multiple", None),
-                          mean=_triple(kw.pop("teacher_mean", None), "mean"),
-                          std=_triple(kw.pop("teacher_std", None), "std"),
-                          device=kw.pop("teacher_device", "auto"), batch_size=kw.pop("teacher_batch", 8))
-    cache = LabelCache(kw.pop("label_cache", None))
-    return open_teacher(spec, opts), cache
+    return open_teacher(spec, TeacherOptions(**teacher_option_values(kw))), LabelCache(kw.get("label_cache"))
 
 
 @click.group("teacher")
