@@ -53,7 +53,6 @@ def fit_scale_shift(x: np.ndarray, y: np.ndarray, iters: int = 10, huber: float 
     y = np.asarray(y, np.float64).ravel()
     w = np.ones_like(x)
     s, t, sigma = 1.0, 0.0, 0.0
-    inl = 1.0
     for _ in range(max(1, iters)):
         sw = w.sum()
         mx, my = (w * x).sum() / sw, (w * y).sum() / sw
@@ -68,7 +67,12 @@ def fit_scale_shift(x: np.ndarray, y: np.ndarray, iters: int = 10, huber: float 
         delta = huber * max(sigma, 1e-12 * max(1.0, float(np.abs(y).mean())))
         a = np.abs(r)
         w = np.where(a <= delta, 1.0, delta / np.maximum(a, 1e-30))
-        inl = float((a <= delta).mean())
+    # the final fit: plain least squares over the points within 3 robust sigmas (Huber weights still
+    # let every outlier pull by delta)
+    keep = np.abs(y - (s * x + t)) <= 3.0 * max(sigma, 1e-9 * max(1.0, float(np.abs(y).mean())))
+    inl = float(keep.mean())
+    if keep.sum() >= 2 and np.ptp(x[keep]) > 0:
+        s, t = (float(v) for v in np.polyfit(x[keep], y[keep], 1))
     return s, t, inl, sigma
 
 
