@@ -84,7 +84,10 @@ def summarise(frames: Sequence[FrameResult]) -> Dict[str, float]:
 def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batch_size: int = 16
                      ) -> List[FrameResult]:
     """FrameResults for an iterable of Samples (rgb, depth, name, domain)."""
+    from edgedepth.teachers.score import aligned_to_ground_truth
+
     pre = predictor.preprocessing
+    relative = getattr(getattr(predictor, "info", None), "depth_units", "metres") == "relative"
     results: List[FrameResult] = []
     batch: List[Any] = []
 
@@ -93,7 +96,10 @@ def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batc
         for s, p in zip(batch, preds):
             if s.depth is None:
                 raise DataError(f"frame {s.name} in {dataset or 'the dataset'} has no depth to compare with")
-            m = frame_metrics(p.depth, s.depth, None, pre.min_depth, pre.max_depth)
+            depth = p.depth
+            if relative:  # no metric scale: scored after a per-frame scale and shift to the ground truth
+                depth = aligned_to_ground_truth(1.0 / p.depth, "disparity", s.depth)
+            m = frame_metrics(depth, s.depth, None, pre.min_depth, pre.max_depth)
             domain = str(s.domain or "unknown")
             results.append(FrameResult(str(s.name), domain, dataset, m, p.mean_uncertainty, p.mean_scale))
         batch.clear()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a workstation environment in .venv (idempotent): CPU torch first, then edgedepth with the
-# workstation, server and dev extras. A device needs only `pip install .` (plus JetPack's TensorRT).
+# workstation, server, dev and teachers extras. A device needs only `pip install .` (plus JetPack's TensorRT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,4 +11,4 @@ fi
 # torch==2.13.0 resolves to the CPU build on this kind of machine; pinning it first keeps the
 # `train` extra's range from pulling a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[train,server,dev]"
+.venv/bin/python -m pip install -q -e ".[train,server,dev,teachers]"

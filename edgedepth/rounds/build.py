@@ -262,15 +262,12 @@ def _labeler(cfg: RoundConfig):
 
 
 def _teacher_label(labeler, store, meta: dict, rgb: np.ndarray, sparse: Optional[np.ndarray]):
-    """(depth, label kind) from the teacher; DataError when a relative teacher has no metric points."""
+    """(depth, label kind) from the teacher; (None, why) when a relative teacher has no metric points."""
     from edgedepth.teachers import FrameInput
 
     K = meta.get("intrinsics")
     lab = labeler.label_many([FrameInput(rgb, sparse, None if K is None else np.asarray(K, np.float64))])[0]
-    if lab.depth is None:
-        raise DataError(f"relative teacher, no metric points to align it ({lab.why}): upload sparse "
-                        "depth with the frames or give the camera height")
-    return lab.depth, lab.kind
+    return (lab.depth, lab.kind) if lab.depth is not None else (None, lab.why)
 
 
 def _frame_name(item_id: str) -> str:
@@ -410,12 +407,20 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
                 elif up:
                     depth = _read_depth(store, meta, up[1], rgb.shape[:2])
                     if teacher is not None and float((depth > 0).mean()) < DENSE_SENSOR:
-                        depth, kind = _teacher_label(teacher, store, meta, rgb, depth)
+                        aligned, why = _teacher_label(teacher, store, meta, rgb, depth)
+                        if aligned is not None:  # else: the sparse depth itself is the label
+                            depth, kind = aligned, why
                 else:
                     depth = selfsup(store, meta, rgb)
             except (DataError, KeyError, ValueError) as exc:
                 report.unreadable += 1
                 log.warning("skipping item %s: %s", str(meta.get("id"))[:12], exc)
+                continue
+            if depth is None:  # a relative teacher with nothing to align it to: `kind` says why
+                report.unlabelled += 1
+                log.warning("item %s left unlabelled: relative teacher, no metric points to align it (%s); "
+                            "upload sparse depth with the frames or give the camera height",
+                            str(meta.get("id"))[:12], kind)
                 continue
             name = _frame_name(meta["id"])
             fmt = "png" if depth.max(initial=0) <= 65.0 else "npy"  # uint16 mm PNG tops out at 65.5 m
