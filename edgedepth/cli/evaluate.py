@@ -112,5 +112,9 @@ def predict(model, images, out, colormap) -> None:
         click.echo(f"{img}: {w}x{h}  depth {float(pred.depth.min()):.2f}.."
                    f"{float(pred.depth.max()):.2f} m (median {float(np.median(pred.depth)):.2f} m)  "
                    f"mean uncertainty {pred.mean_uncertainty:.3f} -> {stem}.depth.png/.depth.npy/.color.png")
+    if predictor.info.depth_units == "relative":
+        click.echo("depth is RELATIVE (the model was trained on relative labels: right up to a per-image "
+                   "scale and shift of inverse depth); the files hold it in the same units as metric models")
+        return
     click.echo(f"depth is metric metres (z along the optical axis, model range {pre.min_depth:g}.."
                f"{pre.max_depth:g} m); the .depth.png files hold millimetres as uint16")

@@ -183,6 +183,17 @@ def test_train_from_a_relative_teacher_cli(tmp_path, onnx_disparity):
 
     assert ModelInfo.from_metadata_props(info.to_metadata_props()).depth_units == "relative"
     assert torch is not None
+    # the exported model says so, and the live loop refuses point clouds in metres from it
+    bundle = tmp_path / "bundle"
+    exp = _cli("export", str(tmp_path / "rel" / "last.pt"), "--out", str(bundle), "--frames", "2")
+    assert exp.returncode == 0, exp.stderr
+    from edgedepth.modelmeta import read_onnx_info
+
+    assert read_onnx_info(str(bundle / "model.onnx")).relative
+    run = _cli("run", str(bundle), "--input", str(src / "rgb"), "--headless", "--max-frames", "1",
+               "--save-pointcloud", str(tmp_path / "pc"))
+    assert run.returncode != 0 and "relative-depth model" in run.stderr
+    assert not (tmp_path / "pc").exists()
     # relative labels cannot train a metric model, even given directly
     again = _cli("train", "--data", str(tmp_path / "rel" / "teacher-labels" / "0"), "--model", "tiny",
                  "--size", "32x64", "--epochs", "1", "--out", str(tmp_path / "x"), "--no-progress")
