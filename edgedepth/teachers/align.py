@@ -122,7 +122,7 @@ def ground_points(shape: Tuple[int, int], K: np.ndarray, camera_height: float, r
 
 
 def triangulated_points(rgb: np.ndarray, other: np.ndarray, pose: np.ndarray, other_pose: np.ndarray,
-                        K: np.ndarray, min_parallax_px: float = 1.0, max_epipolar_px: float = 1.0
+                        K: np.ndarray, min_parallax_px: float = 2.0, max_epipolar_px: float = 1.0
                         ) -> np.ndarray:
     """Sparse metric depth (HxW, 0 elsewhere) of `rgb` from feature matches with `other`, a frame whose
     camera-to-world pose is known as well as this one's (odometry, VIO, a robot arm)."""

@@ -48,6 +48,7 @@ class LabelPolicy:
     camera_pitch_deg: float = 0.0
     ground_rows: float = 0.25  # bottom fraction of the image assumed to show the floor (robustly)
     two_view: bool = False  # triangulate metric points from a neighbour frame with a known pose
+    two_view_gap: int = 5  # the neighbour: this many frames later (earlier at the end); wider = more parallax
     min_points: int = 8
     min_depth: float = 0.1
     max_depth: float = 80.0
@@ -249,7 +250,8 @@ def label_folder(labeler: TeacherLabeler, src, out, batch: int = 16) -> FolderLa
             f = FrameInput(rgb, pts, None if K is None else np.asarray(K, np.float64))
             if policy.two_view and fm.get("pose") is not None:
                 i = names.index(p.stem)
-                j = i + 1 if i + 1 < len(names) else i - 1
+                gap = max(1, policy.two_view_gap)
+                j = i + gap if i + gap < len(names) else i - gap
                 nm = frames_meta.get(names[j]) or {}
                 if j >= 0 and j != i and nm.get("pose") is not None:
                     f.neighbor, f.pose, f.neighbor_pose = read_rgb(files[j]), np.asarray(fm["pose"]), \
