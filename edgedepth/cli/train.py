@@ -86,8 +86,8 @@ from edgedepth.train.config import TrainConfig  # stdlib only: no torch at impor
               help="Metres from the camera to a flat floor (camera looking level): ground-plane metric "
                    "points for aligning a relative teacher (needs intrinsics in meta.json).")
 @click.option("--two-view", "two_view", is_flag=True,
-              help="Triangulate metric points from the next frame (poses and intrinsics in meta.json) to "
-                   "align a relative teacher.")
+              help="Triangulate metric points from the frame 5 later (poses and intrinsics in meta.json, a "
+                   "recorded sequence) to align a relative teacher.")
 def train(data, val, model, size, epochs, minutes, out, init_from, resume, seed, batch_size, lr, workers,
           grad_weight, loss_mode, frame_weight, min_depth, max_depth, device, freeze_bn, l2sp, freeze,
           ema_decay, zoom, data_shares, merge_set, merge_tolerance, merge_protect, merge_protect_tolerance,
