@@ -169,33 +169,72 @@ def main() -> None:
     ap.add_argument("--teacher-minutes", type=float, default=6.0)
     ap.add_argument("--student-minutes", type=float, default=4.0)
     ap.add_argument("--relative-minutes", type=float, default=2.0)
-    ap.add_argument("--sim", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--stages", default="distill,align,sim",
+                    help="Which parts to run (their figures are printed): distill, align, sim. Parts run "
+                         "as separate calls on one WORKDIR reuse each other's finished stages.")
     ap.add_argument("--sim-teacher-minutes", type=float, default=5.0)
     ap.add_argument("--sim-frames", type=int, default=1000)
     ap.add_argument("--sim-rounds", type=int, default=2)
     ap.add_argument("--sim-finetune-steps", type=int, default=600)
     args = ap.parse_args()
+    stages = {s.strip() for s in args.stages.split(",") if s.strip()}
+    if "align" in stages:
+        stages.add("distill")  # the aligned student is compared with the metric-teacher student
     t0 = time.monotonic()
     wd = Path(args.workdir)
     data = wd / "data"
-    say(f"[data] synthetic indoor frames at {SIZE[0]}x{SIZE[1]}: labelled {args.labelled}, unlabelled "
-        f"{args.unlabelled}, held-out test {args.test} (disjoint seeds)")
-    labelled = synth(data / "labelled", "indoor", args.labelled, 11)
-    unl_full = synth(data / "unlabelled-source", "indoor", args.unlabelled, 12)
-    test = synth(data / "test", "indoor", args.test, 13)
-    unlabelled = rgb_only(unl_full, data / "unlabelled")
-    with_points = sparse_points(unl_full, data / "unlabelled-points", 0.005, 0.01, 5)
-
     # 1. distillation -----------------------------------------------------------------------------
-    say(f"[1] teacher: base, {args.teacher_minutes:g} min on the labelled frames")
-    teacher_ckpt = train(wd / "teacher", [labelled], "base", args.teacher_minutes)
-    say(f"[1] student: small, {args.student_minutes:g} min on the teacher's labels of the unlabelled frames "
-        "(edgedepth train --teacher)")
-    student_ckpt = train(wd / "student-metric", [unlabelled], "small", args.student_minutes,
-                         ["--teacher", str(teacher_ckpt), "--label-cache", str(wd / "label-cache")])
-    m_teacher, m_student = score(teacher_ckpt, test), score(student_ckpt, test)
+    m_teacher = m_student = m_aligned = m_relative = None
+    if stages & {"distill", "align"}:
+        say(f"[data] synthetic indoor frames at {SIZE[0]}x{SIZE[1]}: labelled {args.labelled}, unlabelled "
+            f"{args.unlabelled}, held-out test {args.test} (disjoint seeds)")
+        labelled = synth(data / "labelled", "indoor", args.labelled, 11)
+        unl_full = synth(data / "unlabelled-source", "indoor", args.unlabelled, 12)
+        test = synth(data / "test", "indoor", args.test, 13)
+        unlabelled = rgb_only(unl_full, data / "unlabelled")
+        with_points = sparse_points(unl_full, data / "unlabelled-points", 0.005, 0.01, 5)
+        say(f"[1] teacher: base, {args.teacher_minutes:g} min on the labelled frames")
+        teacher_ckpt = train(wd / "teacher", [labelled], "base", args.teacher_minutes)
+    if "distill" in stages:
+        say(f"[1] student: small, {args.student_minutes:g} min on the teacher's labels of the unlabelled "
+            "frames (edgedepth train --teacher)")
+        student_ckpt = train(wd / "student-metric", [unlabelled], "small", args.student_minutes,
+                             ["--teacher", str(teacher_ckpt), "--label-cache", str(wd / "label-cache")])
+        m_teacher, m_student = score(teacher_ckpt, test), score(student_ckpt, test)
+    if "align" in stages:
+        m_aligned, m_relative, refusal, units = alignment(args, wd, teacher_ckpt, with_points, unlabelled,
+                                                          test)
+    sim_lines, finals = simulation(args, wd, data) if "sim" in stages else ([], {})
 
-    # 2. alignment --------------------------------------------------------------------------------
+    # figures ---------------------------------------------------------------------------------------
+    say("")
+    if m_teacher is not None:
+        say(f"== held-out indoor test ({args.test} frames, ground truth used only here) ==")
+        say(f"teacher  (base, trained on ground truth)           {fmt(m_teacher)}")
+        say(f"student  (small, teacher labels only)              {fmt(m_student)}")
+        gap = m_teacher["d1"] - m_student["d1"]
+        say(f"distillation: student d1 - teacher d1 = {-gap:+.4f}  (target: within 0.02) -> "
+            + ("PASS" if gap <= 0.02 else "FAIL"))
+    if m_aligned is not None:
+        say(f"aligned student (relative teacher + 0.5 % points)  {fmt(m_aligned)}")
+        gap2 = m_student["d1"] - m_aligned["d1"]
+        say(f"alignment: aligned d1 - metric-teacher student d1 = {-gap2:+.4f}  (target: within 0.03) -> "
+            + ("PASS" if abs(gap2) <= 0.03 else "FAIL"))
+        say(f"relative student (no metric points; scored after per-frame scale/shift to ground truth)  "
+            f"{fmt(m_relative)}  depth_units={units}")
+        say(f"metric run without metric points: {refusal.split(':')[0]}")
+    if sim_lines:
+        say("")
+        say(f"== fleet simulation, teacher labels on uploaded frames (seed 0, 4 devices x {args.sim_frames} "
+            f"frames, {args.sim_rounds} rounds, {args.sim_finetune_steps} fine-tune steps; reduced scale) ==")
+        for line in sim_lines:
+            say(line)
+        say(f"last round shifted AbsRel: hard {finals['hard']:.4f}  random {finals['random']:.4f} -> hard "
+            + ("beats" if finals["hard"] < finals["random"] else "does NOT beat") + " random")
+    say(f"total time: {time.monotonic() - t0:.0f} s")
+
+
+def alignment(args, wd: Path, teacher_ckpt: Path, with_points: Path, unlabelled: Path, test: Path):
     from edgedepth.errors import ConfigError
     from edgedepth.teachers import open_teacher
 
@@ -222,56 +261,36 @@ def main() -> None:
     m_relative = score(relative_ckpt, test, relative=True)
     say(f"[2] relative run: labels {rep_rel.counts}; checkpoint depth_units = {units!r}")
 
-    # 3. fleet simulation with teacher labels ------------------------------------------------------
-    sim_lines = []
-    if args.sim:
-        mix = {"indoor": 0.8, "night": 0.2 / 3, "fog": 0.2 / 3, "outdoor": 0.2 / 3}
-        parts = [synth(data / f"sim-teacher-{d}", d, max(40, int(round(args.labelled * p))), 21 + i)
-                 for i, (d, p) in enumerate(mix.items())]
-        counts = ", ".join(f"{p.name[len('sim-teacher-'):]} {len(list((p / 'rgb').iterdir()))}"
-                           for p in parts)
-        say(f"[3] simulation teacher: base, {args.sim_teacher_minutes:g} min on labelled frames of every "
-            f"fleet domain ({counts})")
-        sim_teacher = train(wd / "sim-teacher", parts, "base", args.sim_teacher_minutes)
-        sim_dir = wd / "sim"
-        sim_args = ["--workdir", str(sim_dir), "--seeds", "0", "--strategies", "hard,random",
-                    "--rounds", str(args.sim_rounds), "--frames", str(args.sim_frames),
-                    "--finetune-steps", str(args.sim_finetune_steps), "--label-source", "teacher",
-                    "--teacher", str(sim_teacher), "--no-progress"]
-        say("[3] edgedepth simulate " + " ".join(sim_args))
+    return m_aligned, m_relative, refusal, units
+
+
+def simulation(args, wd: Path, data: Path):
+    """Part 3: the fleet simulation with teacher labels (reused when WORKDIR/sim finished with these args)."""
+    mix = {"indoor": 0.8, "night": 0.2 / 3, "fog": 0.2 / 3, "outdoor": 0.2 / 3}
+    parts = [synth(data / f"sim-teacher-{d}", d, max(40, int(round(args.labelled * p))), 21 + i)
+             for i, (d, p) in enumerate(mix.items())]
+    counts = ", ".join(f"{p.name[len('sim-teacher-'):]} {len(list((p / 'rgb').iterdir()))}" for p in parts)
+    say(f"[3] simulation teacher: base, {args.sim_teacher_minutes:g} min on labelled frames of every "
+        f"fleet domain ({counts})")
+    sim_teacher = train(wd / "sim-teacher", parts, "base", args.sim_teacher_minutes)
+    sim_dir = wd / "sim"
+    sim_args = ["--workdir", str(sim_dir), "--seeds", "0", "--strategies", "hard,random",
+                "--rounds", str(args.sim_rounds), "--frames", str(args.sim_frames),
+                "--finetune-steps", str(args.sim_finetune_steps), "--label-source", "teacher",
+                "--teacher", str(sim_teacher), "--no-progress"]
+    say("[3] edgedepth simulate " + " ".join(sim_args))
+    done = sim_dir / "bench-output.json"
+    if not (done.is_file() and json.loads(done.read_text())["args"] == sim_args):
         res = cli("simulate", *sim_args)
         if res.returncode != 0:
             raise SystemExit(f"simulation failed:\n{res.stderr[-3000:]}")
-        sim_lines = res.stdout.rstrip().splitlines()
-        result = json.loads((sim_dir / "simulation.json").read_text())
-        from edgedepth.sim.report import curve
+        done.write_text(json.dumps({"args": sim_args, "stdout": res.stdout}))
+    sim_lines = json.loads(done.read_text())["stdout"].rstrip().splitlines()
+    result = json.loads((sim_dir / "simulation.json").read_text())
+    from edgedepth.sim.report import curve
 
-        finals = {s: curve(result, s, "0", "shifted", "abs_rel")[-1] for s in ("hard", "random")}
-
-    # figures ---------------------------------------------------------------------------------------
-    say("")
-    say(f"== held-out indoor test ({args.test} frames, ground truth used only here) ==")
-    say(f"teacher  (base, trained on ground truth)           {fmt(m_teacher)}")
-    say(f"student  (small, teacher labels only)              {fmt(m_student)}")
-    gap = m_teacher["d1"] - m_student["d1"]
-    say(f"distillation: student d1 - teacher d1 = {-gap:+.4f}  (target: within 0.02) -> "
-        + ("PASS" if gap <= 0.02 else "FAIL"))
-    say(f"aligned student (relative teacher + 0.5 % points)  {fmt(m_aligned)}")
-    gap2 = m_student["d1"] - m_aligned["d1"]
-    say(f"alignment: aligned d1 - metric-teacher student d1 = {-gap2:+.4f}  (target: within 0.03) -> "
-        + ("PASS" if abs(gap2) <= 0.03 else "FAIL"))
-    say(f"relative student (no metric points; scored after per-frame scale/shift to ground truth)  "
-        f"{fmt(m_relative)}  depth_units={units}")
-    say(f"metric run without metric points: {refusal.split(':')[0]}")
-    if sim_lines:
-        say("")
-        say(f"== fleet simulation, teacher labels on uploaded frames (seed 0, 4 devices x {args.sim_frames} "
-            f"frames, {args.sim_rounds} rounds, {args.sim_finetune_steps} fine-tune steps; reduced scale) ==")
-        for line in sim_lines:
-            say(line)
-        say(f"last round shifted AbsRel: hard {finals['hard']:.4f}  random {finals['random']:.4f} -> hard "
-            + ("beats" if finals["hard"] < finals["random"] else "does NOT beat") + " random")
-    say(f"total time: {time.monotonic() - t0:.0f} s")
+    finals = {s: curve(result, s, "0", "shifted", "abs_rel")[-1] for s in ("hard", "random")}
+    return sim_lines, finals
 
 
 if __name__ == "__main__":
