@@ -19,7 +19,10 @@ students see only their RGB), TEST (held out; its ground truth is used only for 
    is a `base` trained on labelled frames of every domain the fleet sees (a stand-in for a foundation
    model trained on broad data); the round-0 model the fleet starts from saw indoor frames only.
 
-    python scripts/bench_distill.py [--workdir edgedepth-distill] [--teacher-minutes 6] ...
+    python scripts/bench_distill.py [--workdir edgedepth-distill] [--stages distill,align,sim] ...
+
+The defaults are the recorded run (docs/teachers.md): about 50 minutes for the teacher and students and
+30 for the simulation on a busy 2-core machine.
 
 Stages whose output is already in WORKDIR (a checkpoint with its run.json, a finished simulation) are
 reused. Exit status 0 whether or not the targets are met: the figures are the result.
@@ -164,15 +167,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", default="edgedepth-distill")
     ap.add_argument("--labelled", type=int, default=800)
-    ap.add_argument("--unlabelled", type=int, default=800)
+    ap.add_argument("--unlabelled", type=int, default=2400)
     ap.add_argument("--test", type=int, default=200)
-    ap.add_argument("--teacher-minutes", type=float, default=6.0)
-    ap.add_argument("--student-minutes", type=float, default=4.0)
+    ap.add_argument("--teacher-minutes", type=float, default=8.0)
+    ap.add_argument("--student-minutes", type=float, default=10.0)
     ap.add_argument("--relative-minutes", type=float, default=2.0)
     ap.add_argument("--stages", default="distill,align,sim",
                     help="Which parts to run (their figures are printed): distill, align, sim. Parts run "
                          "as separate calls on one WORKDIR reuse each other's finished stages.")
-    ap.add_argument("--sim-teacher-minutes", type=float, default=5.0)
+    ap.add_argument("--sim-teacher-minutes", type=float, default=6.0)
     ap.add_argument("--sim-frames", type=int, default=1000)
     ap.add_argument("--sim-rounds", type=int, default=2)
     ap.add_argument("--sim-finetune-steps", type=int, default=600)
