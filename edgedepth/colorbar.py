@@ -19,19 +19,9 @@ _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
 def depth_units(info=None) -> str:
-    """'m', or 'relative' when a model's metadata says its depth has no metric scale: a ModelInfo field
-    (`relative=True`, `metric=False`, or `depth_scale` / `depth_kind` = 'relative') or the ONNX metadata
-    entry `edgedepth.depth_scale: relative`. Without any of these depth is metric."""
-    if info is None:
-        return "m"
-    if getattr(info, "relative", None) is True or getattr(info, "metric", None) is False:
-        return "relative"
-    extra = getattr(info, "extra", None) or {}
-    for value in (getattr(info, "depth_scale", None), getattr(info, "depth_kind", None),
-                  extra.get("edgedepth.depth_scale")):
-        if isinstance(value, str) and value.lower() == "relative":
-            return "relative"
-    return "m"
+    """'m', or 'relative' for a model trained on relative labels (ModelInfo.depth_units == "relative"):
+    its depth has no metric scale, so nothing may label it in metres."""
+    return "relative" if getattr(info, "depth_units", "metres") == "relative" else "m"
 
 
 def display_range(depth: np.ndarray, percentiles: Tuple[float, float] = (2, 98),

@@ -15,7 +15,7 @@ from edgedepth.errors import EdgeDepthError, ModelError
 from edgedepth.preprocess import OUTPUT_DOC, InputSpec, Preprocessing
 
 KEY_PREPROCESSING = "edgedepth.preprocessing"  # JSON of Preprocessing.to_dict()
-KEY_MODEL = "edgedepth.model"  # JSON: name, version, size, checkpoint_sha256, training_round
+KEY_MODEL = "edgedepth.model"  # JSON: name, version, size, checkpoint_sha256, training_round, depth_units
 KEY_OUTPUTS = "edgedepth.outputs"  # JSON: output name -> meaning and units
 KEY_FORMAT = "edgedepth.format"
 KEY_INPUT = "edgedepth.input"  # JSON of InputSpec.to_dict(); absent = float-nchw (preprocessed on the CPU)
@@ -39,10 +39,18 @@ class ModelInfo:
     def input_shape(self):
         """Batch-1 shape of the model file's input tensor."""
         return self.input.shape(self.preprocessing)
+    # "metres", or "relative": trained on relative labels, its depth has no metric scale (right up to a
+    # per-frame scale and shift), so nothing downstream may present it as metres
+    depth_units: str = "metres"
+
+    @property
+    def relative(self) -> bool:
+        return self.depth_units == "relative"
 
     def to_metadata_props(self) -> Dict[str, str]:
         ident = {"name": self.name, "version": self.version, "size": self.size,
-                 "checkpoint_sha256": self.checkpoint_sha256, "training_round": self.training_round}
+                 "checkpoint_sha256": self.checkpoint_sha256, "training_round": self.training_round,
+                 "depth_units": self.depth_units}
         props = {
             KEY_FORMAT: FORMAT_VERSION,
             KEY_PREPROCESSING: self.preprocessing.to_json(),
@@ -75,6 +83,7 @@ class ModelInfo:
             size=str(ident.get("size", "")),
             checkpoint_sha256=str(ident.get("checkpoint_sha256", "")),
             training_round=int(ident.get("training_round", 0)),
+            depth_units=str(ident.get("depth_units", "metres")),
             extra={k: v for k, v in props.items() if k not in known},
             input=spec,
         )

@@ -10,13 +10,14 @@ from pathlib import Path
 import click
 
 from edgedepth.cli.options import InputPath, OutputPath
+from edgedepth.cli.teacher import teacher_options
 from edgedepth.errors import DataError
 
 COLORMAPS = ("inferno", "turbo", "viridis")
 
 
 @click.command("eval")
-@click.argument("model", type=InputPath(dir_okay=False))
+@click.argument("model", type=InputPath(dir_okay=False), required=False)
 @click.option("--data", "data", required=True, multiple=True,
               help="Dataset spec(s): folder, NYU .mat, KITTI folder (optionally nyu:/kitti:/folder:), "
                    "comma-separated or repeated.")
@@ -31,7 +32,12 @@ COLORMAPS = ("inferno", "turbo", "viridis")
 @click.option("--max-depth", "max_depth", type=float, default=None,
               help="Score ground truth up to this depth [m] (min 1e-3) and clip predictions to it; "
                    "default 10 for NYU, 80 for KITTI, the model's range for folders.")
-def eval_cmd(model, data, json_out, limit, batch_size, crop, median_scaling, max_depth) -> None:
+@click.option("--teacher", default=None,
+              help="Score a teacher instead of MODEL (.pt, .onnx, hf:ORG/NAME, save_pretrained folder); a "
+                   "relative teacher is aligned to each frame's ground truth (scale and shift) first.")
+@teacher_options
+def eval_cmd(model, data, json_out, limit, batch_size, crop, median_scaling, max_depth, teacher,
+             **teacher_kw) -> None:
     """Evaluate MODEL (.pt checkpoint or .onnx) on datasets: AbsRel, SqRel, RMSE, RMSE-log, deltas.
 
     Prints one row for all frames and one per domain (when meta.json names domains), and the
@@ -41,6 +47,20 @@ def eval_cmd(model, data, json_out, limit, batch_size, crop, median_scaling, max
     from edgedepth.evaluation import evaluate
     from edgedepth.train.config import split_dirs
 
+    if teacher:
+        from edgedepth.cli.teacher import open_from_options
+        from edgedepth.teachers.score import score_teacher
+
+        if model:
+            raise DataError("give MODEL or --teacher, not both")
+        t, cache = open_from_options(teacher, teacher_kw)
+        score = score_teacher(t, split_dirs(list(data)), cache, limit)
+        click.echo(score.table())
+        click.echo(f"({score.frames} frames in {score.seconds:.1f} s; teacher output {score.kind}"
+                   + ("" if score.kind == "metric" else ", aligned to each frame's ground truth") + ")")
+        return
+    if not model:
+        raise DataError("give MODEL (a .pt or .onnx file) or --teacher SPEC")
     protocol = Protocol(crop=crop, median_scaling=median_scaling, max_depth=max_depth)
     result = evaluate(model, split_dirs(list(data)), batch_size=batch_size, limit=limit, protocol=protocol)
     click.echo(result.table())
@@ -127,5 +147,9 @@ def predict(model, images, out, colormap) -> None:
         click.echo(f"{img}: {w}x{h}  depth {float(pred.depth.min()):.2f}.."
                    f"{float(pred.depth.max()):.2f} m (median {float(np.median(pred.depth)):.2f} m)  "
                    f"mean uncertainty {pred.mean_uncertainty:.3f} -> {stem}.depth.png/.depth.npy/.color.png")
+    if predictor.info.depth_units == "relative":
+        click.echo("depth is RELATIVE (the model was trained on relative labels: right up to a per-image "
+                   "scale and shift of inverse depth); the files hold it in the same units as metric models")
+        return
     click.echo(f"depth is metric metres (z along the optical axis, model range {pre.min_depth:g}.."
                f"{pre.max_depth:g} m); the .depth.png files hold millimetres as uint16")

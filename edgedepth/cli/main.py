@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "ingest": "edgedepth.cli.ingest:ingest",
     "dashboard": "edgedepth.cli.dashboard:dashboard",
     "round": "edgedepth.cli.rounds:round_group",
+    "teacher": "edgedepth.cli.teacher:teacher_group",
     "gate": "edgedepth.cli.registry:gate",
     "keys": "edgedepth.cli.registry:keys",
     "publish": "edgedepth.cli.registry:publish",

@@ -7,6 +7,7 @@ from typing import Optional
 import click
 
 from edgedepth.cli.options import OutputPath
+from edgedepth.cli.teacher import teacher_options
 
 
 @click.group("round")
@@ -22,8 +23,17 @@ def round_group() -> None:
                    "(default: everything in the store).")
 @click.option("--out", required=True, type=OutputPath(file_okay=False),
               help="New round folder (must not exist or be empty), e.g. rounds/3.")
-@click.option("--teacher", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Bigger model (.pt or .onnx) that pseudo-labels frames uploaded without depth.")
+@click.option("--teacher", default=None,
+              help="Bigger model that pseudo-labels frames uploaded without depth: a .pt checkpoint, an "
+                   ".onnx depth model, hf:ORG/NAME or a save_pretrained folder "
+                   "(see `edgedepth teacher check`).")
+@teacher_options
+@click.option("--camera-height", "camera_height", type=float, default=None,
+              help="Metres from the camera to the floor: ground-plane metric points that align a relative "
+                   "teacher on frames uploaded with intrinsics (default: camera.height_m of "
+                   "--device-config).")
+@click.option("--device-config", "device_config", default=None,
+              help="Device config (name or YAML) whose camera.height_m gives the camera height.")
 @click.option("--self-supervised", "self_supervised", default=None,
               type=click.Path(exists=True, dir_okay=False),
               help="Experimental: label frames uploaded with neighbour frames and camera poses (run "
@@ -50,8 +60,9 @@ def round_group() -> None:
               help="GPUs per labelling worker (teacher pseudo-labels on GPU workers).")
 def build(store: str, endpoint_url: Optional[str], since: Optional[str], out: str, teacher: Optional[str],
           self_supervised: Optional[str], replay: Optional[str], replay_fraction: float, val_fraction: float,
-          time_block_s: float, dedupe_distance: float, seed: int, ray_address: Optional[str] = None,
-          ray_workers: int = 2, ray_gpus: float = 0.0) -> None:
+          time_block_s: float, dedupe_distance: float, seed: int, camera_height: Optional[float],
+          device_config: Optional[str], ray_address: Optional[str] = None, ray_workers: int = 2,
+          ray_gpus: float = 0.0, **teacher_kw) -> None:
     """Collect ingested frames into OUT: train split at OUT (rgb/, depth/, meta.json), val split in
     OUT/val, lineage in OUT/lineage.json.
 
@@ -62,10 +73,17 @@ def build(store: str, endpoint_url: Optional[str], since: Optional[str], out: st
 
     Retrain on it with: edgedepth train --init-from CURRENT.pt --data rounds/0,...,OUT --val OUT/val ...
     """
+    from edgedepth.cli.teacher import teacher_option_values
     from edgedepth.rounds.build import RoundConfig, build_round
     from edgedepth.train.config import split_dirs
 
+    if camera_height is None and device_config:
+        from edgedepth.devices import load_device
+
+        camera_height = load_device(device_config).camera.height_m
     cfg = RoundConfig(store=store, out=out, since=since, teacher=teacher, self_supervised=self_supervised,
+                      teacher_options=teacher_option_values(teacher_kw), camera_height=camera_height,
+                      label_cache=teacher_kw.get("label_cache"),
                       replay=split_dirs(replay),
                       replay_fraction=replay_fraction, val_fraction=val_fraction, time_block_s=time_block_s,
                       dedupe_distance=dedupe_distance, seed=seed, endpoint_url=endpoint_url)

@@ -1,4 +1,4 @@
-"""Store items as training data: their images, the depth uploaded with them, a teacher's pseudo-labels.
+"""Store items as training data: their images and the depth uploaded with them (teachers: edgedepth.teachers).
 
 Shared by the round builder (edgedepth.rounds.build) and the self-supervised labeller
 (edgedepth.rounds.selfsup).
@@ -52,18 +52,3 @@ def read_depth(store, meta: dict, name: str, shape: Tuple[int, int]) -> np.ndarr
     if depth.shape != shape:
         raise DataError(f"item {meta['id'][:12]}: depth {depth.shape} does not match the image {shape}")
     return depth
-
-
-class Teacher:
-    """Pseudo-labels from a bigger model: metric depth at the image's size."""
-
-    def __init__(self, path: str) -> None:
-        from edgedepth.checkpoint import file_sha256
-        from edgedepth.predictor import load_predictor
-
-        self.path = str(path)
-        self.sha256 = file_sha256(path)
-        self.predictor = load_predictor(str(path))
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        return self.predictor.predict(rgb).depth.astype(np.float32)

@@ -136,8 +136,14 @@ def _build(settings: DeviceSettings, run, echo: Echo, closers: List[Callable[[],
         echo(f"the model takes the camera's bytes: uint8 {spec.height}x{spec.width} "
              f"{'BGR' if spec.bgr else 'RGB'}, resized and normalised inside its graph")
     pre = be.info.preprocessing
-    echo(f"model input {pre.height}x{pre.width}; depth output is metric, in metres "
-         f"(range {pre.min_depth:g}-{pre.max_depth:g} m)")
+    relative = be.info.depth_units == "relative"
+    if relative and run.save_pointcloud:
+        raise ConfigError(f"{run.model} is a relative-depth model (trained on relative labels, no metric "
+                          "scale): it cannot give point clouds in metres; drop --save-pointcloud or use a "
+                          "metric model")
+    echo(f"model input {pre.height}x{pre.width}; depth output is "
+         + ("RELATIVE (no metric scale; the model was trained on relative labels)" if relative else
+            f"metric, in metres (range {pre.min_depth:g}-{pre.max_depth:g} m)"))
     be.warmup(2)
     post = Postprocessor(run.confidence_threshold, run.min_confident_fraction)
     fixed_k = None

@@ -12,6 +12,7 @@ from edgedepth.rounds.finetune import MERGES
 from edgedepth.rounds.finetune import FinetuneRecipe as _RECIPE  # the fine-tune defaults live there
 
 STRATEGIES = ("hard", "random", "duplicate")
+LABEL_SOURCES = ("ground-truth", "teacher")
 DEFAULT_MIX = {"indoor": 0.8, "night": 0.2 / 3, "fog": 0.2 / 3, "outdoor": 0.2 / 3}
 
 
@@ -94,6 +95,11 @@ class SimConfig:
     trust_novelty: Optional[float] = 6.0
     min_spacing_frames: int = 8  # every strategy: at most ~2 uploads per 15-frame scene
     prime_frames: int = 600  # hard: the selector first scores this many of the model's training frames
+    # labels of the uploaded frames: "ground-truth" (the synthetic depth uploaded with each frame) or
+    # "teacher" (the uploaded depth is ignored and `teacher`, any edgedepth.teachers spec, labels every
+    # frame in round build, as for a fleet of cameras without depth)
+    label_source: str = "ground-truth"
+    teacher: Optional[str] = None
     # machinery
     threads: int = 1  # torch threads: on a small shared CPU one thread beats two (no spin-waiting)
     daemon: str = "inprocess"  # inprocess | subprocess (`edgedepth upload --once`)
@@ -131,6 +137,11 @@ class SimConfig:
             raise ConfigError("merge frames must be >= 0 and the merge margin in (0, 10]")
         if self.finetune_steps < 1 or self.base_epochs < 1:
             raise ConfigError("finetune steps and base epochs must be >= 1")
+        if self.label_source not in LABEL_SOURCES:
+            raise ConfigError(f"label source must be one of {', '.join(LABEL_SOURCES)}, "
+                              f"got {self.label_source!r}")
+        if self.label_source == "teacher" and not self.teacher:
+            raise ConfigError("label source 'teacher' needs a teacher model (--teacher)")
         return self
 
     @property

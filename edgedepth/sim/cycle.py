@@ -231,7 +231,9 @@ class FleetRun:
                                          replay=[str(p) for p in self.round_dirs],
                                          replay_fraction=0.0 if cfg.new_share > 0 else cfg.replay_fraction,
                                          val_fraction=cfg.val_fraction,
-                                         time_block_s=cfg.time_block_s, seed=derive_seed(self.seed, r, 5)))
+                                         time_block_s=cfg.time_block_s, seed=derive_seed(self.seed, r, 5),
+                                         teacher=cfg.teacher if cfg.label_source == "teacher" else None,
+                                         use_uploaded_depth=cfg.label_source != "teacher"))
         rec.build = asdict(report)
         self.round_dirs.append(out)
         rec.seconds["build"] = time.monotonic() - t0

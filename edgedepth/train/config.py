@@ -79,6 +79,9 @@ class TrainConfig:
     # model knew, a few new frames at e.g. 25% teach the new domain (edgedepth.train.regularize)
     data_shares: List[float] = field(default_factory=list)
     device: str = "auto"  # auto | cpu | cuda
+    # metric: metres (NLL on log-depth); relative: scale-and-shift-invariant loss, for relative teacher
+    # labels; the checkpoint then records depth_units "relative" (edgedepth.data.formats.dataset_depth_units)
+    target: str = "metric"
     progress: bool = True
     name: str = "edgedepth"
     version: str = ""
@@ -133,6 +136,16 @@ class TrainConfig:
                 raise ConfigError(f"--data-shares must be >= 0 and not all 0, got {self.data_shares}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.target not in ("metric", "relative"):
+            raise ConfigError(f"--target must be metric or relative, got {self.target!r}")
+        if self.target == "metric":
+            from edgedepth.data.formats import dataset_depth_units
+
+            rel = [d for d in self.data if dataset_depth_units(d) == "relative"]
+            if rel:
+                raise ConfigError(f"{rel[0]} holds relative labels (no metric scale): train with --target "
+                                  "relative, or relabel it with metric points (sparse sensor depth, "
+                                  "--camera-height, --two-view)")
         return self
 
     def to_dict(self) -> Dict[str, Any]:

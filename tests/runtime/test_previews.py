@@ -46,18 +46,14 @@ def test_display_range_ignores_invalid_pixels():
 
 
 def test_depth_units_reads_a_relative_model():
-    class Info:
-        extra = {"edgedepth.depth_scale": "relative"}
+    from edgedepth.modelmeta import ModelInfo
+    from edgedepth.preprocess import Preprocessing
 
-    class Metric:
-        extra = {}
-        metric = True
-
-    class Flagged:
-        relative = True
-
-    assert depth_units(None) == "m" and depth_units(Info()) == "relative"
-    assert depth_units(Metric()) == "m" and depth_units(Flagged()) == "relative"
+    pre = Preprocessing(height=32, width=32)
+    props = ModelInfo(preprocessing=pre, depth_units="relative").to_metadata_props()
+    relative = ModelInfo.from_metadata_props(props)
+    assert depth_units(None) == "m" and depth_units(ModelInfo(preprocessing=pre)) == "m"
+    assert depth_units(relative) == "relative"  # survives the ONNX metadata round trip
 
 
 def test_visualizer_view_has_input_depth_and_bar():
