@@ -11,9 +11,10 @@ fully quantized Q/DQ model.
 3. The artifact is re-quantized by onnxruntime with those layers in `nodes_to_exclude` (and their reads of
    Q/DQ pairs shared with quantized layers pointed at the float tensor) and gated again.
 
-Layers without Q/DQ around them are built by TensorRT in the float precision the build allows: FP16
-when the FP16 builder flag is on (weakly typed networks: TensorRT 8.x builds of Q/DQ models), the ONNX
-tensor type (FP32 here) in a strongly typed network. `edgedepth lint` says which applies to a board.
+Layers without Q/DQ around them run in FP16 in TensorRT: through the INT8 + FP16 builder flags on
+TensorRT 8.x and 10.0-10.11, from the FP16 copy of the mixed model (export/fp16.py) in the strongly typed
+build of 10.12+ and 11 (backends/tensorrt/build.py, mixed_fp16_method). `edgedepth lint` says which
+applies to a board.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import cv2
 import numpy as np
 from edgedepth.calibrate import accuracy_gate
 from edgedepth.calibrate import quantize as q
@@ -40,14 +41,24 @@ def cache_dir() -> Path:
 
 
 def _frames(model_info, data: str, n_frames: int, holdout: Optional[str]):
-    pre = model_info.preprocessing
-    frames = load_frameset(data, pre.height, pre.width, limit=max(4 * n_frames, POOL_MIN))
+    """Calibration and held-out frames at the size the model file takes: the model's input size, or
+    the camera size of a model with preprocessing inside its graph (uint8 input)."""
+    pre, spec = model_info.preprocessing, model_info.input
+    h, w = (spec.height, spec.width) if spec.is_uint8 else (pre.height, pre.width)
+    frames = load_frameset(data, h, w, limit=max(4 * n_frames, POOL_MIN))
     if holdout:
-        held = load_frameset(holdout, pre.height, pre.width)
+        held = load_frameset(holdout, h, w)
         calib_idx = k_center_greedy(embed(frames.rgb), n_frames)
         return frames.subset(calib_idx), held
     calib_idx, hold_idx = split_calibration(frames, n_frames)
     return frames.subset(calib_idx), frames.subset(hold_idx)
+
+
+def _depth_at(depth: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Ground truth (N,H,W) at the model's output size (nearest: no invented depths at edges)."""
+    if depth.shape[1:] == (height, width):
+        return depth
+    return np.stack([cv2.resize(d, (width, height), interpolation=cv2.INTER_NEAREST) for d in depth])
 
 
 def _read_report(path: Path) -> Dict[str, Any]:
@@ -71,7 +82,7 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
 
     Raises GateRefused (after writing the report) when no method passes and allow_drop is False.
     """
-    from edgedepth.export.parity import preprocess_batch
+    from edgedepth.export.parity import model_inputs
 
     from edgedepth.modelmeta import read_onnx_info
 
@@ -103,9 +114,10 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
     info = read_onnx_info(str(model_path))
     pre = info.preprocessing
     calib, held = _frames(info, data, n_frames, holdout)
-    x_cal = preprocess_batch(calib.rgb, pre)
-    x_hold = preprocess_batch(held.rgb, pre)
-    gt = held.depth if held.has_depth else None
+    # what the model file takes: float (N,3,h,w) preprocessed here, or a uint8 graph's camera bytes
+    x_cal = model_inputs(calib.rgb, pre, info.input)
+    x_hold = model_inputs(held.rgb, pre, info.input)
+    gt = _depth_at(held.depth, pre.height, pre.width) if held.has_depth else None
     times["frames"] = time.perf_counter() - t0
     steps.update(1)
     steps.set_postfix_str("pre-process")
@@ -129,6 +141,7 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
     report.update({
         "model": {"path": bundle.MODEL_FP32, "sha256": bundle.file_sha256(model_path)},
         "input_size": [pre.height, pre.width],
+        "input_format": info.input.format,
     })
     section: Dict[str, Any] = {
         "method_requested": method, "gate_reference": "ground truth" if gt is not None else "FP32 output",
@@ -171,8 +184,10 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
                                             "must name the board's TensorRT; calibrate again with --device"}
                 fb = best.get("fallback") or {}
                 section["float_layers"] = list(fb.get("float_layers", [])) if fb.get("passed") else []
+                _write_mixed_fp16(bdir, out_name, section)
         elif (bdir / out_name).exists():
             os.unlink(bdir / out_name)  # a stale artifact must not outlive a refused calibration
+            _write_mixed_fp16(bdir, out_name, {})
     finally:
         steps.close()
         work.cleanup()
@@ -189,6 +204,21 @@ def calibrate_model(model_path: str, data: str, target: str = "trt", method: str
         raise GateRefused(f"INT8 {target} model refused by the accuracy gate ({reasons}); report written to "
                           f"{report_path}. Try --method auto, more/better --frames, or --allow-drop")
     return report
+
+
+def _write_mixed_fp16(bdir: Path, out_name: str, section: Dict[str, Any]) -> None:
+    """Beside a mixed TensorRT model, its FP16 copy (float layers FP16, Q/DQ kept): what a strongly typed
+    build on TensorRT 10.12+ / 11 parses, made here because the board has no `onnx` to convert with.
+    A copy left from an earlier calibration goes when the new model has no float layers."""
+    from edgedepth.backends.tensorrt.build import fp16_onnx_name
+
+    stale = bdir / fp16_onnx_name(out_name)
+    if section.get("float_layers"):
+        from edgedepth.export.fp16 import write_fp16_onnx
+
+        section["fp16_onnx"] = write_fp16_onnx(bdir / out_name).name
+    elif stale.exists():
+        os.unlink(stale)
 
 
 def _run_methods(target, methods, fp32_model, pre_model, cache, calib: FrameSet, x_cal, x_hold, gt, fp32_pred,

@@ -84,4 +84,5 @@ def checkpoint_info(ckpt: Dict[str, Any], checkpoint_sha256: str = "") -> ModelI
         size=str(ckpt["model_config"].get("size", "")),
         checkpoint_sha256=checkpoint_sha256,
         training_round=int(ckpt.get("training_round", 0)),
+        depth_units=str(ckpt.get("depth_units", "metres")),
     )

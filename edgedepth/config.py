@@ -103,7 +103,7 @@ class DeviceSettings(_Strict):
     device_id: Optional[str] = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
     board: Optional[str] = None  # a name from `edgedepth devices` or a board YAML path
     spool: Optional[str] = None
-    spool_max_mb: Optional[float] = Field(None, gt=0)
+    spool_max_mb: Optional[float] = Field(None, gt=0)  # MiB (edgedepth.spool.cap_bytes)
     server: Optional[str] = None
     token_file: Optional[str] = None
     ca_cert: Optional[str] = None

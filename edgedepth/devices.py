@@ -68,6 +68,10 @@ class CameraConfig(_Strict):
     fps: int = Field(30, gt=0, le=240)
     flip_method: int = Field(0, ge=0, le=7)
     intrinsics: Optional[Intrinsics] = None
+    # metres from the camera to a flat floor and its downward pitch: the ground-plane prior that makes a
+    # relative teacher's labels metric (edgedepth.teachers.align.ground_points)
+    height_m: Optional[float] = Field(None, gt=0)
+    pitch_deg: float = Field(0.0, ge=-90, le=90)
 
 
 class PowerMode(_Strict):

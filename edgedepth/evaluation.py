@@ -89,7 +89,10 @@ def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batc
 
     protocol: crop / median scaling / depth cap (edgedepth.eval_protocol), already resolved for the
     dataset's `kind`; None scores every valid pixel in the model's depth range."""
+    from edgedepth.teachers.score import aligned_to_ground_truth
+
     pre = predictor.preprocessing
+    relative = getattr(getattr(predictor, "info", None), "depth_units", "metres") == "relative"
     results: List[FrameResult] = []
     batch: List[Any] = []
 
@@ -98,10 +101,13 @@ def evaluate_samples(predictor: Predictor, samples: Any, dataset: str = "", batc
         for s, p in zip(batch, preds):
             if s.depth is None:
                 raise DataError(f"frame {s.name} in {dataset or 'the dataset'} has no depth to compare with")
+            depth = p.depth
+            if relative:  # no metric scale: scored after a per-frame scale and shift to the ground truth
+                depth = aligned_to_ground_truth(1.0 / p.depth, "disparity", s.depth)
             if protocol is None:
-                m = frame_metrics(p.depth, s.depth, None, pre.min_depth, pre.max_depth)
+                m = frame_metrics(depth, s.depth, None, pre.min_depth, pre.max_depth)
             else:
-                pred, mask, lo, hi = apply_protocol(p.depth, s.depth, protocol, kind, pre.min_depth,
+                pred, mask, lo, hi = apply_protocol(depth, s.depth, protocol, kind, pre.min_depth,
                                                     pre.max_depth)
                 m = frame_metrics(pred, s.depth, mask, lo, hi)
             domain = str(s.domain or "unknown")

@@ -15,9 +15,11 @@ Both models are evaluated on two dataset folders:
   they are small). A union can improve while one of its parts collapses; measured in the fleet
   simulation: night frames of round 1's val split went from AbsRel 0.25 to 0.73 under a round-2
   candidate that improved the union of both rounds' val splits from 0.505 to 0.446.
-Every check must pass; a metric that is NaN/inf for the candidate fails. Per-domain figures are
-reported (JSON) but do not decide. Models may be checkpoints (.pt) or ONNX files; scoring is done by
-edgedepth.evaluation with the shared metric conventions of edgedepth.metrics.
+Every check must pass; a metric that is NaN/inf for the candidate fails. Per-domain figures, and
+per-label-kind figures (sensor, teacher-metric, teacher-aligned, self-supervised: how each frame of a
+round was labelled, from its meta.json) are reported but do not decide. Models may be checkpoints
+(.pt) or ONNX files; scoring is done by edgedepth.evaluation with the shared metric conventions of
+edgedepth.metrics.
 """
 
 from __future__ import annotations
@@ -92,6 +94,14 @@ class GateResult:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        for s in self.sets:
+            kinds = s.candidate.get("per_label_kind") or {}
+            if len(kinds) > 1 or (kinds and "unrecorded" not in kinds):
+                base = s.baseline.get("per_label_kind") or {}
+                parts = [f"{k} AbsRel {_fmt(base.get(k, {}).get('abs_rel', math.nan))} -> "
+                         f"{_fmt(v.get('abs_rel', math.nan))} ({v.get('frames', 0)} frames)"
+                         for k, v in sorted(kinds.items())]
+                lines.append(f"{s.name} set by label kind: " + "; ".join(parts))
         if self.passed:
             lines.append("verdict: PROMOTE (every check passed)")
         else:
@@ -197,9 +207,29 @@ def default_evaluator(batch_size: int = 16, limit: Optional[int] = None,
         result = evaluate(loaded[key], folders, batch_size=batch_size, limit=limit)
         out: Dict[str, Any] = dict(result.overall)
         out["per_domain"] = result.per_domain
+        out["per_label_kind"] = per_label_kind(result, folders)
         return out
 
     return run
+
+
+def per_label_kind(result, folders: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    """Metrics of an EvalResult's frames grouped by the label kind their dataset's meta.json records."""
+    from edgedepth.data.formats import LABEL_KIND, read_meta
+    from edgedepth.evaluation import summarise
+
+    kinds: Dict[str, Dict[str, str]] = {}
+    for f in folders:
+        try:
+            frames = read_meta(f).get("frames") or {}
+        except DataError:
+            frames = {}
+        kinds[str(f)] = {n: str(m.get("label_kind") or LABEL_KIND.get(m.get("label"), m.get("label"))
+                                or "unrecorded") for n, m in frames.items() if isinstance(m, dict)}
+    groups: Dict[str, list] = {}
+    for fr in result.frames:
+        groups.setdefault(kinds.get(fr.dataset, {}).get(fr.name, "unrecorded"), []).append(fr)
+    return {k: summarise(v) for k, v in groups.items()}
 
 
 def _folders(spec: DatasetSpec) -> List[PathLike]:

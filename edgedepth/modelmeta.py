@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
-from edgedepth.errors import ModelError
-from edgedepth.preprocess import OUTPUT_DOC, Preprocessing
+from edgedepth.errors import EdgeDepthError, ModelError
+from edgedepth.preprocess import OUTPUT_DOC, InputSpec, Preprocessing
 
 KEY_PREPROCESSING = "edgedepth.preprocessing"  # JSON of Preprocessing.to_dict()
-KEY_MODEL = "edgedepth.model"  # JSON: name, version, size, checkpoint_sha256, training_round
+KEY_MODEL = "edgedepth.model"  # JSON: name, version, size, checkpoint_sha256, training_round, depth_units
 KEY_OUTPUTS = "edgedepth.outputs"  # JSON: output name -> meaning and units
 KEY_FORMAT = "edgedepth.format"
+KEY_INPUT = "edgedepth.input"  # JSON of InputSpec.to_dict(); absent = float-nchw (preprocessed on the CPU)
 FORMAT_VERSION = "1"
 
 
@@ -32,16 +33,32 @@ class ModelInfo:
     checkpoint_sha256: str = ""
     training_round: int = 0
     extra: Dict[str, str] = field(default_factory=dict)
+    input: InputSpec = field(default_factory=InputSpec)
+
+    @property
+    def input_shape(self):
+        """Batch-1 shape of the model file's input tensor."""
+        return self.input.shape(self.preprocessing)
+    # "metres", or "relative": trained on relative labels, its depth has no metric scale (right up to a
+    # per-frame scale and shift), so nothing downstream may present it as metres
+    depth_units: str = "metres"
+
+    @property
+    def relative(self) -> bool:
+        return self.depth_units == "relative"
 
     def to_metadata_props(self) -> Dict[str, str]:
         ident = {"name": self.name, "version": self.version, "size": self.size,
-                 "checkpoint_sha256": self.checkpoint_sha256, "training_round": self.training_round}
+                 "checkpoint_sha256": self.checkpoint_sha256, "training_round": self.training_round,
+                 "depth_units": self.depth_units}
         props = {
             KEY_FORMAT: FORMAT_VERSION,
             KEY_PREPROCESSING: self.preprocessing.to_json(),
             KEY_MODEL: json.dumps(ident, sort_keys=True),
             KEY_OUTPUTS: json.dumps(OUTPUT_DOC, sort_keys=True),
         }
+        if self.input.is_uint8:
+            props[KEY_INPUT] = json.dumps(self.input.to_dict(), sort_keys=True)
         props.update(self.extra)
         return props
 
@@ -55,9 +72,10 @@ class ModelInfo:
         try:
             pre = Preprocessing.from_json(props[KEY_PREPROCESSING])
             ident = json.loads(props.get(KEY_MODEL, "{}"))
-        except (ValueError, TypeError) as exc:
+            spec = InputSpec.from_dict(json.loads(props[KEY_INPUT])) if KEY_INPUT in props else InputSpec()
+        except (ValueError, TypeError, EdgeDepthError) as exc:
             raise ModelError(f"{source} has unreadable edgedepth metadata ({exc}); re-export it") from exc
-        known = {KEY_PREPROCESSING, KEY_MODEL, KEY_OUTPUTS, KEY_FORMAT}
+        known = {KEY_PREPROCESSING, KEY_MODEL, KEY_OUTPUTS, KEY_FORMAT, KEY_INPUT}
         return cls(
             preprocessing=pre,
             name=str(ident.get("name", "edgedepth")),
@@ -65,7 +83,9 @@ class ModelInfo:
             size=str(ident.get("size", "")),
             checkpoint_sha256=str(ident.get("checkpoint_sha256", "")),
             training_round=int(ident.get("training_round", 0)),
+            depth_units=str(ident.get("depth_units", "metres")),
             extra={k: v for k, v in props.items() if k not in known},
+            input=spec,
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -119,6 +119,7 @@ class Model:
     ir_version: int = 0
     opset_import: List[OpsetId] = field(default_factory=list)
     graph: Graph = field(default_factory=Graph)
+    metadata: Dict[str, str] = field(default_factory=dict)  # metadata_props
 
 
 def _str(val: Any) -> str:
@@ -212,6 +213,9 @@ def read_model(path: str) -> Model:
             elif num == 8:
                 sub = {n: v for n, _sw, v in _fields(val)}
                 model.opset_import.append(OpsetId(_str(sub.get(1, b"")), int(sub.get(2, 0))))
+            elif num == 14:
+                sub = {n: v for n, _sw, v in _fields(val)}
+                model.metadata[_str(sub.get(1, b""))] = _str(sub.get(2, b""))
             elif num == 7:
                 g = model.graph
                 for gnum, _gw, gval in _fields(val):
@@ -228,3 +232,15 @@ def read_model(path: str) -> Model:
     if model.ir_version == 0 and not model.graph.node:
         raise ModelError(f"{path} is not a readable ONNX model (no graph)")
     return model
+
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def float_weighted_layers(graph: Any) -> List[str]:
+    """Names of the weighted layers (Conv / ConvTranspose / Gemm / MatMul) of a Q/DQ graph that read no
+    input through a DequantizeLinear: the float layers of a mixed INT8 model. Takes this module's Graph
+    or an onnx GraphProto (the same field names)."""
+    dq_out = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    return [n.name or n.op_type for n in graph.node
+            if n.op_type in WEIGHTED_OPS and not any(i in dq_out for i in n.input)]

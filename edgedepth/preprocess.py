@@ -21,7 +21,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Output names of every edgedepth network / ONNX file / engine.
 OUTPUT_DEPTH = "depth"  # metric z-depth in metres, shape (N, 1, H, W), strictly positive
 OUTPUT_UNCERTAINTY = "uncertainty"  # log of the Laplacian scale b on log-depth, shape (N, 1, H, W)
-INPUT_NAME = "image"  # normalised RGB, float32, shape (N, 3, H, W)
+INPUT_NAME = "image"  # normalised RGB, float32, shape (N, 3, H, W); or the camera's uint8 (N, H, W, 3)
+
+# What a model file's input tensor takes (`edgedepth export --input-format`, metadata 'edgedepth.input').
+INPUT_FLOAT = "float-nchw"  # normalised RGB float32 (N,3,H,W) at the model's size: preprocess on the CPU
+INPUT_UINT8_RGB = "uint8-hwc-rgb"  # the camera's bytes (N,H,W,3) uint8 RGB at the camera's size; the graph
+INPUT_UINT8_BGR = "uint8-hwc-bgr"  # ... (or BGR, OpenCV's order) resizes, reorders and normalises itself
+INPUT_FORMATS = (INPUT_FLOAT, INPUT_UINT8_RGB, INPUT_UINT8_BGR)
 
 OUTPUT_DOC = {
     OUTPUT_DEPTH: "metric z-depth along the optical axis, metres, float32 (N,1,H,W), > 0",
@@ -101,6 +107,70 @@ class Preprocessing:
             cv2.addWeighted(plane, 1.0 / (255.0 * self.std[c]), plane, 0.0, -self.mean[c] / self.std[c],
                             dst=out[0, c], dtype=cv2.CV_32F)
         return out
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The input tensor of a model file: float (preprocessed on the CPU) or the camera's uint8 image
+    at `height` x `width`, which the graph itself resizes to the model's size and normalises."""
+
+    format: str = INPUT_FLOAT
+    height: int = 0  # camera image size the uint8 graph takes (0 for float-nchw)
+    width: int = 0
+
+    def __post_init__(self) -> None:
+        if self.format not in INPUT_FORMATS:
+            raise ConfigError(f"unknown input format {self.format!r}; choose one of "
+                              f"{', '.join(INPUT_FORMATS)}")
+        if self.is_uint8 and (self.height <= 0 or self.width <= 0):
+            raise ConfigError(f"input format {self.format} needs the camera's image size, got "
+                              f"{self.height}x{self.width}")
+
+    @property
+    def is_uint8(self) -> bool:
+        return self.format != INPUT_FLOAT
+
+    @property
+    def bgr(self) -> bool:
+        return self.format == INPUT_UINT8_BGR
+
+    def shape(self, pre: "Preprocessing") -> Tuple[int, int, int, int]:
+        """The batch-1 input shape: (1,H,W,3) camera bytes or (1,3,h,w) float at the model's size."""
+        return (1, self.height, self.width, 3) if self.is_uint8 else (1, 3, pre.height, pre.width)
+
+    @property
+    def dtype(self):
+        return np.uint8 if self.is_uint8 else np.float32
+
+    def to_dict(self) -> dict:
+        d = {"format": self.format}
+        if self.is_uint8:
+            d.update(height=self.height, width=self.width, layout="NHWC", dtype="uint8",
+                     channel_order="BGR" if self.bgr else "RGB")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        return cls(str(d.get("format", INPUT_FLOAT)), int(d.get("height", 0)), int(d.get("width", 0)))
+
+    def pack(self, rgb: np.ndarray, bgr: Optional[np.ndarray] = None,
+             out: Optional[np.ndarray] = None) -> np.ndarray:
+        """A camera frame (RGB uint8 HxWx3; `bgr`: the same frame in OpenCV's order when the source had
+        it) -> the uint8 graph's (1,H,W,3) input. A frame at the graph's size and channel order is
+        passed as a view, no copy; another size is resized here (the graph then only normalises it),
+        another channel order is converted into `out`."""
+        src = bgr if self.bgr and bgr is not None else rgb
+        if src.ndim != 3 or src.shape[2] != 3 or src.dtype != np.uint8:
+            raise ConfigError(f"expected a uint8 image HxWx3, got {src.dtype} {src.shape}")
+        if src.shape[:2] != (self.height, self.width):
+            interp = cv2.INTER_AREA if src.shape[0] > self.height else cv2.INTER_LINEAR
+            src = cv2.resize(src, (self.width, self.height), interpolation=interp)
+        if self.bgr and src is not bgr:
+            if out is None or out.shape != (1, self.height, self.width, 3):
+                out = np.empty((1, self.height, self.width, 3), np.uint8)
+            cv2.cvtColor(np.ascontiguousarray(src), cv2.COLOR_RGB2BGR, dst=out[0])
+            return out
+        return np.ascontiguousarray(src)[None]
 
 
 def resize_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The spool: the one on-disk hand-over between the live loop (writer) and the upload daemon (reader).
 
-Contract (also in README "Spool format"):
+Contract (also in docs/architecture.md, "Contract: the spool"):
 - One flat directory. An item is a set of files `<id>.<name>` (e.g. `<id>.rgb.png`, `<id>.depth.png`,
   `<id>.prev.png`) plus `<id>.json` (the metadata), written LAST, each atomically (temp file, fsync,
   rename, fsync the directory). A reader ignores items without their `.json`.
@@ -28,7 +28,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgedepth.errors import DataError
+from edgedepth.errors import ConfigError, DataError
 from edgedepth.faults import pause_point
 from edgedepth.fsutil import fsync_dir as _fsync_dir
 
@@ -136,6 +136,17 @@ TEMP_PREFIX = ".tmp-"  # temp files start with a dot: every reader skips dot fil
 FAILED_DIR = "failed"  # permanently rejected items are moved here, with <id>.failed.json
 LOCKS_DIR = ".locks"  # <id>.lock held (flock) by the daemon while it uploads an item
 META_SUFFIX = ".json"
+FAILED_REASON_SUFFIX = ".failed.json"
+MIB = 1 << 20
+
+
+def cap_bytes(max_mib: Optional[float], option: str = "--spool-max-mb") -> Optional[int]:
+    """The spool cap in bytes from a size in MiB, the unit of every `--spool-max-mb`; None: no cap."""
+    if max_mib is None:
+        return None
+    if not max_mib > 0:
+        raise ConfigError(f"{option} must be positive (MiB), got {max_mib}")
+    return int(max_mib * MIB)
 
 
 def captured_at(t: Optional[float] = None) -> str:
@@ -193,8 +204,9 @@ class Spool:
 
     Safe for one writer process and one reader (the daemon) at the same time: files appear by rename,
     the metadata last, so a reader never sees a partial item; removal deletes the metadata first.
-    `max_bytes` caps the directory: after each put the lowest-score items are evicted (never one that the
-    daemon holds locked while uploading it).
+    `max_bytes` caps the directory, failed/ included: after each put the items in failed/ (rejected by
+    the server for good) go first, oldest first, then the lowest-score items (never one that the daemon
+    holds locked while uploading it). A full disk evicts in the same order.
     """
 
     def __init__(self, root: Union[str, Path], max_bytes: Optional[int] = None):
@@ -207,6 +219,7 @@ class Spool:
             raise DataError(f"spool max_bytes must be positive, got {max_bytes}")
         self.max_bytes = max_bytes
         self.evicted = 0
+        self.evicted_failed = 0  # rejected items deleted from failed/ to stay under the cap
         self._index: Dict[str, Tuple[float, str, int]] = {}  # id -> (score, captured_at, nbytes)
         self._approx_bytes: Optional[int] = None  # cached total, re-measured when it crosses the cap
         self._puts = 0
@@ -371,15 +384,47 @@ class Spool:
         return len(self.item_ids())
 
     def total_bytes(self) -> int:
-        """Bytes of every regular file directly in the spool (items, orphans, temp files)."""
+        """Bytes of every regular file directly in the spool (items, orphans, temp files) and in failed/."""
         total = 0
-        with os.scandir(self.root) as it:
-            for entry in it:
-                with contextlib.suppress(OSError):
-                    if entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_size
+        for directory in (self.root, self.root / FAILED_DIR):
+            try:
+                with os.scandir(directory) as it:
+                    for entry in it:
+                        with contextlib.suppress(OSError):
+                            if entry.is_file(follow_symlinks=False):
+                                total += entry.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
         self._approx_bytes = total
         return total
+
+    def failed_items(self) -> List[Tuple[float, str, int, List[Path]]]:
+        """(time of the rejection, id, bytes, files) of every item in failed/, oldest first."""
+        groups: Dict[str, List] = {}  # id -> [reason file mtime or None, newest file mtime, bytes, paths]
+        try:
+            with os.scandir(self.root / FAILED_DIR) as it:
+                entries = list(it)
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            item_id = _item_id_of(entry.name)
+            if item_id is None:
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            g = groups.setdefault(item_id, [None, 0.0, 0, []])
+            if entry.name == item_id + FAILED_REASON_SUFFIX:
+                g[0] = st.st_mtime
+            g[1] = max(g[1], st.st_mtime)
+            g[2] += st.st_size
+            g[3].append(Path(entry.path))
+        out = [(g[0] if g[0] is not None else g[1], item_id, g[2], g[3]) for item_id, g in groups.items()]
+        out.sort()
+        return out
 
     # -- removal -------------------------------------------------------------------------------------
     def remove(self, item_id: str) -> None:
@@ -419,7 +464,11 @@ class Spool:
         return out
 
     def move_to_failed(self, item_id: str, reason: dict) -> Path:
-        """Move an item's files to `<spool>/failed/` with `<id>.failed.json` (the reason); returns the dir."""
+        """Move an item's files to `<spool>/failed/` with `<id>.failed.json` (the reason); returns the dir.
+
+        The files move by rename (no space needed); on a full disk the reason file may not fit, which is
+        logged (the reason is in the daemon's log and job table too) and does not stop the move.
+        """
         failed = self.root / FAILED_DIR
         failed.mkdir(exist_ok=True)
         json_path = self.root / item_file_name(item_id, "json")
@@ -428,8 +477,14 @@ class Spool:
         for path in ([json_path] if json_path.exists() else []) + files:
             with contextlib.suppress(FileNotFoundError):
                 os.replace(path, failed / path.name)
-        _write_atomic(failed, f"{item_id}.failed.json",
-                      json.dumps(dict(reason, id=item_id), indent=1, sort_keys=True).encode())
+        try:
+            _write_atomic(failed, f"{item_id}{FAILED_REASON_SUFFIX}",
+                          json.dumps(dict(reason, id=item_id), indent=1, sort_keys=True).encode())
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.warning("spool disk full: moved rejected item %s to %s without its reason file (%s)",
+                        item_id[:12], failed, reason.get("reason"))
         _fsync_dir(failed)
         self._index.pop(item_id, None)
         return failed
@@ -483,6 +538,24 @@ class Spool:
         return self._evict(need_bytes=total - self.max_bytes, protect=protect or set())
 
     def _evict(self, need_bytes: int, protect: Set[str], at_least_one: bool = False) -> int:
+        freed = 0
+
+        def enough() -> bool:
+            return freed >= need_bytes and not (at_least_one and freed == 0)
+
+        for _, item_id, nbytes, paths in self.failed_items():  # rejected for good: first, oldest first
+            if enough():
+                return freed
+            meta_name = item_file_name(item_id, "json")
+            for path in sorted(paths, key=lambda p: p.name != meta_name):  # its metadata first
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            freed += nbytes
+            self.evicted_failed += 1
+            if self._approx_bytes is not None:
+                self._approx_bytes = max(0, self._approx_bytes - nbytes)
+            log.info("spool %s: deleted rejected item %s from %s/ (%d bytes) to stay under the cap",
+                     self.root, item_id[:12], FAILED_DIR, nbytes)
         ids = self.item_ids()
         for stale in set(self._index) - ids:
             del self._index[stale]
@@ -498,9 +571,8 @@ class Spool:
                 info = self._index[item_id] = (item.score, item.meta.captured_at, item.nbytes)
             ranked.append((info[0], info[1], item_id, info[2]))
         ranked.sort()  # lowest score first, then oldest
-        freed = 0
         for score, _, item_id, nbytes in ranked:
-            if freed >= need_bytes and not (at_least_one and freed == 0):
+            if enough():
                 break
             if self.is_locked(item_id):
                 continue  # being uploaded right now
@@ -518,9 +590,20 @@ class Spool:
         import fcntl
 
         locks = self.root / LOCKS_DIR
-        locks.mkdir(exist_ok=True)
         path = locks / f"{item_id}.lock"
-        fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+        fd: Optional[int] = None
+        try:
+            locks.mkdir(exist_ok=True)
+            fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a full disk must not stop the upload: unlocked, the writer may evict the item meanwhile,
+            # which the upload sees as a vanished file (kept for a later try) or the server confirms anyway
+            log.debug("spool disk full: uploading %s without its lock file", item_id[:12])
+        if fd is None:
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

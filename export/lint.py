@@ -14,11 +14,16 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from edgedepth.export import trt_ops
 
+from edgedepth.backends.tensorrt.build import fp16_onnx_name, mixed_fp16_method
 from edgedepth.devices import DeviceConfig, load_device, parser_max_opset
 from edgedepth.errors import DataError, ModelError
-from edgedepth.onnxgraph import read_model
+from edgedepth.onnxgraph import WEIGHTED_OPS, float_weighted_layers, read_model
 
 FP16_MAX = 65504.0
+# UINT8 network inputs (a camera image with preprocessing inside the graph, `edgedepth export
+# --input-format uint8-hwc-*`): TensorRT 8.2's parser refuses them ("Unsupported ONNX data type: UINT8");
+# 8.5 added UINT8 as a network I/O type consumed by a cast (from memory of the 8.5 release notes).
+UINT8_INPUT_SINCE = (8, 5)
 _DTYPE_NAMES = {
     1: "FLOAT",
     2: "UINT8",
@@ -100,11 +105,12 @@ def lint_model(
     has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in mp.graph.node)
 
     _check_opset(mp, dev, has_qdq, out)
+    _check_input(mp, dev, out)
     _check_ops(mp, dev, out)
     if has_qdq:
         _check_precision_int8(dev, out)
         _check_qdq(mp, dev, inits, out)
-        _check_float_layers(mp, dev, out)
+        _check_float_layers(mp, dev, path, out)
     _check_int64(inits, out)
     _check_dynamic(mp, out)
     _check_fp16(calib_report, dev, precision, has_qdq, out)
@@ -144,6 +150,35 @@ def _check_opset(mp, dev: DeviceConfig, has_qdq: bool, out: List[Finding]) -> No
     used = {n.domain for n in mp.graph.node} - {"", "ai.onnx"}
     for domain in sorted(used):
         out.append(Finding("error", "domain", f"ops of domain '{domain}' need TensorRT plugins"))
+
+
+def _check_input(mp, dev: DeviceConfig, out: List[Finding]) -> None:
+    """A uint8 camera-image input (preprocessing inside the graph) needs a parser that takes UINT8."""
+    from edgedepth.modelmeta import KEY_INPUT
+    from edgedepth.preprocess import INPUT_NAME
+
+    vi = next((v for v in mp.graph.input if v.name == INPUT_NAME), None)
+    if vi is None or vi.elem_type != 2:  # not UINT8
+        return
+    spec = json.loads(mp.metadata.get(KEY_INPUT, "{}") or "{}")
+    dims = [d.dim_param or d.dim_value for d in vi.dims]
+    pre_nodes = [n.op_type for n in mp.graph.node if n.name.startswith("preprocess/")]
+    if dev.trt_version < UINT8_INPUT_SINCE:
+        since = ".".join(str(v) for v in UINT8_INPUT_SINCE)
+        out.append(Finding("error", "uint8-input",
+                           f"input '{INPUT_NAME}' is uint8 {dims}: TensorRT {dev.tensorrt} on {dev.board} "
+                           f"cannot take a UINT8 network input (TensorRT {since}+ can); export this board's "
+                           "model with --input-format float-nchw"))
+        return
+    if not spec:
+        out.append(Finding("warning", "uint8-input",
+                           f"input '{INPUT_NAME}' is uint8 {dims} but the model has no 'edgedepth.input' "
+                           "metadata: the runtime will not know its camera size and channel order; re-export "
+                           "it with `edgedepth export --input-format`"))
+        return
+    out.append(Finding("info", "uint8-input",
+                       f"camera input uint8 {dims} {spec.get('channel_order', '?')}, preprocessing in the "
+                       f"graph on the GPU ({' -> '.join(pre_nodes) or 'no preprocess/ nodes'})"))
 
 
 def _check_ops(mp, dev: DeviceConfig, out: List[Finding]) -> None:
@@ -233,24 +268,26 @@ def _check_qdq(mp, dev: DeviceConfig, inits, out: List[Finding]) -> None:
             _check_axis(node, inits, producers, consumers, out)
 
 
-def _check_float_layers(mp, dev: DeviceConfig, out: List[Finding]) -> None:
+def _check_float_layers(mp, dev: DeviceConfig, path: Path, out: List[Finding]) -> None:
     """A mixed model (`edgedepth calibrate` left its most INT8-sensitive layers un-quantized): say
-    which weighted layers have no Q/DQ and in what precision TensorRT builds them on this board."""
-    dq_out = {n.output[0] for n in mp.graph.node if n.op_type == "DequantizeLinear"}
-    weighted = [n for n in mp.graph.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")]
-    plain = [n.name or n.op_type for n in weighted if not any(i in dq_out for i in n.input)]
+    which weighted layers have no Q/DQ and how `edgedepth build` runs them in FP16 on this board."""
+    plain = float_weighted_layers(mp.graph)
     if not plain:
         return
+    weighted = sum(1 for n in mp.graph.node if n.op_type in WEIGHTED_OPS)
     names = ", ".join(plain[:8]) + (" ..." if len(plain) > 8 else "")
-    if dev.trt_version < (10, 0):
-        out.append(Finding("info", "float-layers", f"{len(plain)} of {len(weighted)} weighted layers have no "
-                           f"Q/DQ and build in FP16 (INT8 + FP16 builder flags on TensorRT {dev.tensorrt}): "
-                           f"{names}"))
-    else:
-        out.append(Finding("warning", "float-layers", f"{len(plain)} of {len(weighted)} weighted layers have "
-                           f"no Q/DQ: the strongly typed network `edgedepth build` makes of a Q/DQ model on "
-                           f"TensorRT {dev.tensorrt} runs them in the ONNX tensor type (FP32), not FP16: "
-                           f"{names}"))
+    head = f"{len(plain)} of {weighted} weighted layers have no Q/DQ and build in FP16"
+    if mixed_fp16_method(dev.trt_version) == "builder-flags":
+        out.append(Finding("info", "float-layers", f"{head} through the INT8 + FP16 builder flags, weakly "
+                           f"typed on TensorRT {dev.tensorrt}. Layers: {names}"))
+        return
+    copy = path.with_name(fp16_onnx_name(path.name))
+    where = "found beside the model" if copy.is_file() else (
+        f"missing: write it on the workstation with `edgedepth build {path.name} --device {dev.board} "
+        "--fp16-onnx-only` and copy it into the bundle, or the build refuses")
+    out.append(Finding("info" if copy.is_file() else "warning", "float-layers",
+                       f"{head} from {copy.name} (float part FP16, Q/DQ kept), strongly typed on TensorRT "
+                       f"{dev.tensorrt}; {copy.name} is {where}. Layers: {names}"))
 
 
 def _is_weight(name: str, inits, producers) -> bool:

@@ -19,19 +19,29 @@ from typing import Any, Dict, Optional, Tuple
 
 from edgedepth import bundle
 from edgedepth.errors import ConfigError, ModelError, require
-from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_DOC, OUTPUT_UNCERTAINTY
+from edgedepth.preprocess import (
+    INPUT_FLOAT,
+    INPUT_NAME,
+    OUTPUT_DEPTH,
+    OUTPUT_DOC,
+    OUTPUT_UNCERTAINTY,
+    InputSpec,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13  # per-axis Q/DQ (per-channel INT8 weights) needs 13
 DEFAULT_TOLERANCE = 1e-4
+# A uint8 graph that resizes differs from the float pipeline, which rounds its resized image to whole grey
+# levels, by up to half a level per pixel (see export/input_graph.py); this bounds the depth it may move.
+RESIZE_TOLERANCE = 2e-2
 KEY_EXPORT = "edgedepth.export"
 
 GRAPH_DOC = (
-    "edgedepth monocular depth network. Input '{inp}': float32 (N,3,H,W) RGB normalised with the "
-    "mean/std in metadata 'edgedepth.preprocessing'. Outputs '{d}': {dd}. '{u}': {ud}."
+    "edgedepth monocular depth network. Input '{inp}': {idoc}. Outputs '{d}': {dd}. '{u}': {ud}."
 )
+FLOAT_INPUT_DOC = "float32 (N,3,H,W) RGB normalised with the mean/std in metadata 'edgedepth.preprocessing'"
 
 
 def choose_opset(opset: Optional[int], device=None) -> int:
@@ -60,13 +70,14 @@ def _torch_export(model, dummy, opset: int, dynamic_batch: bool) -> bytes:
     return buf.getvalue()
 
 
-def _document(mp, info_props: Dict[str, str]) -> None:
+def _document(mp, info_props: Dict[str, str], input_doc: str = FLOAT_INPUT_DOC) -> None:
     graph = mp.graph
     graph.name = "edgedepth"
-    graph.doc_string = GRAPH_DOC.format(inp=INPUT_NAME, d=OUTPUT_DEPTH, dd=OUTPUT_DOC[OUTPUT_DEPTH],
-                                        u=OUTPUT_UNCERTAINTY, ud=OUTPUT_DOC[OUTPUT_UNCERTAINTY])
+    graph.doc_string = GRAPH_DOC.format(inp=INPUT_NAME, idoc=input_doc, d=OUTPUT_DEPTH,
+                                        dd=OUTPUT_DOC[OUTPUT_DEPTH], u=OUTPUT_UNCERTAINTY,
+                                        ud=OUTPUT_DOC[OUTPUT_UNCERTAINTY])
     for vi in graph.input:
-        if vi.name == INPUT_NAME:
+        if vi.name == INPUT_NAME and not vi.doc_string:
             vi.doc_string = "normalised RGB image, float32 (N,3,H,W); see edgedepth.preprocessing"
     for vi in graph.output:
         vi.doc_string = OUTPUT_DOC.get(vi.name, "")
@@ -80,9 +91,13 @@ def _document(mp, info_props: Dict[str, str]) -> None:
 def export_onnx(checkpoint: str, out_dir: str, size: Optional[Tuple[int, int]] = None,
                 opset: Optional[int] = None, device: Optional[str] = None, dynamic_batch: bool = False,
                 data: Optional[str] = None, parity_frames: int = 32,
-                tolerance: float = DEFAULT_TOLERANCE) -> Dict[str, Any]:
+                tolerance: float = DEFAULT_TOLERANCE, input_format: str = INPUT_FLOAT,
+                input_size: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
     """Write OUT_DIR/model.onnx from a checkpoint, check it, compare with PyTorch, refresh the manifest.
 
+    With a uint8 `input_format` the file takes the camera's image (N,H,W,3 uint8 at `input_size`,
+    default the model's size) and preprocesses it inside the graph (export/input_graph.py); that graph
+    is also compared with the float pipeline on camera-size frames.
     Returns a report dict (opset, ops, parity figures, timings). Raises ModelError when parity exceeds
     `tolerance` (max relative depth error) - the file is then removed, not left half-trusted.
     """
@@ -102,6 +117,14 @@ def export_onnx(checkpoint: str, out_dir: str, size: Optional[Tuple[int, int]] =
     if size is not None and size != info.preprocessing.size:
         info.preprocessing = dataclasses.replace(info.preprocessing, height=size[0], width=size[1])
     pre = info.preprocessing
+    if input_format == INPUT_FLOAT:
+        if input_size is not None:
+            raise ConfigError("--input-size is the camera's image size of a uint8 input; it needs "
+                              "--input-format uint8-hwc-bgr or uint8-hwc-rgb (--size sets the model's size)")
+        spec = InputSpec()
+    else:
+        cam = input_size or pre.size
+        spec = InputSpec(input_format, int(cam[0]), int(cam[1]))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -149,17 +172,75 @@ def export_onnx(checkpoint: str, out_dir: str, size: Optional[Tuple[int, int]] =
         raise ModelError(f"ONNX output differs from PyTorch: max relative depth error "
                          f"{parity['max_rel_depth']:.3e} > tolerance {tolerance:.1e} on {parity['frames']} "
                          "frames; the export is refused (check for unsupported ops or a lower --opset)")
+    input_report = None
+    if spec.is_uint8:
+        tmp, input_report = _with_uint8_input(onnx, mp, info, export_meta, spec, out, tmp, data,
+                                              parity_frames, tolerance)
+        for line in input_report["lines"]:
+            log.info(line)
     os.replace(tmp, target)
     report = {
         "path": str(target), "opset": opset, "ops": ops, "cleanup": cleaned, "int64_initializers": int64,
-        "input": [1 if not dynamic_batch else "N", 3, pre.height, pre.width],
+        "input": ([1 if not dynamic_batch else "N", 3, pre.height, pre.width] if not spec.is_uint8 else
+                  [1 if not dynamic_batch else "N", spec.height, spec.width, 3]),
+        "input_format": spec.format, "input_graph": input_report,
         "parity": parity, "parity_source": frames.source, "tolerance": tolerance,
         "times_s": {"export": round(t_export, 3), "check_write": round(t_write - t_export, 3),
                     "parity": round(time.perf_counter() - t0 - t_write, 3)},
         "checkpoint": str(checkpoint), "checkpoint_sha256": info.checkpoint_sha256,
     }
-    summary = {k: report[k] for k in ("opset", "input", "tolerance", "parity_source")}
+    summary = {k: report[k] for k in ("opset", "input", "tolerance", "parity_source", "input_format")}
     summary.update(max_rel_depth=parity["max_rel_depth"], frames=parity["frames"])
+    if input_report is not None:
+        summary["input_parity"] = {k: input_report[k] for k in ("resize", "max_rel_depth", "tolerance")}
     bundle.write_manifest(out, {"export": summary})
-    report["lines"] = format_parity(parity)
+    report["lines"] = format_parity(parity) + (input_report["lines"] if input_report else [])
     return report
+
+
+def _with_uint8_input(onnx, float_mp, info, export_meta: Dict[str, Any], spec: InputSpec, out: Path,
+                      float_tmp: Path, data: Optional[str], parity_frames: int, tolerance: float):
+    """Put preprocessing in front of the checked float graph, compare the result with the float pipeline
+    on camera-size frames, and return (the uint8 graph's temp file, its report)."""
+    from edgedepth.export.input_graph import add_uint8_input
+    from edgedepth.export.parity import input_parity
+
+    from edgedepth.data.frames import get_frames
+
+    mp = onnx.ModelProto()
+    mp.CopyFrom(float_mp)
+    added = add_uint8_input(mp, info.preprocessing, spec)
+    info = dataclasses.replace(info, input=spec)
+    props = info.to_metadata_props()
+    props[KEY_EXPORT] = json.dumps({**export_meta, "input_format": spec.format,
+                                    "camera_size": [spec.height, spec.width], "resize": added["resize"]},
+                                   sort_keys=True)
+    order = "BGR" if spec.bgr else "RGB"
+    _document(mp, props, f"the camera's image, uint8 (N,H,W,3) {order} at {spec.height}x{spec.width}, "
+                         "resized and normalised inside the graph (metadata 'edgedepth.input')")
+    try:
+        mp = onnx.shape_inference.infer_shapes(mp, check_type=True, strict_mode=True)
+        onnx.checker.check_model(mp, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        float_tmp.unlink()
+        raise ModelError(f"the uint8-input graph fails the ONNX checker: {exc}") from exc
+    tmp = out / f".{bundle.MODEL_FP32}.uint8.tmp{os.getpid()}"
+    tmp.write_bytes(mp.SerializeToString())
+    frames = get_frames(data, parity_frames, spec.height, spec.width, seed=1000)
+    if len(frames) > parity_frames:
+        frames = frames.subset(range(parity_frames))
+    try:
+        res = input_parity(str(float_tmp), str(tmp), frames.rgb, info.preprocessing, spec)
+    finally:
+        float_tmp.unlink()
+    limit = tolerance if added["resize"] == "none" else max(tolerance, RESIZE_TOLERANCE)
+    line = (f"uint8 input ({spec.format}, camera {spec.height}x{spec.width}, resize {added['resize']}) vs "
+            f"the float pipeline on {res['frames']} frames: max relative depth error "
+            f"{res['max_rel_depth']:.2e}, "
+            f"mean {res['mean_rel_depth']:.2e}; max |uncertainty diff| {res['max_abs_uncertainty']:.2e} "
+            f"(tolerance {limit:.0e})")
+    if not res["max_rel_depth"] <= limit:
+        tmp.unlink()
+        raise ModelError(f"the uint8-input graph differs from the float pipeline: {line}; the export is "
+                         "refused (export with --input-format float-nchw)")
+    return tmp, {**added, **res, "tolerance": limit, "lines": [line]}

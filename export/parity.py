@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY, Preprocessing
+from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY, InputSpec, Preprocessing
 
 
 def preprocess_batch(rgb: np.ndarray, pre: Preprocessing) -> np.ndarray:
@@ -15,6 +15,26 @@ def preprocess_batch(rgb: np.ndarray, pre: Preprocessing) -> np.ndarray:
     for i, img in enumerate(rgb):
         pre.apply(img, out=out[i:i + 1])
     return out
+
+
+def model_inputs(rgb: np.ndarray, pre: Preprocessing, spec: Optional[InputSpec] = None) -> np.ndarray:
+    """(N,H,W,3) uint8 RGB frames -> what the model file takes: float (N,3,h,w) preprocessed here, or
+    for a uint8-input graph the frames' bytes (N,H,W,3) at its camera size, in its channel order."""
+    if spec is None or not spec.is_uint8:
+        return preprocess_batch(rgb, pre)
+    out = np.empty((len(rgb), spec.height, spec.width, 3), dtype=np.uint8)
+    for i, img in enumerate(rgb):
+        out[i] = spec.pack(img)[0]
+    return out
+
+
+def input_parity(float_path: str, uint8_path: str, rgb: np.ndarray, pre: Preprocessing,
+                 spec: InputSpec) -> Dict[str, Any]:
+    """A uint8-input graph on camera frames against the float pipeline on the same frames
+    (edgedepth.preprocess on the CPU, then the float graph)."""
+    ref_d, ref_u = run_onnx(ort_session(float_path), preprocess_batch(rgb, pre))
+    d, u = run_onnx(ort_session(uint8_path), model_inputs(rgb, pre, spec))
+    return compare_outputs(ref_d, d, ref_u, u)
 
 
 def ort_session(path: str, threads: int = 1, optimize: bool = True):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Export/quantization acceptance: export + calibrate(trt) + calibrate(cpu) + lint of the `small` model.
 
-Prints each stage's wall time and the figures the export issue asks for:
+Prints each stage's wall time and the export figures with their targets:
 - total of the four stages (target <= 60 s on this machine);
 - ONNX vs PyTorch max relative depth error on 32 validation frames (target <= 1e-4);
 - TensorRT-target INT8 delta1 drop vs FP32 on held-out frames (target <= 0.01);
@@ -226,6 +226,13 @@ def main() -> int:
         print(f"  {name:75s} {value:10.4g}  (target {target:g})  {'PASS' if ok else 'FAIL'}")
     print(f"  lint of the TRT-target model for {args.device}: exit {res_lint.returncode}")
     print(f"checkpoint used: {ckpt_note}")
+    from edgedepth.bench.record import figure, record_results
+
+    record_results("bench_export", f"Export and quantization for {args.device}",
+                   [figure(name, float(f"{value:.4g}"), target=f"{target:g} ({'PASS' if ok else 'FAIL'})")
+                    for name, value, target, ok in rows]
+                   + [figure("lint of the TensorRT-target model, exit code", res_lint.returncode)],
+                   notes=[f"Checkpoint: {ckpt_note}."])
     return 0 if all(r[3] for r in rows) and res_lint.returncode == 0 else 1
 
 

@@ -89,11 +89,17 @@ def run_pass(url: str, token: str, bodies, clients: int):
     return wall, lat, codes
 
 
-def report(label: str, wall: float, lat, codes, nbytes: int) -> None:
+def report(label: str, wall: float, lat, codes, nbytes: int) -> list:
     n = len(lat)
     print(f"{label:10s} {n} items in {wall:.2f} s: {n / wall:.1f} items/s, {nbytes / wall / 1e6:.1f} MB/s; "
           f"latency p50 {statistics.median(lat) * 1e3:.1f} ms, p95 {lat[int(0.95 * (n - 1))] * 1e3:.1f} ms; "
           f"statuses {sorted(set(codes))}")
+    from edgedepth.bench.record import figure
+
+    return [figure(f"{label}: items/s", round(n / wall, 1)),
+            figure(f"{label}: MB/s", round(nbytes / wall / 1e6, 1)),
+            figure(f"{label}: latency p50 / p95", f"{statistics.median(lat) * 1e3:.1f} / "
+                   f"{lat[int(0.95 * (n - 1))] * 1e3:.1f}", "ms")]
 
 
 def main() -> None:
@@ -144,8 +150,13 @@ def main() -> None:
         print(f"{args.items} items of {width}x{height}, {nbytes / args.items / 1e3:.0f} kB each, "
               f"{args.clients} clients, store {'moto S3' if args.s3 else 'local directory'}, "
               f"{os.cpu_count()} CPUs")
-        report("new", *run_pass(url, token, bodies, args.clients), nbytes)
-        report("duplicate", *run_pass(url, token, bodies, args.clients), nbytes)
+        figs = report("new", *run_pass(url, token, bodies, args.clients), nbytes)
+        figs += report("duplicate", *run_pass(url, token, bodies, args.clients), nbytes)
+        from edgedepth.bench.record import record_results
+
+        record_results("bench_ingest" + ("_s3" if args.s3 else ""), "Ingest server throughput ("
+                       + ("moto S3" if args.s3 else "local directory") + " store)", figs,
+                       notes=[f"{args.items} items of {width}x{height}, {args.clients} clients."])
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Acceptance figures of the live loop (edgedepth.runtime), all measured in one run.
 
-    python scripts/bench_loop.py MODEL [--frames 400] [--select-frames 1500] [--threads 2]
+    python scripts/bench_loop.py MODEL [MODEL ...] [--frames 400] [--select-frames 1500] [--threads 2]
+    python scripts/bench_loop.py --random-init tiny,small --size 96x128 --select-frames 0
 
 MODEL: a bundle directory, an .onnx file, or a checkpoint (.pt; exported with `edgedepth export`'s library
 function, or a plain torch.onnx.export as a fallback).
@@ -9,7 +10,8 @@ function, or a plain torch.onnx.export as a fallback).
 1. Pipeline efficiency on synthetic://...?cache=N at the model's input size with onnxruntime CPU: the loop's
    throughput (capture thread + preprocessing + inference + postprocessing + hard-frame selection, no
    sinks) over the bare backend's throughput (inference alone, tight loop, same backend object), in
-   interleaved rounds; medians. The synthetic clip is rendered once and replayed (cache=N), so the figure
+   interleaved rounds (every model in every round, order alternated); the median of the per-round
+   ratios. The synthetic clip is rendered once and replayed (cache=N), so the figure
    measures the pipeline, not the scene renderer (~20 ms per 224x224 frame, reported separately).
 2. Latency p50/p95/p99 capture -> result: unpaced (frames queue behind the pipeline) and paced at 70% of
    the measured throughput (realtime=1: a camera-like source, the latency a user sees).
@@ -35,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgedepth.bench.machine import usable_cores  # noqa: E402
+from edgedepth.machine import usable_cores  # noqa: E402
 from edgedepth.metrics import spearman  # noqa: E402
 from edgedepth.runtime.backends import load_backend  # noqa: E402
 from edgedepth.runtime.backends.onnxruntime import pipeline_threads  # noqa: E402
@@ -187,85 +189,138 @@ def selection_quality(backend, frames, unseen, rate, reference=None):
     return rows
 
 
-def efficiency(backend, batches, uri, args, h, w, reference=None) -> dict:
-    """Interleaved bare/loop rounds; throughput ratio by wall clock and by CPU time per frame."""
-    bare, loop, bare_cpu, loop_cpu, sel_ms, sel_cpu = [], [], [], [], [], []
-    stats = None
-    for r in range(args.rounds):  # interleaved, order alternated: drift on a shared machine hits both
-        if r % 2:
-            fps, cpu, stats = loop_run(backend, uri, args.frames, h=h, w=w, reference=reference)
-            b, bc = bare_throughput(backend, batches, args.frames)
-        else:
-            b, bc = bare_throughput(backend, batches, args.frames)
-            fps, cpu, stats = loop_run(backend, uri, args.frames, h=h, w=w, reference=reference)
-        bare.append(b)
-        bare_cpu.append(bc)
-        loop.append(fps)
-        loop_cpu.append(cpu)
-        sel_ms.append(stats["select_ms_mean"])
-        sel_cpu.append(stats["select_cpu_ms_mean"])
-        print(
-            f"  round {r}: bare {b:.1f} fps ({bc:.2f} ms CPU/frame), "
-            f"loop {fps:.1f} fps ({cpu:.2f} ms CPU/frame)"
-        )
+def efficiency(entries, args, reference=None) -> dict:
+    """Interleaved bare/loop rounds over every model; throughput ratio by wall clock and by CPU time per
+    frame, selection cost over the loop's frame time. `entries`: name -> (backend, batches, uri, h, w)."""
+    names = list(entries)
+    runs = {n: {k: [] for k in ("bare", "loop", "bare_cpu", "loop_cpu", "sel_ms", "sel_cpu")} for n in names}
+    last_stats = {}
+    for r in range(args.rounds):  # interleaved, order alternated: drift on a shared machine hits all alike
+        for name in (names if r % 2 == 0 else names[::-1]):
+            backend, batches, uri, h, w = entries[name]
+            if r % 2:
+                fps, cpu, stats = loop_run(backend, uri, args.frames, h=h, w=w, reference=reference)
+                b, bc = bare_throughput(backend, batches, args.frames)
+            else:
+                b, bc = bare_throughput(backend, batches, args.frames)
+                fps, cpu, stats = loop_run(backend, uri, args.frames, h=h, w=w, reference=reference)
+            m = runs[name]
+            for key, value in (("bare", b), ("bare_cpu", bc), ("loop", fps), ("loop_cpu", cpu),
+                               ("sel_ms", stats["select_ms_mean"]), ("sel_cpu", stats["select_cpu_ms_mean"])):
+                m[key].append(value)
+            last_stats[name] = stats
+            print(
+                f"  round {r} {name}: bare {b:.1f} fps ({bc:.2f} ms CPU/frame), "
+                f"loop {fps:.1f} fps ({cpu:.2f} ms CPU/frame), load average {os.getloadavg()[0]:.1f}"
+            )
     med = statistics.median
-    b, lp = med(bare), med(loop)
-    unpaced = {k: stats[k] for k in ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "infer_ms_p50")}
-    paced_fps = max(1.0, round(0.7 * lp))
-    _, _, paced = loop_run(
-        backend, f"{uri}&realtime=1&fps={paced_fps}", min(args.frames, 10 * paced_fps), h=h, w=w,
-        reference=reference,
-    )
-    frame_ms = 1000.0 / lp
-    fig = {
-        "bare_fps": round(b, 2),
-        "loop_fps": round(lp, 2),
-        "efficiency": round(lp / b, 3),
-        "bare_cpu_ms_per_frame": round(med(bare_cpu), 3),
-        "loop_cpu_ms_per_frame": round(med(loop_cpu), 3),
-        "efficiency_cpu": round(med(bare_cpu) / med(loop_cpu), 3),
-        "rounds": {"bare_fps": [round(x, 1) for x in bare], "loop_fps": [round(x, 1) for x in loop]},
-        "latency_unpaced_ms": unpaced,
-        "latency_paced_ms": {
-            "fps": paced_fps,
-            "dropped": paced.get("source_dropped", 0),
-            **{k: paced[k] for k in ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99")},
-        },
-        "selection_cpu_ms_mean": round(med(sel_cpu), 4),
-        "selection_wall_ms_mean": round(med(sel_ms), 4),
-        "selection_cost_share": round(med(sel_cpu) / frame_ms, 4),
-        "selection_wall_share": round(med(sel_ms) / frame_ms, 4),
-        "load_average": os.getloadavg(),
-    }
-    print(
-        f"pipeline efficiency (wall clock): loop {lp:.1f} fps / bare {b:.1f} fps = {lp / b:.3f} "
-        "(target >= 0.9)"
-    )
-    print(
-        f"pipeline efficiency (CPU time per frame): bare {fig['bare_cpu_ms_per_frame']:.3f} ms / loop "
-        f"{fig['loop_cpu_ms_per_frame']:.3f} ms = {fig['efficiency_cpu']:.3f} (the CPU the pipeline's own "
-        "stages add per frame; they run on the core inference leaves free, so throughput - the wall-clock "
-        f"ratio - is what a user gets; load average {fig['load_average'][0]:.1f}: another job on the machine "
-        "takes that core and lowers the wall-clock ratio)"
-    )
-    print(
-        f"latency capture->result p50/p95/p99: unpaced {unpaced['latency_ms_p50']:.1f}/"
-        f"{unpaced['latency_ms_p95']:.1f}/{unpaced['latency_ms_p99']:.1f} ms; paced at {paced_fps} fps "
-        f"(realtime=1, latest-frame): {paced['latency_ms_p50']:.1f}/{paced['latency_ms_p95']:.1f}/"
-        f"{paced['latency_ms_p99']:.1f} ms"
-    )
-    print(
-        f"selection: {fig['selection_cpu_ms_mean']:.3f} ms CPU per frame = "
-        f"{100 * fig['selection_cost_share']:.2f}% of the frame time (target <= 5%); wall time incl. GIL "
-        f"waits {fig['selection_wall_ms_mean']:.3f} ms = "
-        f"{100 * fig['selection_wall_share']:.2f}%"
-    )
-    return fig
+    figures = {}
+    for name in names:
+        backend, batches, uri, h, w = entries[name]
+        m, stats = runs[name], last_stats[name]
+        # per-round ratios (bare and loop measured back to back), then their median: robust to drift
+        ratios = [lp / b for lp, b in zip(m["loop"], m["bare"])]
+        b, lp = med(m["bare"]), med(m["loop"])
+        unpaced = {k: stats[k] for k in ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99",
+                                         "infer_ms_p50")}
+        paced_fps = max(1.0, round(0.7 * lp))
+        _, _, paced = loop_run(
+            backend, f"{uri}&realtime=1&fps={paced_fps}", min(args.frames, 10 * paced_fps), h=h, w=w,
+            reference=reference,
+        )
+        frame_ms = 1000.0 / lp
+        share = [c * f / 1000.0 for c, f in zip(m["sel_cpu"], m["loop"])]
+        fig = {
+            "bare_fps": round(b, 2),
+            "loop_fps": round(lp, 2),
+            "efficiency": round(med(ratios), 3),
+            "efficiency_rounds": [round(x, 3) for x in ratios],
+            "bare_cpu_ms_per_frame": round(med(m["bare_cpu"]), 3),
+            "loop_cpu_ms_per_frame": round(med(m["loop_cpu"]), 3),
+            "efficiency_cpu": round(med(m["bare_cpu"]) / med(m["loop_cpu"]), 3),
+            "rounds": {"bare_fps": [round(x, 1) for x in m["bare"]],
+                       "loop_fps": [round(x, 1) for x in m["loop"]]},
+            "latency_unpaced_ms": unpaced,
+            "latency_paced_ms": {
+                "fps": paced_fps,
+                "dropped": paced.get("source_dropped", 0),
+                **{k: paced[k] for k in ("latency_ms_p50", "latency_ms_p95", "latency_ms_p99")},
+            },
+            "selection_cpu_ms_mean": round(med(m["sel_cpu"]), 4),
+            "selection_wall_ms_mean": round(med(m["sel_ms"]), 4),
+            "selection_cost_share": round(med(share), 4),
+            "selection_wall_share": round(med(m["sel_ms"]) / frame_ms, 4),
+            "load_average": os.getloadavg(),
+        }
+        figures[name] = fig
+        print(f"[{name}] {backend.describe()}, input {h}x{w}")
+        print(
+            f"  pipeline efficiency (wall clock): loop {lp:.1f} fps / bare {b:.1f} fps; median of the "
+            f"per-round ratios {fig['efficiency']:.3f} {fig['efficiency_rounds']} (target >= 0.9)"
+        )
+        print(
+            f"  pipeline efficiency (CPU time per frame): bare {fig['bare_cpu_ms_per_frame']:.3f} ms / loop "
+            f"{fig['loop_cpu_ms_per_frame']:.3f} ms = {fig['efficiency_cpu']:.3f} (the CPU the pipeline's "
+            "own stages add per frame, on the cores inference leaves free)"
+        )
+        print(
+            f"  latency capture->result p50/p95/p99: unpaced {unpaced['latency_ms_p50']:.1f}/"
+            f"{unpaced['latency_ms_p95']:.1f}/{unpaced['latency_ms_p99']:.1f} ms; paced at {paced_fps} fps "
+            f"(realtime=1, latest-frame): {paced['latency_ms_p50']:.1f}/{paced['latency_ms_p95']:.1f}/"
+            f"{paced['latency_ms_p99']:.1f} ms"
+        )
+        print(
+            f"  selection: {fig['selection_cpu_ms_mean']:.3f} ms CPU per frame = "
+            f"{100 * fig['selection_cost_share']:.2f}% of the frame time (target <= 5%); wall time incl. GIL "
+            f"waits {fig['selection_wall_ms_mean']:.3f} ms = {100 * fig['selection_wall_share']:.2f}%"
+        )
+    print("summary: " + "; ".join(
+        f"{n}: loop/bare {figures[n]['efficiency']:.3f}, "
+        f"selection {100 * figures[n]['selection_cost_share']:.2f}%"
+        for n in names) + f" (load average {os.getloadavg()[0]:.1f} on {usable_cores()} cores)")
+    return figures
+
+
+def random_init_model(size: str, hw, work: Path) -> Path:
+    """An untrained `size` network exported at `hw` (throughput and selection cost do not depend on the
+    weights), with edgedepth metadata."""
+    import warnings
+
+    import onnx
+    import torch
+
+    from edgedepth.modelmeta import ModelInfo
+    from edgedepth.models import build_model
+    from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY, Preprocessing
+
+    torch.manual_seed(0)
+    net = build_model(size).eval()
+    out = work / f"random-{size}" / "model.onnx"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.zeros(1, 3, *hw), str(out), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_DEPTH, OUTPUT_UNCERTAINTY], opset_version=17, dynamo=False)
+    proto = onnx.load(str(out))
+    info = ModelInfo(preprocessing=Preprocessing(height=hw[0], width=hw[1]), name=f"random-{size}", size=size)
+    for key, value in info.to_metadata_props().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(out))
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", type=Path)
+    ap.add_argument("model", type=Path, nargs="*", help="one or more models; the first also gets the "
+                    "selection-quality figures (which need trained weights)")
+    ap.add_argument(
+        "--random-init",
+        default="",
+        help="also measure untrained networks of these sizes, e.g. tiny,small (exported at --size): "
+        "throughput and selection cost do not depend on the weights",
+    )
+    ap.add_argument("--size", default="96x128", help="input size HxW for --random-init")
     ap.add_argument("--frames", type=int, default=400, help="frames per efficiency round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
@@ -294,21 +349,35 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     try:
-        model = resolve_model(args.model, work)
+        models = {str(m): resolve_model(m, work) for m in args.model}
+        if args.random_init:
+            from edgedepth.runtime.sources import parse_size
+
+            hw = parse_size(args.size)
+            for size in (x.strip() for x in args.random_init.split(",") if x.strip()):
+                models[size] = random_init_model(size, hw, work)
+        if not models:
+            ap.error("give a MODEL or --random-init SIZES")
         threads = args.threads or pipeline_threads()
-        backend = load_backend(model, backend="ort-cpu", threads=threads)
-        pre = backend.info.preprocessing
-        h, w = pre.height, pre.width
         cores = usable_cores()
-        print(f"model {backend.describe()}, input {h}x{w}, onnxruntime CPU, {threads} of {cores} threads")
         from edgedepth.data.synth import SceneStream
 
-        stream = SceneStream(args.train_domain, seed=11, height=h, width=w)
-        t0 = time.perf_counter()
-        clip = [stream.next() for _ in range(60)]
-        render_ms = (time.perf_counter() - t0) / 60 * 1000
-        batches = [pre.apply(f.rgb) for f in clip[:16]]
-        uri = f"synthetic://{args.train_domain}?seed=11&size={h}x{w}&cache=120"
+        entries = {}
+        for name, path in models.items():
+            be = load_backend(path, backend="ort-cpu", threads=threads)
+            pre = be.info.preprocessing
+            h, w = pre.height, pre.width
+            print(f"model {name}: {be.describe()}, input {h}x{w}, onnxruntime CPU, "
+                  f"{threads} of {cores} threads")
+            stream = SceneStream(args.train_domain, seed=11, height=h, width=w)
+            t0 = time.perf_counter()
+            clip = [stream.next() for _ in range(16)]
+            render_ms = (time.perf_counter() - t0) / 16 * 1000
+            entries[name] = (be, [pre.apply(f.rgb) for f in clip],
+                             f"synthetic://{args.train_domain}?seed=11&size={h}x{w}&cache=120", h, w)
+        first = next(iter(entries))
+        backend, batches, uri, h, w = entries[first]
+        model = models[first]
         reference = None
         if args.reference_data:
             from edgedepth.runtime.reference import Reference, build_reference
@@ -316,7 +385,9 @@ def main() -> None:
             reference = Reference(build_reference([d for d in args.reference_data.split(",") if d]))
         print("selection in the loop: uncertainty + flicker"
               + (f" + novelty against {len(reference.raw)} training frames" if reference is not None else ""))
-        figures = efficiency(backend, batches, uri, args, h, w, reference=reference)
+        per_model = efficiency(entries, args, reference=reference)
+        figures = dict(per_model[first])
+        figures["models"] = per_model
         figures["threads"] = threads
         if threads != cores:  # the same figures with every core given to onnxruntime, for comparison
             all_cores = load_backend(model, backend="ort-cpu", threads=cores)
@@ -344,7 +415,8 @@ def main() -> None:
 
         mix = {args.train_domain: 0.8, **{d: 0.2 / len(unseen) for d in unseen}}
         figures["selection"] = {}
-        for seed in [int(x) for x in args.mix_seeds.split(",")]:
+        seeds = [int(x) for x in args.mix_seeds.split(",") if x.strip()] if args.select_frames > 0 else []
+        for seed in seeds:
             t0 = time.perf_counter()
             mixed = MixedStream(mix, seed=seed, height=h, width=w)
             frames = [mixed.next() for _ in range(args.select_frames)]
@@ -377,6 +449,10 @@ def main() -> None:
         if args.json:
             args.json.write_text(json.dumps(figures, indent=2, default=float))
         print(json.dumps(figures, default=float))
+        from edgedepth.bench.record import figures_from_dict, record_results
+
+        record_results("bench_loop", "Live loop: throughput, latency and selection",
+                       figures_from_dict(json.loads(json.dumps(figures, default=float))))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -53,6 +53,7 @@ def main() -> None:
     print("fps = frames per wall-clock second; cpu = frames per CPU second of this process (what a busy")
     print("machine would give without contention)")
     print(f"{'domain':<9} {'size':>8} {'stream fps':>11} {'(cpu)':>7} {'frame fps':>10} {'(cpu)':>7}")
+    recorded = []
     for size in args.sizes.split(","):
         h, w = (int(v) for v in size.lower().split("x"))
         n = max(20, int(args.frames * (96 * 128) / (h * w)))
@@ -61,8 +62,13 @@ def main() -> None:
             s, f = bench_stream(d, h, w, n), bench_frames(d, h, w, max(10, n // 2))
             rates.append(s + f)
             print(f"{d:<9} {size:>8} {s[0]:>11.1f} {s[1]:>7.1f} {f[0]:>10.1f} {f[1]:>7.1f}", flush=True)
+            recorded.append([d, size] + [round(v, 1) for v in s + f])
         hm = [len(rates) / sum(1 / r[k] for r in rates) for k in range(4)]
         print(f"{'all':<9} {size:>8} {hm[0]:>11.1f} {hm[1]:>7.1f} {hm[2]:>10.1f} {hm[3]:>7.1f}  (harm. mean)")
+    from edgedepth.bench.record import record_results, table
+
+    record_results("bench_synth", "Synthetic renderer throughput", tables=[table(
+        ["domain", "size", "stream fps", "(cpu)", "frame fps", "(cpu)"], recorded)])
 
 
 if __name__ == "__main__":

@@ -151,6 +151,18 @@ def main() -> int:
                "wall_s": wall, "load_average": load, "omp_wait_policy": WAIT_POLICY}
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "bench.json").write_text(json.dumps(summary, indent=2, default=float))
+    from edgedepth.bench.record import figure, record_results, table
+
+    cols = ["abs_rel", "sq_rel", "rmse", "rmse_log", "d1", "d2", "d3"]
+    record_results("bench_train", f"Training: small at {args.size}, {args.minutes:g} minutes", [
+        figure("steps in the budget",
+               f"{result.steps} ({result.epochs_completed} epochs, batch {args.batch_size})"),
+        figure("indoor AbsRel", round(ind["abs_rel"], 4), target="<= 0.08"),
+        figure("indoor δ1", round(ind["d1"], 4), target=">= 0.93"),
+        figure("Spearman(per-frame mean uncertainty, per-frame AbsRel), indoor",
+               round(ind["frame_spearman"], 3), target=">= 0.6")],
+        [table(["held-out set", "AbsRel", "SqRel", "RMSE (m)", "RMSE-log", "δ<1.25", "δ<1.25²", "δ<1.25³"],
+               [[d] + [round(float(m[c]), 4) for c in cols] for d, m in rows.items()])])
     return 0 if all(checks.values()) else 1
 
 

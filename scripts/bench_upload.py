@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import re
 import subprocess
@@ -269,6 +270,10 @@ def main(argv: Optional[list] = None) -> int:
         else:
             results[name] = bench_memory(work, args.memory_frames)
     print(f"workdir {base}")
+    from edgedepth.bench.record import figures_from_dict, record_results
+
+    record_results("bench_upload", "Upload daemon overhead",
+                   figures_from_dict(json.loads(json.dumps(results, default=float))))
     return 0
 
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""Fast study of fine-tuning recipes for the fleet simulation (edgedepth issue #6): learn the shifted
+"""Fast study of fine-tuning recipes for the fleet simulation: learn the shifted
 domains from a round's frames without forgetting the original one.
 
 Reuses the simulation's shared assets (round-0 checkpoint, gate regression set, evaluation sets; made
 by `python scripts/simulate.py`, or here on first use) and fine-tunes the round-0 model in memory (the
 product's loss, augmentation, schedule, frozen BatchNorm; ~20-50 s a trial on one thread) on
 
-    hard / random     what the strategies delivered after 2 rounds in the README run, rendered like the
+    hard / random     what the strategies deliver after 2 rounds of the recorded simulation, rendered like the
                       fleet's video (2 frames per 15-frame scene)
     hard2 / random2   the same for the simulation as it runs today (seed 0)
     dir:R1[+R2...]    the new (non-replay) frames of real simulation round folders
@@ -20,14 +20,13 @@ change vs round 0. Results are appended to CACHE/results.jsonl (with the whole W
     python scripts/finetune_study.py --recipes base --set lr=1e-3 --curve
     python scripts/finetune_study.py --list
 
-What it found (tiny, 64x96): the forgetting is a handful of low-contrast indoor frames that the
-fine-tune starts reading as fog (median depth 1.4-2.6x too far in one trial), so the mean AbsRel of a
-48- or 64-frame set swings by several % from trial to trial and the gate set does not predict the
-evaluation set. With a small replay sample (3x the new frames), WiSE-FT, L2-SP or a frozen encoder only
-traded shifted gain for original-domain regression (within 2% on the 192-frame set: a few % gain);
-replaying the WHOLE round-0 training set with the new frames at a fixed 25% of
-every batch (s25-all-600) learns the shifted domains and improves the original one (the round-0 model
-is under-trained), see the issue report.
+Why the simulation's recipe is what it is (tiny, 64x96): forgetting shows up as a handful of
+low-contrast indoor frames that a fine-tune starts reading as fog, so the mean AbsRel of a 48- or
+64-frame set swings by several % between runs and a small gate set does not predict the evaluation set.
+With a small replay sample (3x the new frames), WiSE-FT, L2-SP or a frozen encoder trade shifted-domain
+gain for original-domain regression; replaying the WHOLE round-0 training set with the new frames at a
+fixed 25% of every batch (s25-all-600) learns the shifted domains and also improves the original one,
+since the round-0 model is under-trained.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ import torch  # noqa: E402
 SCENARIOS = {
     # domain -> new training frames (what a strategy's 2 rounds deliver after de-duplication and the
     # val split; measured in the simulation's round folders)
-    "hard": {"night": 55, "fog": 45, "outdoor": 10, "indoor": 45},  # the issue's figures (README run)
+    "hard": {"night": 55, "fog": 45, "outdoor": 10, "indoor": 45},  # the recorded simulation's rounds
     "random": {"night": 17, "fog": 17, "outdoor": 16, "indoor": 110},
     "hard2": {"night": 30, "fog": 32, "indoor": 4},  # seed 0 today, if round 2 collected like round 1
     "random2": {"night": 10, "fog": 6, "outdoor": 11, "indoor": 91},  # seed 0 today, rounds 1+2

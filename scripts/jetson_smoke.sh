@@ -40,7 +40,7 @@ PY
 
 ONNX="$BUNDLE/model.onnx"
 if [ -f "$BUNDLE/model.int8.trt.onnx" ] && [ "${PRECISION:-}" = "int8" ]; then ONNX="$BUNDLE/model.int8.trt.onnx"; fi
-BUILD=(edgedepth build "$ONNX" --device "$BOARD" ${PRECISION:+--precision "$PRECISION"})
+BUILD=(edgedepth build "$ONNX" --board "$BOARD" ${PRECISION:+--precision "$PRECISION"})
 
 echo "== 1. build the engine on this board (into $BUNDLE/engines), then start again"
 t0=$(date +%s.%N)
@@ -58,7 +58,7 @@ awk -v e="$(basename "$ENGINE")" -v a="$t0" -v b="$t1" -v c="$t2" \
 
 echo "== 2. run $FRAMES frames headless from $SOURCE"
 set +e
-edgedepth run "$BUNDLE" --device "$BOARD" --backend trt --input "$SOURCE" --headless \
+edgedepth run "$BUNDLE" --board "$BOARD" --backend trt --input "$SOURCE" --headless \
     --max-frames "$FRAMES" --select none --stats-interval 5 --stats-jsonl "$OUT/stats.jsonl"
 RC=$?
 set -e
@@ -80,10 +80,10 @@ if [ -z "$SECOND" ]; then
     SECOND="$OUT/second-bundle"
     cp -r "$BUNDLE" "$SECOND"
 fi
-edgedepth build "$SECOND/$(basename "$ONNX")" --device "$BOARD" ${PRECISION:+--precision "$PRECISION"}
+edgedepth build "$SECOND/$(basename "$ONNX")" --board "$BOARD" ${PRECISION:+--precision "$PRECISION"}
 tegra_ram() { if command -v tegrastats >/dev/null; then timeout 2 tegrastats --interval 500 | head -n1 | grep -o 'RAM [0-9]*/[0-9]*MB'; fi; }
 echo "tegrastats before: $(tegra_ram || true)"
-python3 "$HERE/trt_swap_check.py" "$BUNDLE" "$SECOND" --device "$BOARD" --frames "$FRAMES" \
+python3 "$HERE/trt_swap_check.py" "$BUNDLE" "$SECOND" --board "$BOARD" --frames "$FRAMES" \
     --tolerance-mib "$TOLERANCE_MIB" || fail "GPU memory after the swap is not what it was with one model"
 echo "tegrastats after:  $(tegra_ram || true)"
 echo "SMOKE OK (stats: $OUT/stats.jsonl)"

@@ -118,6 +118,10 @@ def main(argv=None) -> int:
         from edgedepth.bench.scaling_fit import study_record
 
         print(f"recorded {study_record(result, Path(args.record))}")
+    from edgedepth.bench.record import record_results
+
+    record_results("scaling_study", "Classical two-frame baseline vs learning, by training frames",
+                   notes=["```\n" + format_summary(result) + "\n```"])
     return 0
 
 

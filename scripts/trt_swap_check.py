@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Hot swap of TensorRT models on a real GPU: is the old model's GPU memory all given back?
 
-    python3 scripts/trt_swap_check.py BUNDLE_A BUNDLE_B [--device BOARD] [--frames 300] [--tolerance-mib 8]
+    python3 scripts/trt_swap_check.py BUNDLE_A BUNDLE_B [--board BOARD] [--frames 300] [--tolerance-mib 8]
 
 Loads bundle A's engine and runs frames from a loop thread (as `edgedepth run` does), loads bundle B from
 an update thread, swaps, closes A from that update thread, runs frames on B, closes B. GPU memory is read

@@ -1,4 +1,4 @@
-"""The interface every inference backend implements: one loaded model, float32 batch in, metres out."""
+"""The interface every inference backend implements: one loaded model, a batch in, metres out."""
 
 from __future__ import annotations
 
@@ -22,15 +22,19 @@ class Backend:
 
     @property
     def input_shape(self) -> Tuple[int, int, int, int]:
-        pre = self.info.preprocessing
-        return (1, 3, pre.height, pre.width)
+        """(1,3,h,w) float, or (1,H,W,3) camera bytes for a model with preprocessing inside its graph."""
+        return self.info.input_shape
+
+    @property
+    def input_dtype(self):
+        return self.info.input.dtype
 
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """float32 (1,3,H,W) -> depth in metres (1,1,H,W), uncertainty log b (1,1,H,W)."""
+        """`input_shape` batch -> depth in metres (1,1,h,w), uncertainty log b (1,1,h,w)."""
         raise NotImplementedError
 
     def warmup(self, runs: int = 3) -> None:
-        batch = np.zeros(self.input_shape, dtype=np.float32)
+        batch = np.zeros(self.input_shape, dtype=self.input_dtype)
         for _ in range(runs):
             self.infer(batch)
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List
 
-from edgedepth.bench.machine import format_machine
+from edgedepth.machine import format_machine
 
 COLUMNS = ("runtime", "prec", "p50 ms", "p95 ms", "p99 ms", "fps", "peak MiB", "+model MiB", "AbsRel",
            "delta1", "vs ref")

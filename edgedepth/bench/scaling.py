@@ -153,7 +153,7 @@ def library_trainer(job: TrainJob) -> TrainedModel:
                       size=job.size, epochs=job.epochs, seed=job.seed, batch_size=job.batch_size,
                       min_depth=job.min_depth, max_depth=job.max_depth, threads=job.threads,
                       workers=1, progress=False, name=f"scaling-n{job.frames}-s{job.seed}",
-                      frame_weight=0.0,  # the recipe the README's scaling figures were measured with
+                      frame_weight=0.0,  # the recipe the recorded scaling figures were measured with
                       extra_lineage={"scaling_frames": job.frames, "scaling_repeat": job.repeat})
     t0 = time.perf_counter()
     result = train(cfg)

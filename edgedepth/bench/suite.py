@@ -24,7 +24,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedepth import bundle as bundle_layout
-from edgedepth.bench.machine import load_average, machine_info, usable_cores
 from edgedepth.bench.memory import measure_in_subprocess
 from edgedepth.bench.runtimes import (
     LOOP_KEY,
@@ -37,6 +36,7 @@ from edgedepth.bench.runtimes import (
 )
 from edgedepth.bench.timing import TimedRuntime, latency_summary, round_robin
 from edgedepth.errors import ConfigError, DataError, EdgeDepthError, ModelError
+from edgedepth.machine import load_average, machine_info, usable_cores
 from edgedepth.metrics import frame_metrics, mean_metrics
 from edgedepth.preprocess import Preprocessing, resize_depth
 

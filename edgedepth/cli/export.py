@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import click
 
@@ -39,7 +39,8 @@ def _echo_lines(lines) -> None:
     default=None,
     help="ONNX opset; default: the highest the --device's TensorRT parses (17 without a device).",
 )
-@click.option("--device", default=None, help="Target board name or device YAML (sets the opset limit).")
+@click.option("--board", "--device", "device", default=None,
+              help="Target board name or board YAML (sets the opset limit); --device is the older name.")
 @click.option(
     "--dynamic-batch", is_flag=True, help="Export a dynamic batch dimension (engines get a profile)."
 )
@@ -69,6 +70,21 @@ def _echo_lines(lines) -> None:
     help="The model's training data, DIR or DIR,DIR: ships appearance embeddings of up to 600 of its frames "
     "in the bundle so the live loop scores novelty against what the model was trained on.",
 )
+@click.option(
+    "--input-format",
+    type=click.Choice(["float-nchw", "uint8-hwc-bgr", "uint8-hwc-rgb"]),
+    default="float-nchw",
+    show_default=True,
+    help="float-nchw: normalised float input, preprocessed on the CPU. uint8-hwc-bgr/-rgb: the model takes "
+    "the camera's bytes (N,H,W,3) and resizes, reorders and normalises them inside the graph (GPU work "
+    "under TensorRT); see docs/export.md.",
+)
+@click.option(
+    "--input-size",
+    default=None,
+    type=Size(),
+    help="Camera image size HEIGHTxWIDTH a uint8 input takes (any size; default: the model's --size).",
+)
 def export_cmd(
     checkpoint: str,
     out_dir: str,
@@ -80,13 +96,15 @@ def export_cmd(
     parity_frames: int,
     tolerance: float,
     reference_data: Optional[str],
+    input_format: str,
+    input_size: Optional[Tuple[int, int]],
 ) -> None:
     """Export a checkpoint to BUNDLE/model.onnx (FP32) and check it against PyTorch."""
     from edgedepth.export.onnx import export_onnx
 
     report = export_onnx(
         checkpoint, out_dir, size, opset, device, dynamic_batch, data,
-        parity_frames, tolerance,
+        parity_frames, tolerance, input_format=input_format, input_size=input_size,
     )
     click.echo(
         f"wrote {report['path']} (opset {report['opset']}, input {report['input']}, "
@@ -141,7 +159,8 @@ def export_cmd(
     default=None,
     help="Held-out frames for the gate, DIR or DIR,DIR,... (default: every 4th frame of --data).",
 )
-@click.option("--device", default=None, help="Board the TensorRT cache header is written for.")
+@click.option("--board", "--device", "device", default=None,
+              help="Board the TensorRT cache header is written for (--device is the older name).")
 @click.option("--threads", default=1, show_default=True, type=int, help="onnxruntime threads for timing.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def calibrate(
@@ -227,7 +246,8 @@ def _print_fallback(fb: dict) -> None:
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--device", required=True, help="Board name (see `edgedepth devices`) or device YAML.")
+@click.option("--board", "--device", "device", required=True,
+              help="Board name (see `edgedepth devices`) or board YAML; --device is the older name.")
 @click.option(
     "--calib-report",
     default=None,
@@ -268,7 +288,8 @@ def lint(
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.option("--device", required=True, help="Board name (see `edgedepth devices`) or device YAML.")
+@click.option("--board", "--device", "device", required=True,
+              help="Board name (see `edgedepth devices`) or board YAML; --device is the older name.")
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "fp16", "int8", "best"]),
@@ -298,7 +319,8 @@ def lint(
 @click.option(
     "--fp16-onnx-only",
     is_flag=True,
-    help="Only write BUNDLE/model.fp16.onnx (workstation, needs onnx): what a TensorRT 11 FP16 build parses.",
+    help="Only write the FP16 copy of MODEL (workstation, needs onnx) that a strongly typed build parses: "
+    "model.fp16.onnx (TensorRT 11 FP16) or, for a mixed Q/DQ model, model.int8.trt.fp16.onnx (10.12+).",
 )
 @click.pass_context
 def build(
@@ -327,7 +349,7 @@ def build(
         from edgedepth.export.fp16 import write_fp16_onnx
 
         out = write_fp16_onnx(model)
-        click.echo(f"wrote {out} (FP16 with FP32 inputs/outputs; copy it with the bundle to the board)")
+        click.echo(f"wrote {out} (FP16, FP32 I/O, Q/DQ kept; copy it with the bundle to the board)")
         return
     trt = None
     trt_version = None
@@ -368,7 +390,7 @@ def build(
             from edgedepth.export.fp16 import write_fp16_onnx
 
             written = write_fp16_onnx(plan.onnx, plan.fp16_onnx)
-            click.echo(f"wrote {written} for the strongly typed FP16 build")
+            click.echo(f"wrote {written} for the strongly typed build (its float layers in FP16)")
     verbose = bool(ctx.find_root().obj and ctx.find_root().obj.get("verbose"))
     manifest = build_engine(plan, trt, verbose)
     click.echo(

@@ -6,6 +6,7 @@ from typing import Optional
 
 import click
 
+from edgedepth.cli.dashboard import browser_config, browser_options
 from edgedepth.errors import ConfigError
 
 STORE_HELP = "Store: a directory (or file://DIR) or s3://BUCKET/PREFIX."
@@ -103,15 +104,19 @@ def ingest() -> None:
 @click.option("--server-name", default=None, help="Name in S3 manifest file names (default: host-pid).")
 @click.option("--manifest-every", default=60.0, show_default=True, type=click.FloatRange(min=0.1),
               help="S3 store: seconds between manifests of newly stored items.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Server processes on this one address (uvicorn workers sharing the port and the store).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]), help="Server log level.")
+@browser_options
 def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: Optional[str],
           key: Optional[str], auth_db: Optional[str], max_item_mb: float, rate: float, burst: float,
           read_timeout: float, min_upload_kbs: float, max_concurrent: int, max_per_device: int,
           body_memory_mb: float, max_frame: str, max_decodes: int, header_timeout: float, keep_alive: float,
           max_connections: int, min_free_mb: float, server_name: Optional[str], manifest_every: float,
-          log_level: str) -> None:
-    """Run the ingest server (HTTPS with --cert/--key) until interrupted."""
+          workers: int, log_level: str, **browse) -> None:
+    """Run the ingest server (HTTPS with --cert/--key) until interrupted; with --admin-token-file it also
+    serves the read-only data browser at /browse/."""
     import logging
 
     from edgedepth.fleet.auth import default_auth_db
@@ -135,7 +140,13 @@ def serve(store: str, endpoint_url: Optional[str], host: str, port: int, cert: O
                           body_memory_bytes=int(body_memory_mb * (1 << 20)), max_frame=_frame(max_frame),
                           max_decodes=max_decodes, header_timeout_s=header_timeout, keep_alive_s=keep_alive,
                           max_connections=max_connections, min_free_bytes=int(min_free_mb * (1 << 20)),
-                          server_name=server_name, manifest_every_s=manifest_every)
+                          server_name=server_name, manifest_every_s=manifest_every,
+                          browser=browser_config(store, endpoint_url, **browse))
+    if workers > 1:
+        from edgedepth.fleet.workers import serve_workers
+
+        serve_workers(config, workers, host=host, port=port, certfile=cert, keyfile=key, log_level=log_level)
+        return
     run_server(config, host=host, port=port, certfile=cert, keyfile=key, log_level=log_level)
 
 

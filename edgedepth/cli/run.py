@@ -56,7 +56,9 @@ def _echo(line: str) -> None:
     "-o",
     "outputs",
     multiple=True,
-    help="Output URI (repeatable): display://0, out.mp4 / file://out.mp4, out/frame_%05d.png. "
+    help="Output URI (repeatable): display://0, out.mp4 / file://out.mp4, out/frame_%05d.png, "
+    "rerun://HOST:PORT (a live Rerun viewer), run.rrd / rerun+file://run.rrd (a Rerun recording), "
+    "run.mcap[?cloud_every=10] (ROS 2 topics for Foxglove and ros2 bag play). "
     "Default: display://0 when OpenCV has a GUI, else none.",
 )
 @click.option("--headless", is_flag=True, help="No display window.")
@@ -65,14 +67,16 @@ def _echo(line: str) -> None:
     type=click.Choice(["auto", "trt", "ort-cuda", "ort-trt", "ort-cpu"]),
     default="auto",
     show_default=True,
-    help="Inference backend; auto picks the best available for the bundle.",
+    help="Inference backend; auto times each one the bundle and this machine offer (20 warm runs, "
+    "cached per bundle and machine) and takes the fastest.",
 )
 @click.option(
+    "--board",
     "--device",
     "device_name",
     default=None,
     help="Board config (name from `edgedepth devices` or a YAML path): engine choice, CSI pipeline, "
-    "camera intrinsics.",
+    "camera intrinsics; `board:` in --config. --device is the older name.",
 )
 @click.option(
     "--threads",
@@ -194,7 +198,8 @@ def _echo(line: str) -> None:
 )
 @click.option(
     "--spool-max-mb", type=float, default=None,
-    help="Spool size cap in MB (1e6 B); lowest-score items are evicted.",
+    help="Spool size cap in MiB (1 MiB = 1,048,576 B; the unit of `edgedepth upload --spool-max-mb` too), "
+    "failed/ included; rejected items are evicted first, then the lowest-score items.",
 )
 @click.option(
     "--jpeg-quality",

@@ -34,12 +34,17 @@ from edgedepth.sim.config import SimConfig as _Defaults  # a dataclass: its defa
 @click.option("--threads", type=int, default=None, help=f"torch threads for training [{_Defaults.threads}].")
 @click.option("--daemon", type=click.Choice(["inprocess", "subprocess"]), default=None,
               help=f"Run the upload daemon in-process or as `edgedepth upload --once` [{_Defaults.daemon}].")
+@click.option("--label-source", "label_source", type=click.Choice(["ground-truth", "teacher"]), default=None,
+              help="Labels of the uploaded frames: their synthetic ground truth, or --teacher's "
+                   f"pseudo-labels (the uploaded depth ignored) [{_Defaults.label_source}].")
+@click.option("--teacher", default=None, help="The teacher of --label-source teacher (any teacher spec).")
 @click.option("--quick", is_flag=True, help="A tiny run of every stage (seconds; the figures mean nothing).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def simulate(workdir: str, seeds: str, strategies: str, rounds: Optional[int], devices: Optional[int],
              frames_per_device: Optional[int], budget_per_device: Optional[int],
              finetune_steps: Optional[int], base_epochs: Optional[int], model: Optional[str],
-             threads: Optional[int], daemon: Optional[str], quick: bool, no_progress: bool) -> None:
+             threads: Optional[int], daemon: Optional[str], label_source: Optional[str],
+             teacher: Optional[str], quick: bool, no_progress: bool) -> None:
     """Prove (or disprove) that uploading hard frames beats random ones and copy-paste at an equal budget.
 
     K devices run the real live loop on synthetic videos whose domain mix has shifted (the round-0 model
@@ -63,7 +68,8 @@ def simulate(workdir: str, seeds: str, strategies: str, rounds: Optional[int], d
     overrides = {k: v for k, v in dict(rounds=rounds, devices=devices, frames_per_device=frames_per_device,
                                        budget_per_device=budget_per_device, finetune_steps=finetune_steps,
                                        base_epochs=base_epochs, model=model, threads=threads,
-                                       daemon=daemon).items() if v is not None}
+                                       daemon=daemon, label_source=label_source,
+                                       teacher=teacher).items() if v is not None}
     cfg = replace(base, workdir=workdir, strategies=[s.strip() for s in strategies.split(",") if s.strip()],
                   progress=not no_progress, **overrides)
     if not (click.get_current_context().find_root().obj or {}).get("verbose"):

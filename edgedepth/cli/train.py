@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgedepth.cli.options import InputPath, OutputPath, Size
+from edgedepth.cli.teacher import teacher_options
 from edgedepth.errors import ConfigError
 from edgedepth.train.config import TrainConfig, existing_run  # stdlib only: no torch at import
 
@@ -79,11 +80,28 @@ from edgedepth.train.config import TrainConfig, existing_run  # stdlib only: no 
                    "--merge-protect-tolerance, e.g. the gate's --protect-set folders.")
 @click.option("--merge-protect-tolerance", "merge_protect_tolerance", type=float, default=0.10,
               show_default=True, help="Relative regression the merge may allow on each --merge-protect set.")
+@click.option("--tensorboard", type=click.Path(file_okay=False), default=None,
+              help="Also write TensorBoard event files here (loss, metrics per domain, uncertainty "
+                   "ranking per epoch); view with `tensorboard --logdir DIR`.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs only).")
+@click.option("--teacher", default=None,
+              help="Label the --data frames with this teacher first and train on its labels (distillation): "
+                   "a .pt checkpoint, an .onnx depth model, hf:ORG/NAME or a save_pretrained folder.")
+@teacher_options
+@click.option("--target", default="metric", show_default=True, type=click.Choice(["metric", "relative"]),
+              help="metric: a model in metres (a relative teacher needs metric points to align it); "
+                   "relative: a scale-and-shift-invariant loss, the model is marked relative.")
+@click.option("--camera-height", "camera_height", type=float, default=None,
+              help="Metres from the camera to a flat floor (camera looking level): ground-plane metric "
+                   "points for aligning a relative teacher (needs intrinsics in meta.json).")
+@click.option("--two-view", "two_view", is_flag=True,
+              help="Triangulate metric points from the frame 5 later (poses and intrinsics in meta.json, a "
+                   "recorded sequence) to align a relative teacher.")
 def train(data, val, model, size, epochs, minutes, out, init_from, resume, force, seed, batch_size, lr,
           workers, grad_weight, loss_mode, frame_weight, min_depth, max_depth, device, freeze_bn, l2sp,
           freeze, ema_decay, zoom, data_shares, merge_set, merge_tolerance, merge_protect,
-          merge_protect_tolerance, no_progress) -> None:
+          merge_protect_tolerance, no_progress, teacher, target, camera_height, two_view, tensorboard=None,
+          **teacher_kw) -> None:
     """Train a depth network on folder datasets and write checkpoints (best.pt, last.pt) to --out.
 
     Loss: Laplacian NLL on log-depth with the network's uncertainty, plus a gradient term.
@@ -98,12 +116,23 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, force
     except ValueError as exc:
         raise ConfigError(f"--data-shares must be comma-separated numbers, got {data_shares!r}") from exc
 
+    data = list(data)
+    if teacher:
+        data = _teacher_labels(teacher, teacher_kw, data, out, target, camera_height, two_view, min_depth,
+                               max_depth)
+    elif camera_height is not None or two_view:
+        raise ConfigError("--camera-height and --two-view align a relative teacher's labels: give --teacher")
     cfg = TrainConfig(data=list(data), val=list(val), out=out, model=model, size=size, epochs=epochs,
                       minutes=minutes, init_from=init_from, resume=resume, seed=seed, batch_size=batch_size,
                       lr=lr, workers=workers, grad_weight=grad_weight, loss_mode=loss_mode,
                       frame_weight=frame_weight, min_depth=min_depth, max_depth=max_depth, device=device,
                       progress=not no_progress, freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze,
-                      ema_decay=ema_decay, zoom=zoom, data_shares=shares)
+                      ema_decay=ema_decay, zoom=zoom, data_shares=shares, target=target)
+    cfg.tensorboard = tensorboard
+    if tensorboard:
+        from edgedepth.errors import require
+
+        require("tensorboard", extra="train")  # fail now, not after the first epoch
     cfg.validate()  # clear errors before torch is imported
     held = existing_run(out)
     if held is not None and not (resume or force):
@@ -115,6 +144,10 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, force
         raise ConfigError("--merge-protect guards a merge: give --merge-set too")
     if cfg.loss_mode not in ("nll", "decoupled"):
         raise ConfigError(f"unknown loss mode {cfg.loss_mode!r}")
+    if init_from and not resume and not shares and len(cfg.data) == 1:  # fine-tune on new frames alone
+        click.echo("hint: fine-tuning on one data set without replay forgets what the model knew; "
+                   "`edgedepth round train ROUND --from CHECKPOINT` replays its training data "
+                   "(docs/rounds.md)", err=True)
     from edgedepth.train.loop import train as run_training
 
     try:
@@ -142,3 +175,31 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, force
                             protect_tolerance=merge_protect_tolerance)
         click.echo(f"WiSE-FT merge: alpha {merged.alpha:.2f} (regression-set AbsRel <= "
                    f"{merged.limit_abs_rel:.4f}) -> {merged.checkpoint}")
+
+
+def _teacher_labels(spec, teacher_kw, data, out, target, camera_height, two_view, min_depth, max_depth):
+    """Label every --data folder with the teacher into OUT/teacher-labels/N; the folders to train on."""
+    from pathlib import Path
+
+    from edgedepth.cli.teacher import open_from_options
+    from edgedepth.teachers.labels import LabelPolicy, TeacherLabeler, label_folder
+    from edgedepth.train.config import split_dirs
+
+    teacher, cache = open_from_options(spec, teacher_kw)
+    policy = LabelPolicy(target=target, camera_height=camera_height, two_view=two_view,
+                         min_depth=min_depth, max_depth=max_depth)
+    labeler = TeacherLabeler(teacher, policy, cache)
+    labelled = []
+    for i, d in enumerate(split_dirs(data)):
+        dst = Path(out) / "teacher-labels" / str(i)
+        if dst.exists():
+            import shutil
+
+            shutil.rmtree(dst)
+        rep = label_folder(labeler, d, dst)
+        click.echo(f"teacher {teacher.source} ({teacher.kind}) labelled {d} -> {dst}: "
+                   + ", ".join(f"{k} {v}" for k, v in sorted(rep.counts.items()))
+                   + f" ({rep.computed} computed, {rep.cached} from the cache {cache.root}, "
+                     f"{rep.seconds:.0f} s)")
+        labelled.append(str(dst))
+    return labelled

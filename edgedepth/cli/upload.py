@@ -40,7 +40,9 @@ UPLOAD_FLAGS = {
 @click.option("--max-bandwidth", default=None,
               help="Upload bandwidth cap in bytes: 2MB/s, 500KiB/s, ... (default: none).")
 @click.option("--spool-max-mb", type=float, default=None,
-              help="Spool disk cap in MB (1e6 B); lowest-score items are evicted first.")
+              help="Spool disk cap in MiB (1 MiB = 1,048,576 B; the unit of `edgedepth run "
+                   "--spool-max-mb` too), failed/ included: rejected items go first, then the "
+                   "lowest-score items.")
 @click.option("--metrics-port", type=int, default=None,
               help="Serve Prometheus /metrics and /healthz on 127.0.0.1:PORT (0: any free port).")
 @click.option("--poll-interval", type=float, default=1.0, show_default=True,
@@ -74,6 +76,7 @@ def upload(ctx: click.Context, config_path: Optional[str], **_options) -> None:
         return
     from edgedepth.fleet.daemon import Daemon, DaemonConfig, read_token
     from edgedepth.fleet.ratelimit import parse_bandwidth
+    from edgedepth.spool import cap_bytes
 
     settings = device_settings(ctx, config_path, UPLOAD_FLAGS)
     up = settings.upload
@@ -89,7 +92,7 @@ def upload(ctx: click.Context, config_path: Optional[str], **_options) -> None:
         spool=spool_dir, server=settings.server, token=read_token(settings.token_file),
         ca_cert=settings.ca_cert, db=Path(up.db) if up.db else None,
         max_bandwidth=parse_bandwidth(up.max_bandwidth),
-        spool_max_bytes=int(settings.spool_max_mb * 1e6) if settings.spool_max_mb else None,
+        spool_max_bytes=cap_bytes(settings.spool_max_mb),
         metrics_port=up.metrics_port, poll_interval=up.poll_interval, rescan_interval=up.rescan_interval,
         backoff_base=up.backoff_base, backoff_max=up.backoff_max, timeout=up.timeout, once=up.once,
         once_timeout=up.once_timeout, stats_interval=up.stats_interval,
@@ -131,8 +134,8 @@ def status(spool_dir: Path, db_path: Optional[Path], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report, indent=1))
         return
-    click.echo(f"spool {spool_dir}: {report['spool_items']} items, {report['spool_bytes'] / 1e6:.2f} MB; "
-               f"failed/: {report['failed_dir_items']} items")
+    click.echo(f"spool {spool_dir}: {report['spool_items']} items, {report['spool_bytes'] / 2**20:.2f} MiB "
+               f"(failed/ included); failed/: {report['failed_dir_items']} items")
     if report["jobs"] is None:
         click.echo(f"no job table at {path} (the daemon has not run on this spool)")
         return

@@ -419,3 +419,18 @@ class NYUDataset:
         depth = clean_depth(np.asarray(self.depths[j]).T)
         return Sample(rgb, depth, f"{j:05d}", "nyu", self.intrinsics.copy(), None, f"{self.root}#{j}")
 
+
+# What an uploaded label is, as a round's meta.json records it (label -> label kind); the teacher kinds
+# (teacher-metric, teacher-aligned, teacher-relative) are recorded as themselves (edgedepth.teachers).
+LABEL_KIND = {"depth_gt": "sensor", "depth_sensor": "sensor", "selfsup": "self-supervised"}
+
+
+def dataset_depth_units(root) -> str:
+    """'relative' for a folder of relative labels, else 'metres'."""
+    p = Path(root)
+    if not p.is_dir():
+        return "metres"
+    try:
+        return str(read_meta(p).get("depth_units") or "metres")
+    except DataError:
+        return "metres"

@@ -1,9 +1,13 @@
-"""HTTP(S) client for the ingest server's wire protocol (`POST`/`HEAD /v1/items/{id}`).
+"""HTTP(S) client for the ingest server's wire protocol (`POST /v1/items/{id}`).
 
 Every call returns an `Outcome` with a `kind` the daemon acts on; nothing here retries or sleeps
 except the bandwidth pacing of the body:
-- stored / duplicate: the server has the item (2xx) -> the local copy may go;
+- stored / duplicate: a 200/201 whose JSON body names this item's id with `stored` or `duplicate` true
+  -> confirmed, the local copy may go;
+- unconfirmed: any other 2xx (an HTML page, a 204, JSON naming another id, `stored: false`): whatever
+  answered is not an ingest server that took the item -> keep the data, back off;
 - rejected: 400, 413, 415, 422 -> permanent, the item goes to failed/;
+- device_mismatch: 403 `device_mismatch`: the item's device_id is not the token's device;
 - auth: 401/403 -> an operator problem: keep the data, back off, log loudly;
 - transient: connection errors, timeouts, 429 (Retry-After), 5xx and anything unexpected.
 """
@@ -16,7 +20,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Tuple
 
 import httpx
 
@@ -28,8 +32,9 @@ from edgedepth.fleet.wire import BODY_SHA_HEADER, CHUNK, CONTENT_TYPE, PreparedB
 log = logging.getLogger("edgedepth.fleet.client")
 
 STORED, DUPLICATE, REJECTED, AUTH, TRANSIENT = "stored", "duplicate", "rejected", "auth", "transient"
-PRESENT, ABSENT = "present", "absent"  # answers of has()
+UNCONFIRMED, DEVICE_MISMATCH = "unconfirmed", "device_mismatch"
 PERMANENT_STATUSES = (400, 413, 415, 422)
+MAX_ANSWER_BYTES = 64 * 1024  # of a response body read; a bigger one is not the ingest server's answer
 
 
 @dataclass
@@ -39,6 +44,7 @@ class Outcome:
     reason: str = ""
     retry_after: Optional[float] = None
     sent_bytes: int = 0
+    error: str = ""  # the server's machine-readable reason ("error" field of its JSON), when it gave one
 
     @property
     def delivered(self) -> bool:
@@ -55,32 +61,63 @@ def _retry_after(resp: httpx.Response) -> Optional[float]:
         return None  # an HTTP date: rare, the daemon's own back-off applies
 
 
-def _reason(resp: httpx.Response) -> str:
+def _error_fields(resp: httpx.Response) -> Tuple[str, str]:
+    """(machine-readable error, human text) of an error answer; the text is cut to 500 characters."""
     text = resp.text[:500] if resp.content else ""
+    error = ""
     try:
-        body = json.loads(text)
+        body = json.loads(resp.content or b"null")
         if isinstance(body, dict):
-            text = str(body.get("error") or body.get("detail") or body.get("reason") or text)
+            error = str(body.get("error") or "")[:100]
+            text = str(body.get("detail") or body.get("error") or body.get("reason") or text)[:500]
     except ValueError:
         pass
-    return f"HTTP {resp.status_code}: {text}".strip()
+    return error, text
 
 
-def classify(resp: httpx.Response, sent: int = 0) -> Outcome:
+def _reason(resp: httpx.Response) -> str:
+    return f"HTTP {resp.status_code}: {_error_fields(resp)[1]}".strip()
+
+
+def _describe_unconfirmed(resp: httpx.Response, why: str) -> str:
+    ctype = resp.headers.get("Content-Type", "no content type")
+    return (f"unconfirmed answer HTTP {resp.status_code} ({ctype}, {len(resp.content)} B): {why}; is "
+            "--server the ingest server?")
+
+
+def confirm(resp: httpx.Response, item_id: str, sent: int = 0) -> Outcome:
+    """A 2xx confirms delivery only with a JSON body naming `item_id` as stored or duplicate."""
     code = resp.status_code
-    if code in (200, 201):
-        dup = False
-        try:
-            dup = bool(resp.json().get("duplicate")) or code == 200
-        except ValueError:
-            dup = code == 200
-        return Outcome(DUPLICATE if dup else STORED, code, sent_bytes=sent)
+    if code not in (200, 201):
+        return Outcome(UNCONFIRMED, code, _describe_unconfirmed(resp, "not 200/201"), sent_bytes=sent)
+    try:
+        body = json.loads(resp.content)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return Outcome(UNCONFIRMED, code, _describe_unconfirmed(resp, "the body is not a JSON object"),
+                       sent_bytes=sent)
+    if body.get("id") != item_id:
+        named = str(body.get("id"))[:80]
+        return Outcome(UNCONFIRMED, code, _describe_unconfirmed(resp, f"it names item {named!r}, not "
+                                                                      f"{item_id[:12]}..."), sent_bytes=sent)
+    duplicate = body.get("duplicate") is True
+    if body.get("stored") is not True and not duplicate:
+        return Outcome(UNCONFIRMED, code, _describe_unconfirmed(resp, "it does not say stored or duplicate"),
+                       sent_bytes=sent)
+    return Outcome(DUPLICATE if duplicate else STORED, code, sent_bytes=sent)
+
+
+def classify(resp: httpx.Response, item_id: str, sent: int = 0) -> Outcome:
+    code = resp.status_code
     if 200 <= code < 300:
-        return Outcome(STORED, code, sent_bytes=sent)
+        return confirm(resp, item_id, sent)
     if code in PERMANENT_STATUSES:
         return Outcome(REJECTED, code, _reason(resp), sent_bytes=sent)
     if code in (401, 403):
-        return Outcome(AUTH, code, _reason(resp), sent_bytes=sent)
+        error, _ = _error_fields(resp)
+        kind = DEVICE_MISMATCH if code == 403 and error == "device_mismatch" else AUTH
+        return Outcome(kind, code, _reason(resp), sent_bytes=sent, error=error)
     return Outcome(TRANSIENT, code, _reason(resp), _retry_after(resp), sent_bytes=sent)
 
 
@@ -117,21 +154,6 @@ class UploadClient:
     def _url(self, item_id: str) -> str:
         return f"{self.base}/v1/items/{item_id}"
 
-    def has(self, item_id: str) -> Outcome:
-        """HEAD: kind PRESENT (the server has the item), ABSENT (404), or AUTH / TRANSIENT on errors."""
-        try:
-            resp = self._client.head(self._url(item_id))
-        except httpx.HTTPError as exc:
-            return Outcome(TRANSIENT, None, f"HEAD failed: {type(exc).__name__}: {exc}")
-        if resp.status_code == 200:
-            return Outcome(PRESENT, 200)
-        if resp.status_code == 404:
-            return Outcome(ABSENT, 404)
-        out = classify(resp)
-        if out.kind in (STORED, DUPLICATE, REJECTED):  # unexpected answers to HEAD: try again later
-            out = Outcome(TRANSIENT, resp.status_code, f"unexpected HEAD answer: {_reason(resp)}")
-        return out
-
     def upload(self, body: PreparedBody, on_sent: Optional[Callable[[int], None]] = None) -> Outcome:
         """POST one prepared item, streaming its files from disk at the limiter's pace."""
         counter = [0]
@@ -152,7 +174,14 @@ class UploadClient:
             BODY_SHA_HEADER: body.sha256,
         }
         try:
-            resp = self._client.post(self._url(body.item_id), content=chunks(), headers=headers)
+            with self._client.stream("POST", self._url(body.item_id), content=chunks(),
+                                     headers=headers) as streamed:
+                answer = bytearray()
+                for part in streamed.iter_bytes():  # a real answer is a few hundred bytes: 64 KiB at most
+                    answer += part[:MAX_ANSWER_BYTES - len(answer)]
+                    if len(answer) >= MAX_ANSWER_BYTES:
+                        break
+                resp = httpx.Response(streamed.status_code, headers=streamed.headers, content=bytes(answer))
         except httpx.HTTPError as exc:
             return Outcome(TRANSIENT, None, f"{type(exc).__name__}: {exc}", sent_bytes=counter[0])
-        return classify(resp, counter[0])
+        return classify(resp, body.item_id, counter[0])

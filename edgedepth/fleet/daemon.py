@@ -1,37 +1,47 @@
 """The upload daemon: spool -> durable job table -> ingest server, one top-to-bottom loop.
 
     recover 'uploading' rows -> full scan ->
-    loop: stop requested? --once done or out of time? -> housekeeping (scan, cap, stats) ->
-          next ready job (highest score) -> upload it (HEAD first if an earlier try may have landed) ->
-          2xx: mark done, then delete the local files (a helper thread, off the upload path) |
+    loop: stop requested? --once done or out of time? -> housekeeping (scan, cap, stats; each step's
+          errors are logged and never stop the loop) -> next ready job (highest score) -> upload it ->
+          confirmed (200/201 naming this id as stored or duplicate): mark done, then delete the local
+          files (a helper thread, off the upload path) |
           400/413/415/422: move to failed/ with the reason |
-          anything else: back off (exponential, full jitter, capped) and keep the data
+          anything else, an unconfirmed 2xx included: back off (exponential, full jitter, capped) and
+          keep the data
           -> nothing ready: sleep until the next poll or retry time (no busy loop)
 
-A crash at any instant leaves each item either confirmed by the server (2xx, then deleted) or still in
-the spool with its row queued/uploading; ids are content hashes, so re-sending is idempotent.
+A crash at any instant leaves each item either confirmed by the server (then deleted) or still in the
+spool with its row queued/uploading; ids are content hashes, so re-sending is idempotent (the server
+answers a re-sent item as a duplicate, which confirms it).
+
+A full spool disk does not stop sending: sending needs no space, and every confirmed upload frees some.
+Job-table writes that fail for lack of space first release a reserve file kept for the table
+(fleet/diskfull.py); if the disk is still full the change is kept in memory, the item waits, and the
+write is tried again at the next housekeeping.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import queue as queue_mod
 import random
+import re
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Set
+from typing import Callable, Dict, Optional, Set, Tuple
 
 from edgedepth.errors import ConfigError, DataError
 from edgedepth.fleet import client as wire_client
 from edgedepth.fleet.client import Outcome, UploadClient
+from edgedepth.fleet.diskfull import Reserve, is_disk_full, write_or_release
+from edgedepth.fleet.finalizer import Finalizer
 from edgedepth.fleet.queue import DONE, FAILED, GONE, QUEUED, UPLOADING, Job, JobQueue
 from edgedepth.fleet.ratelimit import TokenBucket
-from edgedepth.fleet.upload_metrics import MetricsServer, Stats
-from edgedepth.fleet.upload_metrics import render as render_metrics
+from edgedepth.fleet.upload_metrics import Stats, render, serve_upload_metrics
 from edgedepth.fleet.wire import LocalCorruption, prepare
 from edgedepth.spool import Spool, captured_at
 
@@ -42,6 +52,27 @@ EXIT_OK, EXIT_ERROR, EXIT_REMAINING = 0, 1, 3
 
 def default_db_path(spool_dir: Path) -> Path:
     return Path(spool_dir) / ".queue" / "jobs.sqlite"
+
+
+_TOKEN_DEVICE_RE = re.compile(r"token's device '([^']*)'")
+
+
+def open_job_table(path: Path, write_lock: threading.Lock, reserve: Reserve) -> JobQueue:
+    """Open (or create) the job table. On a full disk: release the reserve and try again; if the disk is
+    still too full, keep the table in memory until the next start, so that uploading (which frees the
+    disk) goes on; the spool is the durable record of what is left to send."""
+    for attempt in (1, 2):
+        try:
+            return JobQueue(path, write_lock=write_lock)
+        except DataError as exc:
+            if not is_disk_full(exc.__cause__ or exc, path.parent):
+                raise
+            if attempt == 1 and reserve.release():
+                continue
+            log.error("the spool disk is full and the upload queue %s cannot be opened (%s): keeping the "
+                      "queue in memory until the next start; uploads go on and free the disk", path,
+                      exc.__cause__ or exc)
+    return JobQueue(path, write_lock=write_lock, in_memory=True)
 
 
 @dataclass
@@ -72,80 +103,16 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: Optional[random.Ra
     return max(0.01, (rng or random).uniform(0.0, ceiling))
 
 
-class Finalizer:
-    """Marks delivered items done and deletes their files, in a thread beside the upload loop.
-
-    This takes the fsync of the 'done' commit and the unlinks off the path between two uploads. An
-    item waits here in state 'uploading'; a crash before its turn leaves it 'uploading', and the next
-    start asks the server (HEAD), which confirms it: nothing is lost or sent twice. Its JobQueue shares
-    the loop's write lock, so the two connections never meet in SQLite's sleeping busy handler.
-    """
-
-    def __init__(self, db_path: Path, spool_root: Path, write_lock: threading.Lock, max_pending: int = 64):
-        self._db_path, self._root, self._write_lock = db_path, spool_root, write_lock
-        self._tasks: "queue_mod.Queue[Optional[str]]" = queue_mod.Queue(maxsize=max_pending)
-        self._idle = threading.Condition()
-        self._pending = 0
-        self._ids: Set[str] = set()
-        self.errors = 0
-        self._thread = threading.Thread(target=self._run, name="finalizer", daemon=True)
-        self._thread.start()
-
-    def submit(self, item_id: str) -> None:
-        with self._idle:
-            self._pending += 1
-            self._ids.add(item_id)
-        self._tasks.put(item_id)  # blocks when far behind: back-pressure on the upload loop
-
-    @property
-    def busy(self) -> bool:
-        return self._pending > 0
-
-    def pending_ids(self) -> Set[str]:
-        """Items delivered whose files may still be on disk (a spool scan must not queue them again)."""
-        with self._idle:
-            return set(self._ids)
-
-    def wait_idle(self, timeout: float) -> bool:
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
-
-    def close(self, timeout: float = 60.0) -> None:
-        self._tasks.put(None)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        queue = JobQueue(self._db_path, write_lock=self._write_lock)
-        spool = Spool(self._root)
-        try:
-            while True:
-                item_id = self._tasks.get()
-                if item_id is None:
-                    return
-                for attempt in (1, 2, 3):
-                    try:
-                        queue.mark_done(item_id)  # first: a crash before the delete only costs a HEAD
-                        spool.remove(item_id)
-                        break
-                    except Exception:  # noqa: BLE001 - logged; the row stays 'uploading' (HEAD on restart)
-                        self.errors += 1
-                        log.exception("finishing delivered item %s failed (attempt %d)", item_id[:12],
-                                      attempt)
-                        time.sleep(0.5 * attempt)
-                with self._idle:
-                    self._pending -= 1
-                    self._ids.discard(item_id)
-                    self._idle.notify_all()
-        finally:
-            queue.close()
-
-
 class Daemon:
     def __init__(self, cfg: DaemonConfig):
         self.cfg = cfg
         self.spool = Spool(cfg.spool, max_bytes=cfg.spool_max_bytes)
         write_lock = threading.Lock()
-        self.queue = JobQueue(cfg.db or default_db_path(self.spool.root), write_lock=write_lock)
+        db_path = Path(cfg.db or default_db_path(self.spool.root))
+        with contextlib.suppress(OSError):  # a full disk: open_job_table says what to do
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.reserve = Reserve(db_path.parent / "reserve")
+        self.queue = open_job_table(db_path, write_lock, self.reserve)
         limiter = TokenBucket(cfg.max_bandwidth) if cfg.max_bandwidth else None
         self.client = UploadClient(cfg.server, cfg.token, ca_cert=cfg.ca_cert, timeout=cfg.timeout,
                                    limiter=limiter)
@@ -163,15 +130,29 @@ class Daemon:
         self._stop = False
         self._signals = 0
         self._wake = threading.Event()
-        self._metrics_server: Optional[MetricsServer] = None
-        self._finalizer = Finalizer(self.queue.path, self.spool.root, write_lock)
+        self._metrics_server = None
+        self._finalizer = Finalizer(self.queue.path, self.spool.root, write_lock, reserve=self.reserve,
+                                    queue=self.queue if self.queue.in_memory else None)
         self.metrics_port: Optional[int] = None
+        # job-table changes not written yet (full disk): item id -> (JobQueue method, args); such an
+        # item waits until its change is written, so the table and the spool never disagree for long
+        self._deferred: Dict[str, Tuple[str, tuple, dict]] = {}
+        self._said: Dict[str, float] = {}  # condition -> when it was last logged clearly (_say_once)
+        self._table_full = False
+        self._refused_devices: Dict[str, str] = {}  # item device_id -> the server's device_mismatch reason
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> int:
         self._install_signal_handlers()
         self._start_metrics()
-        recovered = self.queue.recover()
+        recovered = 0
+        try:
+            recovered = self.queue.recover()
+        except Exception as exc:  # noqa: BLE001 - a full disk: the rows wait; tried again each housekeeping
+            if not is_disk_full(exc, self.queue.path.parent):
+                raise
+            self._deferred["*"] = ("recover", (), {})
+        self._step("job-table reserve", self.reserve.ensure)
         log.info("upload daemon started: spool=%s server=%s bandwidth=%s spool cap=%s once=%s "
                  "(%d interrupted uploads back in the queue)", self.spool.root, self.cfg.server,
                  f"{self.cfg.max_bandwidth:.0f} B/s" if self.cfg.max_bandwidth else "unlimited",
@@ -194,12 +175,13 @@ class Daemon:
                         break
                 try:
                     self._housekeeping(now)
-                    job = self.queue.next_ready() if now >= self._server_ready_at else None
+                    busy = self._deferred.keys() | self._finalizer.pending_ids()  # rows not up to date
+                    job = self.queue.next_ready(exclude=busy) if now >= self._server_ready_at else None
                     if job is None and self._finalizer.busy:
                         self._finalizer.wait_idle(self.cfg.poll_interval)
                         continue
                     if job is None:
-                        if self.cfg.once and self._pending_count() == 0:
+                        if self.cfg.once and self._pending_count() == 0 and not self._deferred:
                             reason = "--once: the spool is drained"
                             break
                         self._sleep(self._idle_time(now))
@@ -225,7 +207,7 @@ class Daemon:
         except Exception as exc:
             # leave the row queued (not stuck in 'uploading') and let the loop log and back off
             try:
-                self.queue.retry_later(job.id, 0.0, f"internal error: {exc}")
+                self._record(job.id, "retry_later", 0.0, f"internal error: {exc}")
             except Exception:  # noqa: BLE001 - the original error matters more
                 log.debug("could not re-queue %s after an internal error", job.id[:12])
             raise
@@ -235,7 +217,7 @@ class Daemon:
             try:
                 item = self.spool.load(job.id)
             except FileNotFoundError:
-                self.queue.mark_gone(job.id, "left the spool before upload (evicted or deleted)")
+                self._record(job.id, "mark_gone", "left the spool before upload (evicted or deleted)")
                 self._known.discard(job.id)
                 self.stats.gone += 1
                 log.info("item %s left the spool before upload; dropped from the queue", job.id[:12])
@@ -243,22 +225,20 @@ class Daemon:
             except DataError as exc:
                 self._reject(job.id, None, f"invalid spool item: {exc}")
                 return
-            self.queue.mark_uploading(job.id)
-            if job.check_server:
-                ans = self.client.has(job.id)
-                if ans.kind == wire_client.PRESENT:
-                    self._delivered(job, duplicate=True, how="server already had it (HEAD)")
-                    return
-                if ans.kind != wire_client.ABSENT:
-                    self._transient(job, ans)
-                    return
+            refused = self._refused_devices.get(item.meta.device_id)
+            if refused is not None:  # the server refused this device id for our token: do not re-send
+                self._record(job.id, "retry_later", self.cfg.backoff_max, refused, reached_server=False)
+                return
+            # not deferred when the disk is full: a late 'uploading' could land after 'done'; a row left
+            # 'queued' only means a crash here re-sends the item, which the server answers as a duplicate
+            self._record(job.id, "mark_uploading", defer=False)
             try:
                 body = prepare(item)
             except LocalCorruption as exc:
                 self._reject(job.id, None, f"local file corrupt: {exc}")
                 return
             except FileNotFoundError as exc:  # deleted between load and read: the next attempt sees it gone
-                self.queue.retry_later(job.id, 0.0, f"file vanished: {exc}", reached_server=False)
+                self._record(job.id, "retry_later", 0.0, f"file vanished: {exc}", reached_server=False)
                 return
             t0 = time.monotonic()
             try:
@@ -275,7 +255,7 @@ class Daemon:
             elif out.kind == wire_client.REJECTED:
                 self._reject(job.id, out.status, out.reason)
             else:
-                self._transient(job, out)
+                self._transient(job, out, item.meta.device_id)
 
     def _delivered(self, job: Job, duplicate: bool, how: str) -> None:
         self._finalizer.submit(job.id)  # marked done, then the local files deleted, in the background
@@ -287,13 +267,14 @@ class Daemon:
         self.stats.last_success = time.time()
         self._consecutive_failures = 0
         self._server_ready_at = 0.0
+        self._said.pop("unconfirmed", None)
         log.debug("delivered %s (score %.4g): %s%s", job.id[:12], job.score, how,
                   " [duplicate]" if duplicate else "")
 
     def _reject(self, item_id: str, status: Optional[int], reason: str) -> None:
         # the row first: a crash before the move leaves the item in the spool, and the next scan queues it
         # again (it is rejected again); the other order could leave a moved item with a 'queued' row
-        self.queue.mark_failed(item_id, reason)
+        self._record(item_id, "mark_failed", reason)
         where = self.spool.move_to_failed(item_id, {"status": status, "reason": reason,
                                                     "failed_at": captured_at(), "server": self.cfg.server})
         self._known.discard(item_id)
@@ -302,21 +283,32 @@ class Daemon:
         log.error("item %s rejected permanently (%s): %s; files kept in %s", item_id[:12],
                   status if status is not None else "local", reason, where)
 
-    def _transient(self, job: Job, out: Outcome) -> None:
+    def _transient(self, job: Job, out: Outcome, device_id: str = "") -> None:
+        reached = out.status is not None or out.sent_bytes > 0
+        self.stats.retries += 1
+        if out.kind == wire_client.DEVICE_MISMATCH:
+            self._device_mismatch(job, out, device_id)
+            return
         self._consecutive_failures += 1
         delay = backoff_delay(self._consecutive_failures, self.cfg.backoff_base, self.cfg.backoff_max)
         if out.retry_after is not None:
             delay = max(delay, min(out.retry_after, self.cfg.backoff_max * 4))
         self._server_ready_at = time.monotonic() + delay
-        # Server-wide conditions (no answer, 429, 503, auth) pause everything via the global back-off;
-        # other answers may be about this item, so it also waits on its own.
-        server_wide = out.status in (None, 401, 403, 429, 503)
+        # Server-wide conditions (no answer, 429, 503, auth, an answer that is not the ingest server's)
+        # pause everything via the global back-off; other answers may be about this item, so it also
+        # waits on its own.
+        server_wide = out.status in (None, 401, 403, 429, 503) or out.kind == wire_client.UNCONFIRMED
         item_delay = 0.0 if server_wide else backoff_delay(job.attempts + 1, self.cfg.backoff_base,
                                                            self.cfg.backoff_max)
-        reached = out.status is not None or out.sent_bytes > 0
-        self.queue.retry_later(job.id, item_delay, out.reason or f"HTTP {out.status}", reached_server=reached)
-        self.stats.retries += 1
-        if out.kind == wire_client.AUTH:
+        self._record(job.id, "retry_later", item_delay, out.reason or f"HTTP {out.status}",
+                     reached_server=reached)
+        if out.kind == wire_client.UNCONFIRMED:
+            self.stats.unconfirmed += 1
+            self._say_once("unconfirmed", logging.ERROR,
+                           "the answer to the upload of %s does not confirm it (%s): keeping all data and "
+                           "retrying in %.1f s; further unconfirmed answers are logged at debug level until "
+                           "an upload is confirmed", job.id[:12], out.reason, delay)
+        elif out.kind == wire_client.AUTH:
             self.stats.auth_errors += 1
             log.error("the server refused the upload token (%s): check --token-file / the device "
                       "registration; keeping all data and retrying in %.1f s", out.reason, delay)
@@ -324,33 +316,122 @@ class Daemon:
             log.warning("upload of %s failed (%s); retry #%d in %.1f s", job.id[:12],
                         out.reason or f"HTTP {out.status}", self._consecutive_failures, delay)
 
+    def _device_mismatch(self, job: Job, out: Outcome, device_id: str) -> None:
+        """The item's device_id is not the token's device: say both and how to fix it; hold such items."""
+        self.stats.auth_errors += 1
+        m = _TOKEN_DEVICE_RE.search(out.reason)
+        token_device = m.group(1) if m else None
+        theirs = f"'{token_device}'" if token_device else "another device (see the server's answer)"
+        reason = (f"spool items carry device_id '{device_id}' but the upload token belongs to {theirs}: "
+                  f"{out.reason}")
+        self._refused_devices[device_id] = reason
+        self._record(job.id, "retry_later", self.cfg.backoff_max, reason, reached_server=True)
+        fix = (f"start `edgedepth run` with --device-id {token_device}" if token_device else
+               "start `edgedepth run` with --device-id set to the token's device")
+        self._say_once(f"device:{device_id}", logging.ERROR,
+                       "%s. Fix: %s (the id the token was issued for by `edgedepth ingest add-device`), "
+                       "or give this daemon the token of device '%s' (--token-file). Items of '%s' stay in "
+                       "the spool, untouched, and are not sent again until the daemon restarts with a "
+                       "matching token; other items go on uploading.", reason, fix, device_id, device_id)
+
+    def _say_once(self, key: str, level: int, msg: str, *args, every: Optional[float] = None) -> None:
+        """Log a lasting condition once clearly, then at debug level until `_said` forgets the key (or,
+        with `every`, clearly again at most every `every` seconds)."""
+        last = self._said.get(key)
+        now = time.monotonic()
+        if last is None or (every is not None and now - last >= every):
+            log.log(level, msg, *args)
+            self._said[key] = now
+        else:
+            log.debug(msg, *args)
+
+    # -- job-table writes that survive a full disk ---------------------------------------------------
+    def _write(self, method: str, *args, **kwargs) -> bool:
+        """The JobQueue write `method(*args)`; on a full disk the reserve is released and it is tried once
+        more. False (and one clear log line) when the disk is still full."""
+        fn: Callable = getattr(self.queue, method)
+        if write_or_release(self.reserve, self.queue.path.parent, fn, *args, **kwargs):
+            return True
+        self._table_full = True
+        self._say_once("table-full", logging.ERROR,
+                       "the spool disk is full: the upload queue %s cannot be written; uploads go on (each "
+                       "one frees space) and the queue is updated once there is room", self.queue.path,
+                       every=300.0)
+        return False
+
+    def _record(self, item_id: str, method: str, *args, defer: bool = True, **kwargs) -> bool:
+        """The change `method(item_id, *args)` of one item's row; when the disk is full (and `defer`) it is
+        kept to write later, and the item waits until then. True when written now."""
+        if self._write(method, item_id, *args, **kwargs):
+            self._deferred.pop(item_id, None)
+            return True
+        if defer:
+            self._deferred[item_id] = (method, (item_id, *args), kwargs)
+        return False
+
+    def _replay_deferred(self) -> None:
+        for key in list(self._deferred):
+            method, args, kwargs = self._deferred[key]
+            if not write_or_release(self.reserve, self.queue.path.parent, getattr(self.queue, method),
+                                    *args, **kwargs):
+                return
+            del self._deferred[key]
+        if self._table_full:
+            self._table_full = False
+            log.debug("the upload queue %s is written again", self.queue.path)
+
+    def _step(self, what: str, fn: Callable, *args) -> None:
+        """One housekeeping step: an error is logged (once while it lasts) and never stops sending."""
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not block uploads
+            key = f"step:{what}"
+            if key not in self._said:
+                log.error("%s failed (%s: %s); uploads go on and it is tried again later", what,
+                          type(exc).__name__, exc, exc_info=not is_disk_full(exc, self.spool.root))
+            else:
+                log.debug("%s failed again: %s", what, exc)
+            self._said[key] = time.monotonic()
+            return
+        if f"step:{what}" in self._said:
+            del self._said[f"step:{what}"]
+            log.info("%s works again", what)
+
     def _count_sent(self, n: int) -> None:
         self.stats.bytes_sent += n
 
     # -- housekeeping --------------------------------------------------------------------------------
     def _housekeeping(self, now: float) -> None:
+        """Scan, cap, prune, reserve, gauges, stats. Each timer advances before its step runs and each
+        step's errors are logged and swallowed: housekeeping never stands between the loop and sending."""
+        if self._deferred:
+            self._step("writing delayed job-table changes", self._replay_deferred)
         if now >= self._next_full_scan:
-            self._scan(full=True)
-            self._finish_interrupted_removals()
-            self.spool.cleanup_orphans(self.cfg.orphan_age)
             self._next_full_scan = now + self.cfg.rescan_interval
+            self._step("full spool scan", self._scan, True)
+            self._step("finishing interrupted removals", self._finish_interrupted_removals)
+            self._step("orphan cleanup", self.spool.cleanup_orphans, self.cfg.orphan_age)
+            self._step("job-table reserve", self.reserve.ensure)
         elif now >= self._next_quick_scan:
-            self._scan(full=False)
+            self._step("spool scan", self._scan, False)
         if self.cfg.spool_max_bytes and self._cap_check_due:
             # measure for real: the writer's puts happen in another process, unseen by this Spool's cache
             self._cap_check_due = False
-            if self.spool.enforce_cap(measure=True):
-                self._scan(full=True)
+            self._step("spool cap", self._enforce_cap)
         if now >= self._next_prune:
-            self.queue.delete_finished(self.cfg.keep_done_s)
             self._next_prune = now + 3600
+            self._step("pruning the job table", self._write, "delete_finished", self.cfg.keep_done_s)
         if now >= self._next_gauges and (self._metrics_server is not None or now >= self._next_stats):
-            self._refresh_gauges()
             self._next_gauges = now + 1.0
+            self._step("metrics gauges", self._refresh_gauges)
         if now >= self._next_stats:
             if self._next_stats:
-                self._log_stats("stats")
+                self._step("statistics", self._log_stats, "stats")
             self._next_stats = now + self.cfg.stats_interval
+
+    def _enforce_cap(self) -> None:
+        if self.spool.enforce_cap(measure=True):
+            self._scan(full=True)
 
     def _scan(self, full: bool) -> None:
         """Diff the spool listing against what is known; queue new items, drop vanished queued ones."""
@@ -383,17 +464,18 @@ class Daemon:
                 self._reject(item_id, None, f"invalid spool item: {exc}")
                 continue
             new_rows.append((item_id, item.score, item.nbytes, item.meta.captured_at))
-            self._known.add(item_id)
         if full or new_rows:
             self._cap_check_due = True
-        if new_rows:
-            n = self.queue.add_many(new_rows)
-            log.info("queued %d new spool items (%d seen)", n, len(new_rows))
-        for item_id in vanished:
+        if new_rows and self._write("add_many", new_rows):
+            # known only once in the table: on a full disk the next scan tries to queue them again
+            self._known.update(row[0] for row in new_rows)
+            log.info("queued %d new spool items", len(new_rows))
+        busy = self._finalizer.pending_ids()
+        for item_id in vanished - busy - set(self._deferred):
             job = self.queue.get(item_id)
             self._known.discard(item_id)
             if job is not None and job.state in (QUEUED, UPLOADING):
-                self.queue.mark_gone(item_id, "left the spool before upload (evicted or deleted)")
+                self._record(item_id, "mark_gone", "left the spool before upload (evicted or deleted)")
                 self.stats.gone += 1
                 log.info("item %s left the spool before upload (evicted or deleted)", item_id[:12])
 
@@ -477,12 +559,15 @@ class Daemon:
                  s.failures, self.spool.evicted)
 
     def metrics_text(self) -> str:
-        self.stats.evicted = self.spool.evicted
-        return render_metrics(self.stats)
+        return render(self._current_stats())
+
+    def _current_stats(self) -> Stats:
+        self.stats.evicted = self.spool.evicted + self.spool.evicted_failed
+        return self.stats
 
     def _start_metrics(self) -> None:
         if self.cfg.metrics_port is not None:
-            self._metrics_server = MetricsServer(self.cfg.metrics_port, self.metrics_text)
+            self._metrics_server = serve_upload_metrics(self.cfg.metrics_port, self._current_stats)
             self.metrics_port = self._metrics_server.port
 
     def _shutdown(self) -> None:

@@ -3,8 +3,8 @@
 States: queued -> uploading -> done | failed, plus `gone` (the item left the spool before it was sent:
 evicted by the cap or deleted by hand). SQLite in WAL mode with synchronous=FULL, so every committed
 transition survives a crash or a power loss. At start `recover()` turns 'uploading' rows back into
-'queued' (at-least-once: the daemon asks the server with HEAD before re-sending such an item, and the
-item id is its content hash, so a second send is a harmless duplicate anyway).
+'queued' (at-least-once: the item id is its content hash, so a second send is a harmless duplicate,
+and the server's duplicate answer is what confirms it).
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Set, Union
+from typing import Collection, Dict, Iterator, List, Optional, Set, Union
 
 from edgedepth.errors import DataError
 
 QUEUED, UPLOADING, DONE, FAILED, GONE = "queued", "uploading", "done", "failed", "gone"
 STATES = (QUEUED, UPLOADING, DONE, FAILED, GONE)
+WAL_CHECKPOINT_PAGES = 100  # checkpoint when the WAL holds this many pages (SQLite's default: 1000)
+WAL_SIZE_LIMIT = 1 << 20  # bytes the WAL file is cut back to after a checkpoint
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -51,7 +53,7 @@ class Job:
     enqueued_at: float
     attempts: int
     next_attempt_at: float
-    check_server: bool  # an earlier attempt may have reached the server: ask (HEAD) before sending
+    check_server: bool  # an earlier attempt may have reached the server (a re-send is then a duplicate)
     last_error: str
 
 
@@ -59,13 +61,19 @@ class JobQueue:
     """Durable job table. One process writes it (the daemon); `status` may read it at the same time."""
 
     def __init__(self, path: Union[str, Path], readonly: bool = False,
-                 write_lock: Optional[threading.Lock] = None):
+                 write_lock: Optional[threading.Lock] = None, in_memory: bool = False):
         """`write_lock`: shared by JobQueues of one process on the same file (one per thread), so their
-        write transactions queue on it and wake at once, instead of in SQLite's sleeping busy handler."""
+        write transactions queue on it and wake at once, instead of in SQLite's sleeping busy handler.
+        `in_memory`: a table that lives only in this connection (the daemon's last resort when the disk
+        is too full to open `path`; the spool itself is the durable record of what is to be sent)."""
         self.path = Path(path)
+        self.in_memory = in_memory
         self._write_lock = write_lock or threading.Lock()
         try:
-            if readonly:
+            if in_memory:
+                self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                self._db.executescript(_SCHEMA)
+            elif readonly:
                 if not self.path.exists():
                     raise DataError(f"no upload queue at {self.path}: has the daemon run on this spool?")
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
@@ -76,8 +84,12 @@ class JobQueue:
                                            check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
+                # A small WAL, reused from its start after each checkpoint: the table's footprint stays
+                # bounded (~0.5 MiB beyond the rows), which matters on a spool disk that fills up.
+                self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+                self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
                 self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise DataError(f"cannot open the upload queue {self.path}: {exc}") from exc
         self._db.row_factory = sqlite3.Row
 
@@ -200,14 +212,18 @@ class JobQueue:
         row = self._db.execute("SELECT * FROM jobs WHERE id=?", (item_id,)).fetchone()
         return self._job(row) if row else None
 
-    def next_ready(self, now: Optional[float] = None) -> Optional[Job]:
-        """The highest-score queued job whose back-off has passed (oldest first among equal scores)."""
-        row = self._db.execute(
+    def next_ready(self, now: Optional[float] = None, exclude: Collection[str] = ()) -> Optional[Job]:
+        """The highest-score queued job whose back-off has passed (oldest first among equal scores),
+        other than those in `exclude` (a few items whose row change is still to be written)."""
+        rows = self._db.execute(
             "SELECT * FROM jobs WHERE state=? AND next_attempt_at<=? ORDER BY score DESC, captured_at, id"
-            " LIMIT 1",
-            (QUEUED, time.time() if now is None else now),
-        ).fetchone()
-        return self._job(row) if row else None
+            " LIMIT ?",
+            (QUEUED, time.time() if now is None else now, len(exclude) + 1),
+        )
+        for row in rows:
+            if row["id"] not in exclude:
+                return self._job(row)
+        return None
 
     def next_attempt_time(self) -> Optional[float]:
         """Earliest time a queued job becomes ready, or None when nothing is queued."""

@@ -1,10 +1,11 @@
-"""A token bucket that caps upload bandwidth, and the parser for `--max-bandwidth 2MB/s`."""
+"""The token bucket (the daemon's bandwidth cap, the server's per-device upload rate) and the parser for
+`--max-bandwidth 2MB/s`."""
 
 from __future__ import annotations
 
 import re
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 from edgedepth.errors import ConfigError
 
@@ -58,14 +59,26 @@ class TokenBucket:
         """A chunk size that keeps pacing smooth (no more than a quarter of the burst per chunk)."""
         return int(max(1024, min(default, self.burst / 4)))
 
-    def consume(self, n: int) -> float:
-        """Take `n` tokens, sleeping as long as needed; returns the seconds slept."""
+    def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
+
+    def consume(self, n: float) -> float:
+        """Take `n` tokens, sleeping as long as needed; returns the seconds slept."""
+        self._refill()
         self._tokens -= n
         if self._tokens >= 0:
             return 0.0
         wait = -self._tokens / self.rate
         self._sleep(wait)
         return wait
+
+    def try_consume(self, n: float = 1.0) -> Tuple[bool, float]:
+        """Take `n` tokens if the bucket holds them, never sleeping: (True, 0.0), or (False, seconds until
+        it will hold them) with nothing taken."""
+        self._refill()
+        if self._tokens >= n:
+            self._tokens -= n
+            return True, 0.0
+        return False, (n - self._tokens) / self.rate

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Callable, Dict, Optional, Tuple
 
+from edgedepth.fleet.ratelimit import TokenBucket
+
 log = logging.getLogger("edgedepth.ingest")
 
 
@@ -26,20 +28,17 @@ class DeviceRateLimiter:
         self.rate = float(rate)
         self.burst = float(burst)
         self._clock = clock
-        self._buckets: Dict[str, Tuple[float, float]] = {}  # device -> (tokens, time of last update)
+        self._buckets: Dict[str, TokenBucket] = {}
         self._lock = threading.Lock()
 
     def take(self, device: str) -> Tuple[bool, int]:
         """(allowed, retry_after_s). When refused, retry_after_s is when one token will be there."""
-        now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.get(device, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[device] = (tokens - 1.0, now)
-                return True, 0
-            self._buckets[device] = (tokens, now)
-            return False, max(1, math.ceil((1.0 - tokens) / self.rate))
+            bucket = self._buckets.get(device)
+            if bucket is None:
+                bucket = self._buckets[device] = TokenBucket(self.rate, self.burst, clock=self._clock)
+            allowed, wait = bucket.try_consume(1.0)
+        return allowed, 0 if allowed else max(1, math.ceil(wait))
 
 
 class Busy(Exception):

@@ -43,7 +43,9 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from edgedepth.errors import DataError, require
 from edgedepth.fleet.auth import DeviceRegistry, bearer_token, default_auth_db
@@ -58,6 +60,7 @@ from edgedepth.fleet.validate import (
     parse_upload,
     set_decode_slots,
 )
+from edgedepth.metrics_http import registry_of, text_of
 from edgedepth.spool import ITEM_ID_RE
 
 log = logging.getLogger("edgedepth.ingest")
@@ -91,10 +94,11 @@ class IngestConfig:
     min_free_bytes: int = 256 << 20  # local store: keep this much disk free (else 503)
     server_name: Optional[str] = None  # S3 manifests: which server wrote them
     manifest_every_s: float = 60.0
+    browser: Optional[object] = None  # a BrowserConfig: mount the data browser at /browse (own admin token)
 
 
 class Metrics:
-    """Counters rendered as Prometheus text."""
+    """The ingest server's counters, exposed with prometheus_client (edgedepth.metrics_http)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -107,6 +111,7 @@ class Metrics:
         self.bytes_stored = 0
         self.body_bytes = 0
         self.upload_seconds = 0.0
+        self._registry = registry_of(self.families)
 
     def request(self, method: str, route: str, status: int) -> None:
         with self._lock:
@@ -126,36 +131,34 @@ class Metrics:
             self.body_bytes += body_bytes
             self.upload_seconds += seconds
 
-    def render(self) -> str:
-        out = []
-
-        def family(name: str, kind: str, help_text: str) -> None:
-            out.append(f"# HELP {name} {help_text}")
-            out.append(f"# TYPE {name} {kind}")
-
+    def families(self) -> Iterator[Metric]:
+        """The counters as Prometheus metric families (served through edgedepth.metrics_http)."""
         with self._lock:
-            family("edgedepth_ingest_requests_total", "counter", "HTTP requests by method, route and status.")
+            requests = CounterMetricFamily("edgedepth_ingest_requests", "HTTP requests by method, route and "
+                                           "status.", labels=["method", "route", "status"])
             for (method, route, status), n in sorted(self.requests.items()):
-                out.append(f'edgedepth_ingest_requests_total{{method="{method}",route="{route}",'
-                           f'status="{status}"}} {n}')
-            family("edgedepth_ingest_rejects_total", "counter", "Refused uploads by reason.")
+                requests.add_metric([method, route, str(status)], n)
+            rejects = CounterMetricFamily("edgedepth_ingest_rejects", "Refused uploads by reason.",
+                                          labels=["reason"])
             for reason, n in sorted(self.rejects.items()):
-                out.append(f'edgedepth_ingest_rejects_total{{reason="{reason}"}} {n}')
-            family("edgedepth_ingest_items_stored_total", "counter", "Items stored (new).")
-            out.append(f"edgedepth_ingest_items_stored_total {self.items_stored}")
-            family("edgedepth_ingest_duplicates_total", "counter", "Uploads of items already stored.")
-            out.append(f"edgedepth_ingest_duplicates_total {self.duplicates}")
-            family("edgedepth_ingest_bytes_stored_total", "counter", "Bytes of new items' files.")
-            out.append(f"edgedepth_ingest_bytes_stored_total {self.bytes_stored}")
-            family("edgedepth_ingest_upload_body_bytes_total", "counter", "Bytes of accepted upload bodies.")
-            out.append(f"edgedepth_ingest_upload_body_bytes_total {self.body_bytes}")
-            family("edgedepth_ingest_upload_seconds_total", "counter", "Time spent on accepted uploads.")
-            out.append(f"edgedepth_ingest_upload_seconds_total {self.upload_seconds:.6f}")
-            family("edgedepth_ingest_uploads_in_flight", "gauge", "Upload bodies being received now.")
-            out.append(f"edgedepth_ingest_uploads_in_flight {self.uploads_in_flight}")
-            family("edgedepth_ingest_body_bytes_held", "gauge", "Upload body bytes held in memory now.")
-            out.append(f"edgedepth_ingest_body_bytes_held {self.body_bytes_held}")
-        return "\n".join(out) + "\n"
+                rejects.add_metric([reason], n)
+            yield requests
+            yield rejects
+            for name, help_text, value in (
+                ("items_stored", "Items stored (new).", self.items_stored),
+                ("duplicates", "Uploads of items already stored.", self.duplicates),
+                ("bytes_stored", "Bytes of new items' files.", self.bytes_stored),
+                ("upload_body_bytes", "Bytes of accepted upload bodies.", self.body_bytes),
+                ("upload_seconds", "Time spent on accepted uploads.", self.upload_seconds),
+            ):
+                yield CounterMetricFamily(f"edgedepth_ingest_{name}", help_text, value=value)
+            yield GaugeMetricFamily("edgedepth_ingest_uploads_in_flight", "Upload bodies being received now.",
+                                    value=self.uploads_in_flight)
+            yield GaugeMetricFamily("edgedepth_ingest_body_bytes_held",
+                                    "Upload body bytes held in memory now.", value=self.body_bytes_held)
+
+    def render(self) -> str:
+        return text_of(self._registry)
 
 
 class _Refused(Exception):
@@ -364,7 +367,7 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
         return JSONResponse({"status": "ok"})
 
     async def metrics_endpoint(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -375,11 +378,18 @@ def create_app(config: IngestConfig, store: Optional[Store] = None,
             await run_in_threadpool(store.close)
             devices.close()
 
-    app = Starlette(routes=[
+    routes = [
         Route("/v1/items/{item_id:path}", items, methods=["POST", "HEAD"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-    ], lifespan=lifespan)
+    ]
+    if config.browser is not None:  # the read-only data browser (edgedepth.fleet.browser)
+        from starlette.routing import Mount
+
+        from edgedepth.fleet.browser.app import create_browser_app
+
+        routes.append(Mount("/browse", app=create_browser_app(config.browser, store=store)))
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.store = store
     app.state.devices = devices
     app.state.metrics = metrics

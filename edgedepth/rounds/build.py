@@ -1,8 +1,12 @@
 """Next-round datasets: ingested frames -> labelled, de-duplicated, replay-mixed, leakage-free splits.
 
 Labels, in order of availability per frame:
-1. depth uploaded with the frame (`depth_gt` from a synthetic source, `depth_sensor` from an RGB-D rig);
-2. a pseudo-label from a bigger teacher (a .pt checkpoint or an .onnx model, `--teacher`);
+1. depth uploaded with the frame (`depth_gt` from a synthetic source, `depth_sensor` from an RGB-D rig)
+   covering at least half the pixels;
+2. a pseudo-label from a bigger teacher (`--teacher`: a .pt checkpoint, any .onnx depth model, a
+   transformers model; edgedepth.teachers). A relative teacher is aligned per frame to metric points:
+   sparse uploaded depth, or the ground plane (`camera_height` and the frame's intrinsics); frames with
+   neither stay unlabelled;
 3. experimental, with `--self-supervised MODEL`: photometric refinement of MODEL's prediction against
    the neighbour frames uploaded with the frame, through their camera poses (edgedepth.rounds.selfsup);
 4. none: the frame is counted as unlabelled and left out.
@@ -39,14 +43,18 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from edgedepth.data.formats import LABEL_KIND
 from edgedepth.errors import ConfigError, DataError
-from edgedepth.rounds.labels import Teacher, read_depth, read_rgb, uploaded_label
+from edgedepth.fsutil import DeferredFsync
+from edgedepth.rounds.labels import read_depth, read_rgb, uploaded_label
+from edgedepth.teachers.labels import DENSE_SENSOR
 
 log = logging.getLogger(__name__)
 
 VAL_DIR = "val"
 LINEAGE = "lineage.json"
 FORMAT = "edgedepth.round/1"
+DEDUPE_EXHAUSTIVE_MAX = 2000  # above this many frames, near-duplicates are found with a grid pre-filter
 
 
 @dataclass
@@ -54,7 +62,13 @@ class RoundConfig:
     store: str
     out: str
     since: Optional[str] = None  # only items received strictly after this ISO 8601 UTC time
-    teacher: Optional[str] = None  # .pt / .onnx giving pseudo-labels to frames without depth
+    teacher: Optional[str] = None  # any edgedepth.teachers spec giving pseudo-labels to frames without depth
+    teacher_options: Optional[dict] = None  # edgedepth.teachers.TeacherOptions fields
+    camera_height: Optional[float] = None  # metres above the floor: ground-plane points (relative teacher)
+    label_cache: Optional[str] = None  # teacher-output cache folder (default: the user cache)
+    # False: depth uploaded with the frames is not used as a label (the teacher labels every frame; for
+    # comparing teacher labels with ground truth, as the fleet simulation does)
+    use_uploaded_depth: bool = True
     self_supervised: Optional[str] = None  # .pt / .onnx refined photometrically against neighbour frames
     replay: Sequence[str] = ()  # earlier round (or any dataset) folders to sample from
     replay_fraction: float = 0.3  # replay frames as a fraction of the new training frames
@@ -73,8 +87,11 @@ class RoundConfig:
             raise ConfigError(f"--time-block must be positive seconds, got {self.time_block_s}")
         if self.dedupe_distance < 0:
             raise ConfigError(f"--dedupe-distance must be >= 0, got {self.dedupe_distance}")
-        if self.teacher and not Path(self.teacher).is_file():
-            raise ConfigError(f"--teacher {self.teacher} does not exist (a .pt checkpoint or .onnx model)")
+        if self.teacher and not (self.teacher.startswith("hf:") or Path(self.teacher).exists()):
+            raise ConfigError(f"--teacher {self.teacher} does not exist (a .pt checkpoint, an .onnx model, "
+                              "hf:ORG/NAME or a save_pretrained folder)")
+        if not self.use_uploaded_depth and not self.teacher:
+            raise ConfigError("ignoring uploaded depth needs a --teacher to label the frames")
         if self.self_supervised and not Path(self.self_supervised).is_file():
             raise ConfigError(f"--self-supervised {self.self_supervised} does not exist (the current "
                               "model, a .pt checkpoint or .onnx model)")
@@ -89,7 +106,9 @@ class RoundConfig:
 class RoundReport:
     out: str
     ingested: int = 0
-    labelled: Dict[str, int] = field(default_factory=dict)  # label kind -> frames kept
+    labelled: Dict[str, int] = field(default_factory=dict)  # label source -> frames kept
+    # edgedepth.teachers.labels kind (sensor, teacher-metric, teacher-aligned, self-supervised) -> frames
+    label_kinds: Dict[str, int] = field(default_factory=dict)
     unlabelled: int = 0
     unreadable: int = 0
     duplicates: int = 0
@@ -102,7 +121,7 @@ class RoundReport:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        labels = ", ".join(f"{k} {v}" for k, v in sorted(self.labelled.items())) or "none"
+        labels = ", ".join(f"{k} {v}" for k, v in sorted(self.label_kinds.items())) or "none"
         doms = ", ".join(f"{k} {v}" for k, v in sorted(self.domains.items()))
         return (f"round {self.out}: {self.ingested} ingested, labels: {labels}; "
                 f"{self.unlabelled} unlabelled, {self.unreadable} unreadable, {self.duplicates} "
@@ -132,7 +151,13 @@ def thumbnail(rgb: np.ndarray, size: int = 16) -> np.ndarray:
 
 
 def dedupe(embeddings: List[np.ndarray], scores: List[float], distance: float) -> List[int]:
-    """Indices to keep: greedy in descending score, dropping any frame within `distance` of a kept one."""
+    """Indices to keep: greedy in descending score, dropping any frame within `distance` of a kept one.
+
+    Large rounds use the grid-filtered search of edgedepth.rounds.dedupe (the same answer)."""
+    if len(embeddings) > DEDUPE_EXHAUSTIVE_MAX and embeddings[0].size == 256:
+        from edgedepth.rounds.dedupe import dedupe_fast
+
+        return dedupe_fast(embeddings, scores, distance)
     order = sorted(range(len(embeddings)), key=lambda i: (-scores[i], i))
     kept: List[int] = []
     kept_vecs = np.empty((len(embeddings), embeddings[0].size if embeddings else 0), np.float32)
@@ -179,6 +204,26 @@ def split_groups(metas: List[dict], val_fraction: float, block_s: float, seed: i
     return ["val" if k in val_groups else "train" for k in keys]
 
 
+def _labeler(cfg: RoundConfig):
+    """The TeacherLabeler of `cfg.teacher` (metric labels; relative teachers aligned), or None."""
+    if not cfg.teacher:
+        return None
+    from edgedepth.teachers import LabelCache, LabelPolicy, TeacherLabeler, TeacherOptions, open_teacher
+
+    teacher = open_teacher(cfg.teacher, TeacherOptions(**(cfg.teacher_options or {})))
+    return TeacherLabeler(teacher, LabelPolicy(target="metric", camera_height=cfg.camera_height),
+                          LabelCache(cfg.label_cache))
+
+
+def _teacher_label(labeler, store, meta: dict, rgb: np.ndarray, sparse: Optional[np.ndarray]):
+    """(depth, label kind) from the teacher; (None, why) when a relative teacher has no metric points."""
+    from edgedepth.teachers import FrameInput
+
+    K = meta.get("intrinsics")
+    lab = labeler.label_many([FrameInput(rgb, sparse, None if K is None else np.asarray(K, np.float64))])[0]
+    return (lab.depth, lab.kind) if lab.depth is not None else (None, lab.why)
+
+
 def _frame_name(item_id: str) -> str:
     return item_id[:24]
 
@@ -190,8 +235,9 @@ def _write_split(root: Path, rows: List[dict], split: str) -> None:
     write_meta(root, {
         "source": "round",
         "split": split,
-        "frames": {r["name"]: {k: r[k] for k in ("domain", "label", "device_id", "captured_at", "item",
-                                                 "score", "intrinsics", "replay_of") if r.get(k) is not None}
+        "frames": {r["name"]: {k: r[k] for k in ("domain", "label", "label_kind", "device_id", "captured_at",
+                                                 "item", "score", "intrinsics", "replay_of")
+                               if r.get(k) is not None}
                    for r in rows},
     })
 
@@ -222,14 +268,16 @@ def _replay_rows(replay: Iterable[str], n: int, seed: int, out: Path) -> Tuple[L
         tag = hashlib.sha256(f"{Path(spec).resolve()}:{s.name}".encode()).hexdigest()[:16]
         name = f"replay_{tag}"
         write_sample(out, name, s.rgb, s.depth)
+        fm = getattr(ds, "frames_meta", {}).get(s.name) or {}
         rows.append(dict(name=name, domain=s.domain, label="replay", item=None, device_id=None,
+                         label_kind=fm.get("label_kind", "sensor"),
                          captured_at=None, score=None,
                          intrinsics=None if s.intrinsics is None else np.asarray(s.intrinsics).tolist(),
                          replay_of=f"{spec}:{s.name}"))
     return rows, sources
 
 
-def _collect(store, cfg: RoundConfig, teacher: Optional[Teacher], report: RoundReport,
+def _collect(store, cfg: RoundConfig, teacher, report: RoundReport,
              progress: Optional[Callable[[int], None]], selfsup=None) -> List[_Candidate]:
     """First pass: every item since `cfg.since` with a usable label, as thumbnail + metadata."""
     out: List[_Candidate] = []
@@ -237,7 +285,7 @@ def _collect(store, cfg: RoundConfig, teacher: Optional[Teacher], report: RoundR
         report.ingested += 1
         if progress is not None:
             progress(1)
-        up = uploaded_label(meta)
+        up = uploaded_label(meta) if cfg.use_uploaded_depth or teacher is None else None
         label = up[0] if up else ("teacher" if teacher is not None else None)
         if label is None and selfsup is not None and selfsup.available(meta):
             label = "selfsup"
@@ -257,6 +305,7 @@ def _collect(store, cfg: RoundConfig, teacher: Optional[Teacher], report: RoundR
     return out
 
 
+@DeferredFsync()  # thousands of frame files: one filesystem sync at the end instead of 4 fsyncs each
 def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = None) -> RoundReport:
     """Collect ingested frames from a store into a train/val dataset folder with lineage.json.
 
@@ -273,7 +322,7 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} already exists and is not empty; choose a new round folder")
     report = RoundReport(out=str(out))
-    teacher = Teacher(cfg.teacher) if cfg.teacher else None
+    teacher = _labeler(cfg)
     selfsup = None
     if cfg.self_supervised:
         from edgedepth.rounds.selfsup import SelfSupervisedLabeler
@@ -306,22 +355,39 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
             try:
                 rgb = read_rgb(store, meta)
                 up = uploaded_label(meta)
-                if up:
+                kind = LABEL_KIND.get(c.label, c.label)
+                if c.label == "teacher":
+                    # sparse uploaded depth (a ToF, LiDAR returns) is the relative teacher's metric points
+                    sparse = read_depth(store, meta, up[1], rgb.shape[:2]) if up else None
+                    depth, kind = _teacher_label(teacher, store, meta, rgb, sparse)
+                elif up:
                     depth = read_depth(store, meta, up[1], rgb.shape[:2])
+                    if teacher is not None and float((depth > 0).mean()) < DENSE_SENSOR:
+                        aligned, why = _teacher_label(teacher, store, meta, rgb, depth)
+                        if aligned is not None:  # else: the sparse depth itself is the label
+                            depth, kind = aligned, why
                 else:
-                    depth = teacher(rgb) if c.label == "teacher" else selfsup(store, meta, rgb)
+                    depth = selfsup(store, meta, rgb)
             except (DataError, KeyError, ValueError) as exc:
                 report.unreadable += 1
                 log.warning("skipping item %s: %s", str(meta.get("id"))[:12], exc)
                 continue
+            if depth is None:  # a relative teacher with nothing to align it to: `kind` says why
+                report.unlabelled += 1
+                log.warning("item %s left unlabelled: relative teacher, no metric points to align it (%s); "
+                            "upload sparse depth with the frames or give the camera height",
+                            str(meta.get("id"))[:12], kind)
+                continue
             name = _frame_name(meta["id"])
             fmt = "png" if depth.max(initial=0) <= 65.0 else "npy"  # uint16 mm PNG tops out at 65.5 m
             write_sample(root, name, rgb, depth, depth_format=fmt)
-            rows[side].append(dict(name=name, domain=meta.get("domain"), label=c.label, item=meta["id"],
+            rows[side].append(dict(name=name, domain=meta.get("domain"), label=c.label, label_kind=kind,
+                                   item=meta["id"],
                                    device_id=meta.get("device_id"), captured_at=meta.get("captured_at"),
                                    score=c.score, intrinsics=meta.get("intrinsics"), replay_of=None))
             groups[side].add(group_key(meta, cfg.time_block_s))
             report.labelled[c.label] = report.labelled.get(c.label, 0) + 1
+            report.label_kinds[kind] = report.label_kinds.get(kind, 0) + 1
             dev = str(meta.get("device_id", "?"))
             report.devices[dev] = report.devices.get(dev, 0) + 1
     finally:
@@ -345,7 +411,8 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "code_version": __version__,
         "config": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
-        "teacher": {"path": teacher.path, "sha256": teacher.sha256} if teacher else None,
+        "teacher": {"path": teacher.teacher.source, "sha256": teacher.teacher.identity,
+                    "output": teacher.teacher.kind, "backend": teacher.teacher.backend} if teacher else None,
         "self_supervision": {"model": selfsup.path, "sha256": selfsup.sha256, "method": "photometric "
                              "refinement against posed neighbour frames (experimental)",
                              "mean_valid_fraction": float(np.mean(selfsup.valid_fractions))
@@ -353,6 +420,7 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
         "replay_sources": replay_sources,
         "report": asdict(report),
         "frames": [{"name": r["name"], "split": split, "item": r["item"], "label": r["label"],
+                    "label_kind": r.get("label_kind"),
                     "domain": r["domain"], "device_id": r["device_id"], "captured_at": r["captured_at"],
                     "replay_of": r["replay_of"]}
                    for split in ("train", "val") for r in rows[split]],

@@ -1,4 +1,4 @@
-"""Store items as training data: their images, the depth uploaded with them, a teacher's pseudo-labels.
+"""Store items as training data: their images and the depth uploaded with them (teachers: edgedepth.teachers).
 
 Shared by the round builder (edgedepth.rounds.build) and the self-supervised labeller
 (edgedepth.rounds.selfsup).
@@ -6,30 +6,15 @@ Shared by the round builder (edgedepth.rounds.build) and the self-supervised lab
 
 from __future__ import annotations
 
-import io
 from typing import Optional, Tuple
 
 import cv2
 import numpy as np
 
+from edgedepth.depthfile import decode_depth_file
 from edgedepth.errors import DataError
 
 LABEL_KINDS = ("depth_gt", "depth_sensor")  # uploaded depth, best first
-
-
-def _decode_depth(data: bytes, units: Optional[str], name: str) -> np.ndarray:
-    if name.endswith(".npy") or units == "m_float32":
-        depth = np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32)
-        if depth.ndim == 3 and depth.shape[2] == 1:
-            depth = depth[..., 0]
-    else:
-        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.dtype != np.uint16 or raw.ndim != 2:
-            raise DataError(f"depth file {name} is not a single-channel 16-bit PNG")
-        depth = raw.astype(np.float32) / 1000.0
-    if depth.ndim != 2:
-        raise DataError(f"depth file {name} has shape {depth.shape}; expected HxW")
-    return np.where(np.isfinite(depth) & (depth > 0), depth, 0).astype(np.float32)
 
 
 def _rgb_name(meta: dict) -> str:
@@ -63,22 +48,7 @@ def uploaded_label(meta: dict) -> Optional[Tuple[str, str]]:
 
 def read_depth(store, meta: dict, name: str, shape: Tuple[int, int]) -> np.ndarray:
     entry = meta["files"][name]
-    depth = _decode_depth(store.read_file(meta["id"], name), entry.get("units"), name)
+    depth = decode_depth_file(store.read_file(meta["id"], name), entry.get("units"), name)
     if depth.shape != shape:
         raise DataError(f"item {meta['id'][:12]}: depth {depth.shape} does not match the image {shape}")
     return depth
-
-
-class Teacher:
-    """Pseudo-labels from a bigger model: metric depth at the image's size."""
-
-    def __init__(self, path: str) -> None:
-        from edgedepth.checkpoint import file_sha256
-        from edgedepth.predictor import load_predictor
-
-        self.path = str(path)
-        self.sha256 = file_sha256(path)
-        self.predictor = load_predictor(str(path))
-
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        return self.predictor.predict(rgb).depth.astype(np.float32)

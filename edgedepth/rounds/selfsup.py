@@ -224,10 +224,10 @@ class SelfSupervisedLabeler:
     """Labels store items that carry neighbour frames and poses, starting from `model`'s prediction."""
 
     def __init__(self, model: str, config: PhotometricConfig = PhotometricConfig()) -> None:
-        from edgedepth.rounds.labels import Teacher
+        from edgedepth.teachers.models import EdgeDepthTeacher
 
-        self.initial = Teacher(model)  # the prediction the photometric refinement starts from
-        self.path, self.sha256 = self.initial.path, self.initial.sha256
+        self.initial = EdgeDepthTeacher(model)  # the prediction the photometric refinement starts from
+        self.path, self.sha256 = self.initial.path, self.initial.file_sha256
         self.config = config
         self.valid_fractions: List[float] = []
 

@@ -110,7 +110,7 @@ def build_pipeline(settings: DeviceSettings, echo: Echo = log.info) -> Pipeline:
 
 
 def _build(settings: DeviceSettings, run, echo: Echo, closers: List[Callable[[], None]]) -> Pipeline:
-    from edgedepth.runtime.backends import load_backend
+    from edgedepth.runtime.backend_choice import load_for_run
     from edgedepth.runtime.capture import open_source
     from edgedepth.runtime.loop import DepthLoop
     from edgedepth.runtime.postprocess import Postprocessor
@@ -128,12 +128,22 @@ def _build(settings: DeviceSettings, run, echo: Echo, closers: List[Callable[[],
 
         threads = pipeline_threads()
 
-    be = load_backend(run.model, backend=run.backend, device=device, threads=threads)
+    be = load_for_run(run.model, backend=run.backend, device=device, threads=threads)
     closers.append(be.close)
     echo(f"backend: {be.describe()} - {be.reason or 'requested'}")
+    if be.info.input.is_uint8:
+        spec = be.info.input
+        echo(f"the model takes the camera's bytes: uint8 {spec.height}x{spec.width} "
+             f"{'BGR' if spec.bgr else 'RGB'}, resized and normalised inside its graph")
     pre = be.info.preprocessing
-    echo(f"model input {pre.height}x{pre.width}; depth output is metric, in metres "
-         f"(range {pre.min_depth:g}-{pre.max_depth:g} m)")
+    relative = be.info.depth_units == "relative"
+    if relative and run.save_pointcloud:
+        raise ConfigError(f"{run.model} is a relative-depth model (trained on relative labels, no metric "
+                          "scale): it cannot give point clouds in metres; drop --save-pointcloud or use a "
+                          "metric model")
+    echo(f"model input {pre.height}x{pre.width}; depth output is "
+         + ("RELATIVE (no metric scale; the model was trained on relative labels)" if relative else
+            f"metric, in metres (range {pre.min_depth:g}-{pre.max_depth:g} m)"))
     be.warmup(2)
     post = Postprocessor(run.confidence_threshold, run.min_confident_fraction)
     fixed_k = None
@@ -151,22 +161,26 @@ def _build(settings: DeviceSettings, run, echo: Echo, closers: List[Callable[[],
             echo("note: OpenCV has no GUI here, running headless (add --headless to silence this)")
     if run.headless:
         uris = [u for u in uris if not u.startswith("display://")]
-    sinks = [make_sink(uri, on_quit=lambda: loop_ref["loop"].stop("quit key")) for uri in uris]
+    sinks = [make_sink(uri, on_quit=lambda: loop_ref["loop"].stop("quit key"), intrinsics=fixed_k,
+                       device=device) for uri in uris]
     if run.save_depth:
         sinks.append(DepthPngSink(run.save_depth))
     if run.save_pointcloud:
         sinks.append(PointCloudSink(run.save_pointcloud, intrinsics=fixed_k, device=device,
                                     every=run.pointcloud_every))
-    visualizer = Visualizer(run.colormap) if any(s.wants_view for s in sinks) else None
+    from edgedepth.colorbar import depth_units
+
+    wants_view = any(s.wants_view for s in sinks)
+    visualizer = Visualizer(run.colormap, units=depth_units(be.info)) if wants_view else None
 
     stats = LoopStats()
     selector = _selector(settings, pre, be, echo)
     collector = None
     if settings.spool:
         from edgedepth.runtime.collect import SpoolCollector
-        from edgedepth.spool import Spool
+        from edgedepth.spool import Spool, cap_bytes
 
-        max_bytes = int(settings.spool_max_mb * 1e6) if settings.spool_max_mb else None  # MB, as upload
+        max_bytes = cap_bytes(settings.spool_max_mb)  # MiB, as upload
         collector = SpoolCollector(
             Spool(settings.spool, max_bytes=max_bytes), device_id=settings.device_id or default_device_id(),
             source_uri=run.input, info=be.info, model_sha256=be.model_sha256, neighbors=run.neighbors,
@@ -218,7 +232,7 @@ def _selector(settings: DeviceSettings, pre, backend, echo: Echo):
 def _watcher(settings: DeviceSettings, loop, device, threads: int, echo: Echo):
     """Polls the registry for newer promoted versions and swaps them into the loop (not started yet)."""
     from edgedepth.registry.updater import ModelUpdater, installed_version
-    from edgedepth.runtime.backends import load_backend
+    from edgedepth.runtime.backend_choice import load_for_run
     from edgedepth.runtime.updates import RegistryWatcher
 
     run = settings.run
@@ -228,7 +242,7 @@ def _watcher(settings: DeviceSettings, loop, device, threads: int, echo: Echo):
     updater = ModelUpdater(run.registry, run.public_key, cache, current_version=current,
                            poll_every_s=poll_every_s)
     watcher = RegistryWatcher(
-        loop, updater, lambda path: load_backend(path, backend=run.backend, device=device, threads=threads),
+        loop, updater, lambda path: load_for_run(path, backend=run.backend, device=device, threads=threads),
         echo=echo,
     )
     echo(f"updates: polling {run.registry} every {poll_every_s:g} s (running version {current or 'unknown'})")

@@ -2,7 +2,9 @@
 
 Live sources (cameras, streams, paced synthetic scenes) overwrite a one-frame mailbox: a frame the loop
 did not take in time is stale, dropped and counted; nothing ever queues up. Non-live sources (files,
-unpaced synthetic scenes) wait for the loop instead, so every frame of a file is processed.
+unpaced synthetic scenes) have no thread: `capture()` reads the next frame in the caller's thread, so
+every frame of a file is processed and no frame pays for a hand-over between threads (two thread
+wake-ups per frame, which a fast model on a small CPU notices).
 A live source that fails (camera unplugged, stream lost) is reopened with exponential back-off while
 the loop keeps going; a file that ends ends the stream (or starts again with loop=True).
 """
@@ -47,6 +49,8 @@ class Source:
         self.reconnects = 0
         self.read_errors = 0
         self.error: Optional[str] = None
+        self._consecutive_errors = 0
+        self._read_lock = threading.Lock()  # non-live sources: one reader at a time
 
     @property
     def live(self) -> bool:
@@ -56,8 +60,9 @@ class Source:
     def start(self) -> "Source":
         """Open the reader now (so a bad URI fails before the loop starts) and start the thread."""
         self.raw.open()
-        self._thread = threading.Thread(target=self._run, name="edgedepth-capture", daemon=True)
-        self._thread.start()
+        if self.raw.live:
+            self._thread = threading.Thread(target=self._run, name="edgedepth-capture", daemon=True)
+            self._thread.start()
         return self
 
     def close(self) -> None:
@@ -66,7 +71,8 @@ class Source:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
-        self.raw.close()
+        with self._read_lock:
+            self.raw.close()
 
     def __enter__(self) -> "Source":
         return self.start() if self._thread is None else self
@@ -80,7 +86,10 @@ class Source:
             return not self._stop.is_set() and not (self._ended and self._slot is None)
 
     def capture(self, timeout: float = 0.1) -> Optional[Frame]:
-        """The newest frame not yet taken, or None after `timeout` seconds without one."""
+        """The newest frame not yet taken, or None after `timeout` seconds without one (a non-live
+        source: its next frame, read now; None at its end)."""
+        if not self.raw.live:
+            return self._read_now()
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._slot is None:
@@ -89,11 +98,19 @@ class Source:
                     return None
                 self._cond.wait(remaining)
             frame, self._slot = self._slot, None
-            self._cond.notify_all()  # a non-live producer may be waiting for the slot
-        if not self.raw.live:
-            # a file frame has no age of its own: its latency clock starts when the loop takes it
-            frame.captured = time.monotonic()
         return frame
+
+    def _read_now(self) -> Optional[Frame]:
+        with self._read_lock:
+            while not self._stop.is_set() and not self._ended:
+                frame = self._pull()
+                if frame is not None:
+                    # a file frame has no age of its own: its latency clock starts when the loop takes it
+                    frame.captured = time.monotonic()
+                    return frame
+                if self._ended:
+                    break
+            return None
 
     def stats(self) -> Dict[str, float]:
         return {
@@ -104,25 +121,34 @@ class Source:
         }
 
     # -- producer side ------------------------------------------------------------------------------
+    def _pull(self) -> Optional[Frame]:
+        """Read one frame, handling read errors and gaps; None when there is none this time (and
+        `_ended` set once the stream is over)."""
+        try:
+            frame = self.raw.read()
+        except Exception as exc:  # a reader failing must not end the capture
+            self.read_errors += 1
+            self._consecutive_errors += 1
+            log.warning("source %s: read failed (%s: %s)", self.uri, type(exc).__name__, exc)
+            frame = None
+            if (self.raw.finite and not self.raw.live
+                    and self._consecutive_errors < MAX_CONSECUTIVE_ERRORS):
+                return None  # one bad frame of a file: skip it
+        if frame is None:
+            if not self._handle_gap():
+                with self._cond:
+                    self._ended = True
+                    self._cond.notify_all()
+            return None
+        self._consecutive_errors = 0
+        self.frames_read += 1
+        return frame
+
     def _run(self) -> None:
-        consecutive_errors = 0
-        while not self._stop.is_set():
-            try:
-                frame = self.raw.read()
-            except Exception as exc:  # a reader failing must not end the capture thread
-                self.read_errors += 1
-                consecutive_errors += 1
-                log.warning("source %s: read failed (%s: %s)", self.uri, type(exc).__name__, exc)
-                frame = None
-                if self.raw.finite and not self.raw.live and consecutive_errors < MAX_CONSECUTIVE_ERRORS:
-                    continue  # one bad frame of a file: skip it
-            if frame is None:
-                if not self._handle_gap():
-                    break
-                continue
-            consecutive_errors = 0
-            self.frames_read += 1
-            self._publish(frame)
+        while not self._stop.is_set() and not self._ended:
+            frame = self._pull()
+            if frame is not None:
+                self._publish(frame)
         with self._cond:
             self._ended = True
             self._cond.notify_all()
@@ -130,11 +156,7 @@ class Source:
     def _publish(self, frame: Frame) -> None:
         with self._cond:
             if self._slot is not None:
-                if self.raw.live:
-                    self.dropped += 1  # the loop did not take the previous frame in time: it is stale
-                else:
-                    while self._slot is not None and not self._stop.is_set():
-                        self._cond.wait(0.1)
+                self.dropped += 1  # the loop did not take the previous frame in time: it is stale
             self._slot = frame
             self._cond.notify_all()
 

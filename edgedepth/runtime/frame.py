@@ -25,6 +25,7 @@ class Frame:
     pose: Optional[np.ndarray] = None  # 4x4 camera-to-world, metres
     domain: Optional[str] = None
     extra: Dict[str, object] = field(default_factory=dict)
+    bgr: Optional[np.ndarray] = None  # the same image in OpenCV's order, when the source read it so
 
 
 class RawSource:

@@ -10,9 +10,11 @@ It reads like jetson-inference's depthnet.py::
 
 Capture runs in its own thread (latest-frame semantics, see capture.py); inference runs in a second
 thread (onnxruntime and TensorRT release the GIL) and postprocessing, selection and sinks in a third, so
-the three stages of neighbouring frames overlap. Queues between stages hold one item: nothing piles up.
-Input buffers come from a fixed pool (Preprocessing.apply(out=...)); backends write outputs into their
-own preallocated rings. One bad frame is logged and counted, never fatal.
+the three stages of neighbouring frames overlap. Queues between stages hold one item for a live source,
+so nothing piles up; a file (non-live) may have a few preprocessed frames waiting, so inference never
+waits for a briefly descheduled stage. Input buffers come from a fixed pool (Preprocessing.apply(out=...));
+a model with preprocessing inside its graph (uint8 input) gets the frame's own bytes instead. Backends
+write outputs into their own preallocated rings. One bad frame is logged and counted, never fatal.
 
 Model updates: `swap_backend(new, health_check=...)` takes effect before the next inference. With a
 health check (an object with `observe(depth, latency_ms) -> verdict or None`, e.g.
@@ -26,44 +28,47 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 import cv2
 import numpy as np
 
-from edgedepth.preprocess import Preprocessing
+from edgedepth.preprocess import InputSpec, Preprocessing
 from edgedepth.runtime.backends import Backend
 from edgedepth.runtime.capture import Source
 from edgedepth.runtime.postprocess import DepthResult, Postprocessor
-from edgedepth.runtime.sinks import Sink, Visualizer
+from edgedepth.runtime.sinks import WARMING_UP, Sink, Visualizer, stats_overlay_line
 from edgedepth.runtime.sources import Frame
 from edgedepth.runtime.stats import LoopStats, StatsReporter
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+PREFETCH_FILE = 8  # preprocessed frames that may wait for inference from a non-live source
+POST_QUEUE = 1  # inference results that may wait for postprocessing (more would delay a rollback)
 
 
 class BufferPool:
-    """A fixed number of (1,3,H,W) float32 input buffers; a size change (model swap) replaces them lazily."""
+    """Reused (1,3,H,W) float32 input buffers. There are as many as can be in flight at once (waiting,
+    in inference, being filled), so taking one never waits; a size change (model swap) or an unexpected
+    shortage allocates a new one. A deque: append/pop are atomic, no lock or condition per frame."""
 
     def __init__(self, shape, count: int = 3):
-        self.free: "queue.Queue[np.ndarray]" = queue.Queue()
-        for _ in range(max(2, int(count))):
-            self.free.put(np.empty(shape, dtype=np.float32))
+        self.free: "deque[np.ndarray]" = deque(
+            np.empty(shape, dtype=np.float32) for _ in range(max(2, count))
+        )
 
-    def acquire(self, shape, stop: threading.Event) -> Optional[np.ndarray]:
-        while not stop.is_set():
-            try:
-                buf = self.free.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            return buf if buf.shape == tuple(shape) else np.empty(shape, dtype=np.float32)
-        return None
+    def acquire(self, shape, stop: Optional[threading.Event] = None) -> np.ndarray:
+        try:
+            buf = self.free.pop()
+        except IndexError:
+            return np.empty(shape, dtype=np.float32)
+        return buf if buf.shape == tuple(shape) else np.empty(shape, dtype=np.float32)
 
     def release(self, buf: np.ndarray) -> None:
-        self.free.put(buf)
+        self.free.append(buf)
 
 
 @dataclass
@@ -124,10 +129,25 @@ class DepthLoop:
         self.on_result = on_result
         self.evaluate = evaluate
         self._pre: Preprocessing = backend.info.preprocessing
-        self._pool = BufferPool(backend.input_shape, buffers)
-        self._infer_q: "queue.Queue" = queue.Queue(maxsize=1)
-        self._ready = threading.Semaphore(1)  # released when the inference thread takes a frame
-        self._post_q: "queue.Queue" = queue.Queue(maxsize=1)
+        self._input: InputSpec = backend.info.input
+        # Frames waiting for inference: one from a live source (a camera's newest frame is the one that
+        # matters), a few from a file or replayed clip, whose frames never go stale: the inference thread
+        # then always finds its next input ready, even when the other stages are briefly descheduled.
+        self.prefetch = 1 if source.live else PREFETCH_FILE
+        pre = backend.info.preprocessing
+        self._pool = BufferPool((1, 3, pre.height, pre.width), buffers + self.prefetch - 1)
+        self._infer_q: "queue.Queue" = queue.Queue(maxsize=self.prefetch)
+        # a live source is captured only once inference took the previous frame (its newest frame is the
+        # one to process); a non-live one just blocks on the full queue
+        self._ready = threading.Semaphore(1) if source.live else None
+        self._room = threading.Event()  # non-live: set when the queue has drained to `_low_water`
+        self._low_water = self.prefetch // 2
+        # Results waiting for postprocessing: one, so a failed health check rolls back within a few
+        # frames. Backends return views into a ring of `ring` output slots; the result in
+        # postprocessing, the one waiting and the one being written must fit in it (a backend with
+        # fewer slots gets its outputs copied, see _infer_worker).
+        self._post_depth = POST_QUEUE
+        self._post_q: "queue.Queue" = queue.Queue(maxsize=self._post_depth)
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()
         self._pending_swap: Optional[_Swap] = None
@@ -170,13 +190,14 @@ class DepthLoop:
                 if self.max_frames is not None and self.submitted >= self.max_frames:
                     self.stop("--max-frames reached")
                     break
-                # Capture only once the inference stage has taken the previous frame: a live source
+                # Capture a live source only once the inference stage has taken the previous frame: it
                 # then hands us its newest frame, and at most one preprocessed frame ever waits.
-                if not self._ready.acquire(timeout=0.1):
+                ready = self._ready
+                if ready is not None and not ready.acquire(timeout=0.1):
                     continue
                 frame = source.capture(timeout=0.1)
-                if frame is None or not self._submit(frame):
-                    self._ready.release()
+                if (frame is None or not self._submit(frame)) and ready is not None:
+                    ready.release()
         finally:
             if not self.stop_reason:
                 self.stop_reason = "end of stream" if not source.is_streaming() else "stopped"
@@ -202,22 +223,40 @@ class DepthLoop:
         )
 
     def _submit(self, frame: Frame) -> bool:
-        """Preprocess into a pooled buffer and hand it to the inference thread; False if skipped."""
-        pre = self._pre
-        shape = (1, 3, pre.height, pre.width)
-        buf = self._pool.acquire(shape, self._stop)
-        if buf is None:
-            return False
-        try:
-            pre.apply(frame.rgb, out=buf)
-        except Exception as exc:  # a malformed frame (wrong channels, zero size) is skipped
-            self._pool.release(buf)
-            self._frame_error(frame, "preprocessing", exc)
-            return False
+        """Preprocess into a pooled buffer and hand it to the inference thread; False if skipped.
+        A model with preprocessing in its graph gets the frame's own bytes (a view, no copy)."""
+        pre, spec = self._pre, self._input
+        if spec.is_uint8:
+            try:
+                batch = spec.pack(frame.rgb, bgr=frame.bgr)
+            except Exception as exc:  # a malformed frame (wrong channels, zero size) is skipped
+                self._frame_error(frame, "preprocessing", exc)
+                return False
+            buf = None
+        else:
+            buf = self._pool.acquire((1, 3, pre.height, pre.width))
+            try:
+                batch = pre.apply(frame.rgb, out=buf)
+            except Exception as exc:  # a malformed frame (wrong channels, zero size) is skipped
+                self._pool.release(buf)
+                self._frame_error(frame, "preprocessing", exc)
+                return False
         seq = self.submitted
         self.submitted += 1
-        self._put(self._infer_q, (seq, frame, buf, pre))
+        self._put(self._infer_q, (seq, frame, batch, buf, (pre, spec)))
+        if self._ready is None:
+            self._wait_for_room()
         return True
+
+    def _wait_for_room(self) -> None:
+        """Non-live sources: once the queue is full, wait until inference has drained it to half, so the
+        two threads wake each other once per few frames instead of on every frame."""
+        q = self._infer_q
+        if q.qsize() < self.prefetch:
+            return
+        self._room.clear()
+        while q.qsize() > self._low_water and not self._stop.is_set():
+            self._room.wait(0.1)
 
     @staticmethod
     def _put(q: "queue.Queue", item) -> None:
@@ -247,6 +286,8 @@ class DepthLoop:
 
     # -- inference thread ---------------------------------------------------------------------------
     def _apply_swap(self) -> None:
+        if self._pending_swap is None:  # the common case, without taking the lock
+            return
         with self._swap_lock:
             swap, self._pending_swap = self._pending_swap, None
         if swap is None:
@@ -255,6 +296,7 @@ class DepthLoop:
         self.backend = swap.backend
         self._generation += 1
         self._pre = swap.backend.info.preprocessing
+        self._input = swap.backend.info.input
         self._set_labels(swap.backend)
         self.stats.count("backend_swaps")
         if self.collector is not None:
@@ -270,32 +312,42 @@ class DepthLoop:
     def _infer_worker(self) -> None:
         while True:
             item = self._infer_q.get()
-            self._ready.release()
+            if self._ready is not None:
+                self._ready.release()
+            elif self._infer_q.qsize() <= self._low_water and not self._room.is_set():
+                self._room.set()
             if item is _STOP:
                 self._put(self._post_q, _STOP)
                 return
-            seq, frame, buf, pre = item
+            seq, frame, batch, buf, made_for = item
             try:
                 self._apply_swap()
                 backend = self.backend
-                batch = buf
-                bpre = backend.info.preprocessing
-                if pre is not bpre and (pre != bpre or buf.shape != backend.input_shape):
+                info = backend.info
+                if (made_for[0] is not info.preprocessing or made_for[1] is not info.input) and (
+                        made_for != (info.preprocessing, info.input) or batch.shape != backend.input_shape):
                     batch = self._repreprocess(frame, backend)  # frame in flight across a model swap
                 t0 = time.perf_counter()
                 depth, unc = backend.infer(batch)
                 infer_ms = (time.perf_counter() - t0) * 1000.0
+                if backend.ring < self._post_depth + 2:  # its output slots would be reused while queued
+                    depth, unc = depth.copy(), unc.copy()
             except Exception as exc:  # a failing inference skips the frame; probation may roll back
-                self._pool.release(buf)
+                if buf is not None:
+                    self._pool.release(buf)
                 self._put(self._post_q, ("error", seq, frame, exc, self._generation))
                 continue
-            self._pool.release(buf)
+            if buf is not None:
+                self._pool.release(buf)
             self._put(self._post_q, ("ok", seq, frame, depth, unc, infer_ms, backend, self._generation))
 
     def _repreprocess(self, frame: Frame, backend: Backend) -> np.ndarray:
+        info = backend.info
+        if info.input.is_uint8:
+            return info.input.pack(frame.rgb, bgr=frame.bgr)
         if self._swap_buf is None or self._swap_buf.shape != backend.input_shape:
             self._swap_buf = np.empty(backend.input_shape, dtype=np.float32)
-        return backend.info.preprocessing.apply(frame.rgb, out=self._swap_buf)
+        return info.preprocessing.apply(frame.rgb, out=self._swap_buf)
 
     # -- postprocessing thread ----------------------------------------------------------------------
     def _post_worker(self) -> None:
@@ -361,12 +413,11 @@ class DepthLoop:
         view = None
         if self.visualizer is not None and any(s.wants_view for s in self.sinks):
             now = time.monotonic()
-            if now - self._overlay_at > 0.5:
+            if now - self._overlay_at > 0.5 or (self._overlay and self._overlay[-1].startswith(WARMING_UP)):
                 snap = self.stats.snapshot()
                 self._overlay = [
                     f"{self.backend.info.name} v{self.backend.info.version} [{self.backend.name}]",
-                    f"{snap['fps']:.1f} fps  latency p50 {snap['latency_ms_p50']:.0f} ms  "
-                    f"infer {snap['infer_ms_p50']:.1f} ms",
+                    stats_overlay_line(snap, result),  # "warming up" until there are figures
                 ]
                 self._overlay_at = now
             view = self.visualizer.compose(result, self._overlay)

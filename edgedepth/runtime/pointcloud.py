@@ -145,3 +145,22 @@ def intrinsics_from_device(device, size: Tuple[int, int]) -> Optional[np.ndarray
         return None
     K = np.array([[intr.fx, 0, intr.cx], [0, intr.fy, intr.cy], [0, 0, 1]], dtype=np.float64)
     return scale_intrinsics(K, (cam.output_height, cam.output_width), size)
+
+
+def result_intrinsics(result, fixed=None, device=None, size: Optional[Tuple[int, int]] = None
+                      ) -> Optional[np.ndarray]:
+    """K at `size` (h, w; default: the depth map's) for a DepthResult, or None when nothing gives one.
+
+    Precedence: a fixed calibration (K, (h, w) it applies to or None = the frame's size), the frame's own
+    intrinsics, the board's device config."""
+    frame = result.frame
+    fh, fw = frame.rgb.shape[:2]
+    size = tuple(size) if size is not None else tuple(result.depth.shape[:2])
+    if fixed is not None:
+        K, at = fixed
+        return scale_intrinsics(K, at or (fh, fw), size)
+    if frame.intrinsics is not None:
+        return scale_intrinsics(frame.intrinsics, (fh, fw), size)
+    if device is not None:
+        return intrinsics_from_device(device, size)
+    return None

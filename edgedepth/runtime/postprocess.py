@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+import cv2
 import numpy as np
 
 from edgedepth.errors import ConfigError
@@ -75,7 +76,8 @@ class Postprocessor:
         u = uncertainty.reshape(uncertainty.shape[-2:])
         conf = np.less_equal(u, self.log_threshold, out=self._mask_buffer(u.shape))
         fraction = float(np.count_nonzero(conf)) / conf.size
-        finite = bool(np.isfinite(d.sum()))
+        # one pass, no temporary: a NaN or inf anywhere makes the sum non-finite
+        finite = math.isfinite(cv2.sumElems(d)[0]) if d.dtype == np.float32 else bool(np.isfinite(d.sum()))
         return DepthResult(
             frame=frame,
             seq=seq,

@@ -28,8 +28,7 @@ score = (mean exp(u) + w_q q90 exp(u)) * (1 + w_t flicker).
     nothing (measured on the fleet simulation's round-0 model: Spearman(mean b, AbsRel) -0.37 on night
     frames, 18.6 units out), so ranking such frames by it picks the wrong ones. They are kept with
     probability `rate`, as the random strategy keeps frames, and their nominal score does not enter the
-    threshold. Off by default (`edgedepth run --select-trust-novelty 6`); the fleet simulation uses 6
-    (trials: the README's fleet-simulation section).
+    threshold. Off by default (`edgedepth run --select-trust-novelty 6`); the fleet simulation uses 6.
 The keep threshold adapts: the (1 - rate) quantile of the last `window` scores (after `warmup` frames;
 with a reference, `novelty_threshold` can instead set an absolute rule on novelty_ref alone); a token
 bucket holds the long-run keep rate at `rate`. With `spend_budget` the quantile's level relaxes (x1.002
@@ -40,12 +39,10 @@ unseen share).
 Budgets (max per hour, minimum spacing in frames and
 seconds) apply in every mode; `random` keeps frames at the same rate without looking at them (the
 baseline), `none` keeps nothing.
-Scoring with a reference, offline over recorded signals of 4 mixed streams (80 % indoor, `small`
-model, 96x128, seeds 5-8): Spearman(score, AbsRel) 0.61-0.81 and 74-100 % unseen-domain frames among
-those kept, where the earlier additive score novelty + 0.25 x difficulty with the absolute rule
-(novelty_ref >= 2.5) ranked at 0.41-0.45 and kept 61-100 %.
-Defaults were chosen on synthetic mixed streams (seeds 6 and 7); scripts/bench_loop.py measures them on
-another seed.
+The score multiplies difficulty by a capped novelty factor rather than adding the two: an additive
+score lets a familiar-looking but hard frame and an unfamiliar but easy one tie, and ranks frames by
+their real error less well. Defaults were chosen on synthetic mixed streams (seeds 6 and 7);
+scripts/bench_loop.py measures them on other seeds.
 """
 
 from __future__ import annotations
@@ -148,6 +145,7 @@ class FrameSelector:
         self._seen = 0
         self.kept = 0
         self.rejected = {"threshold": 0, "duplicate": 0, "spacing": 0, "budget": 0, "warmup": 0, "rate": 0}
+        self._min_depth = np.float32(self.cfg.min_depth)
         self._log_lo = math.log(self.cfg.min_depth)
         self._bin_scale = 16.0 / (math.log(self.cfg.max_depth) - self._log_lo)
         self._flicker = 0.0
@@ -157,6 +155,11 @@ class FrameSelector:
         self._novelty_ref: Optional[float] = None  # the last reference novelty, its age in frames and
         self._novelty_age = 0  # how much the picture changed since
         self._novelty_drift = 0.0
+        # per-frame work writes into these (features()): no allocation per frame
+        self._bufs: Optional[tuple] = None  # exp(u) and two log-depth maps (this frame's, the previous)
+        self._coarse = np.empty((24, 32, 3), np.uint8)
+        self._thumb = np.empty((12, 16, 3), np.uint8)
+        self._greys = (np.empty((12, 16), np.uint8), np.empty((12, 16), np.uint8))
 
     # -- signals: a few calls on every frame, the embedding only for candidates ------------------------
     def features(self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray) -> Dict[str, float]:
@@ -164,26 +167,38 @@ class FrameSelector:
 
         Keeps what `embedding()` and `uncertainty_q90()` need, so a frame that becomes a keep candidate
         (a few percent of them) pays for those and the others do not."""
-        s = self.cfg.stride
-        # uncertainty: exp(u) is the expected |log error|
-        eu = np.exp(uncertainty[::s, ::s])
+        buf = self._bufs
+        if buf is None or buf[3] != uncertainty.shape:  # once per map size; later frames write into these
+            s = self.cfg.stride
+            small = (-(-uncertainty.shape[0] // s), -(-uncertainty.shape[1] // s))  # the shape of [::s, ::s]
+            buf = self._bufs = (*(np.empty(small, np.float32) for _ in range(3)), uncertainty.shape,
+                                (small[1], small[0]))
+            self._prev_log_depth = None
+        eu, log_d = buf[0], buf[1] if self._prev_log_depth is not buf[1] else buf[2]
+        # every `stride`-th pixel (nearest-neighbour resize into a small contiguous map: faster than
+        # numpy on strided views); exp(u) is the expected |log error|
+        cv2.resize(uncertainty, buf[4], dst=eu, interpolation=cv2.INTER_NEAREST)
+        np.exp(eu, out=eu)
         n = eu.size
         # appearance: nearest-neighbour to 32x24 then area to 16x12 - constant cost for any frame size
-        coarse = cv2.resize(rgb, (32, 24), interpolation=cv2.INTER_NEAREST)
-        grey = cv2.cvtColor(cv2.resize(coarse, (16, 12), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-        log_d = np.log(np.maximum(depth[::s, ::s], np.float32(self.cfg.min_depth)))
+        cv2.resize(rgb, (32, 24), dst=self._coarse, interpolation=cv2.INTER_NEAREST)
+        cv2.resize(self._coarse, (16, 12), dst=self._thumb, interpolation=cv2.INTER_AREA)
+        grey = self._greys[0] if self._prev_grey is not self._greys[0] else self._greys[1]
+        cv2.cvtColor(self._thumb, cv2.COLOR_RGB2GRAY, dst=grey)
+        cv2.resize(depth, buf[4], dst=log_d, interpolation=cv2.INTER_NEAREST)
+        np.maximum(log_d, self._min_depth, out=log_d)  # numpy: a third of OpenCV's call overhead here
+        np.log(log_d, out=log_d)
         # temporal inconsistency with the previous prediction, and how much the image itself changed:
         # mean |log D_t - log D_t-1| / 2 (= mean |D_t - D_t-1| / (D_t + D_t-1) to first order)
         prev, prev_grey = self._prev_log_depth, self._prev_grey
-        same = prev is not None and prev.shape == log_d.shape and prev.dtype == log_d.dtype
-        if same and prev_grey is not None:
+        if prev is not None and prev_grey is not None:
             temporal = 0.5 * cv2.norm(log_d, prev, cv2.NORM_L1) / n
             image_change = cv2.norm(grey, prev_grey, cv2.NORM_L1) * (1.0 / (255.0 * grey.size))
         else:
             temporal = image_change = 0.0
         self._prev_log_depth, self._prev_grey, self._eu = log_d, grey, eu
         return {
-            "uncertainty": float(eu.sum()) / n,
+            "uncertainty": cv2.sumElems(eu)[0] / n,
             "temporal": temporal,
             "image_change": image_change,
             # depth that changes while the picture does not: the network is unstable on this input

@@ -1,7 +1,7 @@
 """Outputs: display://0, video files, image sequences, 16-bit depth PNGs and PLY point clouds.
 
-Video and display outputs show input | colourised depth side by side with an overlay (fps, latency,
-model version, depth range in metres, reliability and selection events).
+Video and display outputs show input | colourised depth | colour bar (near/far in metres) side by side
+with an overlay (fps, latency, model version, depth range in metres, reliability and selection events).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
+from edgedepth.colorbar import colorbar, depth_to_colour, display_range
 from edgedepth.errors import ConfigError, MissingDependencyError
 from edgedepth.preprocess import resize_depth
 from edgedepth.runtime.collect import depth_to_png_mm
-from edgedepth.runtime.pointcloud import depth_to_points, scale_intrinsics, write_ply
+from edgedepth.runtime.pointcloud import depth_to_points, result_intrinsics, write_ply
 from edgedepth.runtime.postprocess import DepthResult
+from edgedepth.runtime.sink_base import Sink
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +58,30 @@ def opencv_has_gui() -> bool:
 
 
 class Visualizer:
-    """Composes the input | depth view (BGR) with the overlay."""
+    """Composes the input | depth | colour bar view (BGR) with the overlay."""
 
-    def __init__(self, colormap: str = "inferno", depth_range: Optional[Tuple[float, float]] = None):
+    def __init__(self, colormap: str = "inferno", depth_range: Optional[Tuple[float, float]] = None,
+                 units: str = "m"):
         self.cmap, self.inverted = colormap_id(colormap)
         self.depth_range = depth_range
+        self.units = units  # "m", or "relative" for a model without a metric scale (edgedepth.colorbar)
         self.overlay: Dict[str, str] = {}
         self.event_text = ""
         self.event_frames = 0
+        self.last_range: Tuple[float, float] = (0.0, 1.0)
 
     def colorize(self, depth: np.ndarray) -> np.ndarray:
-        if self.depth_range is not None:
-            lo, hi = self.depth_range
-        else:
-            lo, hi = np.percentile(depth[::4, ::4], (2, 98))
-        lo, hi = float(lo), float(max(hi, lo + 1e-3))
-        near = (hi - np.clip(depth, lo, hi)) / (hi - lo)  # near = 1 (bright), far = 0
-        if self.inverted:
-            near = 1.0 - near
-        return cv2.applyColorMap((near * 255).astype(np.uint8), self.cmap)
+        lo, hi = display_range(depth, fixed=self.depth_range)
+        self.last_range = (lo, hi)
+        return depth_to_colour(depth, lo, hi, self.cmap, self.inverted)
 
     def compose(self, result: DepthResult, lines: List[str]) -> np.ndarray:
         rgb = result.frame.rgb
         h, w = rgb.shape[:2]
         left = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         right = cv2.resize(self.colorize(result.depth), (w, h), interpolation=cv2.INTER_NEAREST)
-        canvas = np.concatenate([left, right], axis=1)
+        bar = colorbar(h, *self.last_range, self.cmap, self.inverted, units=self.units)
+        canvas = np.concatenate([left, right, bar], axis=1)
         if result.selected:
             self.event_text, self.event_frames = (
                 f"KEPT for upload (score {result.scores.get('score', 0):.2f})",
@@ -89,7 +89,8 @@ class Visualizer:
             )
         text = list(lines)
         d = result.depth
-        text.append(f"depth {float(d.min()):.2f}-{float(d.max()):.2f} m (metric, metres)")
+        text.append(f"depth {float(d.min()):.2f}-{float(d.max()):.2f} "
+                    + ("m (metric, metres)" if self.units == "m" else "(relative, no metric scale)"))
         if not result.reliable:
             text.append(f"LOW CONFIDENCE ({result.confident_fraction:.0%} of pixels confident)")
         if self.event_frames > 0:
@@ -114,14 +115,16 @@ class Visualizer:
         return canvas
 
 
-class Sink:
-    wants_view = False  # needs the composed input | depth image
+WARMING_UP = "warming up"
 
-    def write(self, result: DepthResult, view: Optional[np.ndarray]) -> None:
-        raise NotImplementedError
 
-    def close(self) -> None:
-        pass
+def stats_overlay_line(snap: Dict[str, object], result: Optional[DepthResult] = None) -> str:
+    """The overlay's figures line; 'warming up' (with this frame's inference time) until the loop's
+    statistics have figures, so the first frames never show '0.0 fps, p50 nan'."""
+    fps, p50, infer = (float(snap.get(k, float("nan"))) for k in ("fps", "latency_ms_p50", "infer_ms_p50"))
+    if int(snap.get("frames", 0) or 0) < 2 or not (fps > 0 and np.isfinite(p50) and np.isfinite(infer)):
+        return WARMING_UP + (f"  infer {result.infer_ms:.1f} ms" if result is not None else "")
+    return f"{fps:.1f} fps  latency p50 {p50:.0f} ms  infer {infer:.1f} ms"
 
 
 class DisplaySink(Sink):
@@ -226,19 +229,7 @@ class PointCloudSink(Sink):
         self._warned = False
 
     def _K(self, result) -> Optional[np.ndarray]:
-        frame = result.frame
-        fh, fw = frame.rgb.shape[:2]
-        dh, dw = result.depth.shape
-        if self.fixed is not None:
-            K, size = self.fixed
-            return scale_intrinsics(K, size or (fh, fw), (dh, dw))
-        if frame.intrinsics is not None:
-            return scale_intrinsics(frame.intrinsics, (fh, fw), (dh, dw))
-        if self.device is not None:
-            from edgedepth.runtime.pointcloud import intrinsics_from_device
-
-            return intrinsics_from_device(self.device, (dh, dw))
-        return None
+        return result_intrinsics(result, self.fixed, self.device)
 
     def write(self, result, view) -> None:
         if result.seq % self.every:
@@ -268,18 +259,33 @@ class PointCloudSink(Sink):
         )
 
 
-def make_sink(uri: str, fps: float = 30.0, on_quit: Optional[Callable[[], None]] = None) -> Sink:
-    """display://0 | file://out.mp4 | out.mp4 | out/frame_%05d.png"""
+def make_sink(uri: str, fps: float = 30.0, on_quit: Optional[Callable[[], None]] = None,
+              intrinsics=None, device=None) -> Sink:
+    """display://0 | file://out.mp4 | out.mp4 | out/frame_%05d.png | rerun://HOST:PORT | run.rrd | run.mcap
+
+    `intrinsics` ((K, (h, w) or None) from a calibration file) and `device` (a DeviceConfig) give the
+    recorded outputs (Rerun, MCAP) their camera model when the source has none."""
     parts = urlsplit(uri)
     scheme = parts.scheme.lower() if len(parts.scheme) > 1 else ""
+    # -- recorded outputs for robotics viewers (edgedepth.runtime.sink_rerun / sink_mcap) --
+    plain = (parts.netloc + parts.path).lower() if scheme in ("", "file") else ""
+    if scheme in ("rerun", "rerun+file") or plain.endswith(".rrd"):
+        from edgedepth.runtime.sink_rerun import make_rerun_sink
+
+        return make_rerun_sink(uri, intrinsics=intrinsics, device=device)
+    if scheme == "mcap+file" or plain.endswith(".mcap"):
+        from edgedepth.runtime.sink_mcap import make_mcap_sink
+
+        return make_mcap_sink(uri, intrinsics=intrinsics, device=device)
+    # -- end of recorded outputs --
     if scheme == "display":
         return DisplaySink(title=f"edgedepth {parts.netloc or '0'}", on_quit=on_quit)
     if scheme == "file":
         target = unquote(parts.netloc + parts.path)
     elif scheme:
         raise ConfigError(
-            f"unknown output {uri!r}; use display://0, a video path (out.mp4) or an image "
-            "pattern (out/frame_%05d.png)"
+            f"unknown output {uri!r}; use display://0, a video path (out.mp4), an image "
+            "pattern (out/frame_%05d.png), rerun://HOST:PORT, a .rrd or a .mcap path"
         )
     else:
         target = uri
@@ -292,6 +298,6 @@ def make_sink(uri: str, fps: float = 30.0, on_quit: Optional[Callable[[], None]]
         stem = Path(target)
         return ImageSequenceSink(str(stem.with_name(stem.stem + "_%05d" + stem.suffix)))
     raise ConfigError(
-        f"output {uri!r}: use a video (.mp4/.avi/.mkv), an image pattern like out/frame_%05d.png "
-        "or display://0"
+        f"output {uri!r}: use a video (.mp4/.avi/.mkv), an image pattern like out/frame_%05d.png, "
+        "display://0, rerun://HOST:PORT, a Rerun recording (.rrd) or a ROS 2 recording (.mcap)"
     )

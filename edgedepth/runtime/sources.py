@@ -1,6 +1,7 @@
 """Input sources as URIs (the jetson-inference convention) and the raw readers behind them.
 
     0 | v4l2:///dev/video0?width=1280&height=720&fps=30&fourcc=MJPG   USB/V4L2 camera (OpenCV)
+        (&timeout=S: seconds to wait for the camera to open and for its first frame; default 10)
     csi://0                                    CSI camera via GStreamer nvarguscamerasrc (Jetson)
     rtsp://host:8554/stream                    network stream (OpenCV/FFmpeg)
     file://video.mp4 | video.mp4 | img.png | images/   video file, one image, or a directory of images
@@ -26,8 +27,10 @@ from typing import Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import cv2
+import numpy as np
 
 from edgedepth.errors import ConfigError, SourceError
+from edgedepth.runtime.deadline import call_with_deadline
 from edgedepth.runtime.frame import Frame, RawSource
 from edgedepth.sizes import parse_size
 
@@ -113,8 +116,17 @@ def _int_param(key: str, value: str) -> int:
         raise ConfigError(f"source parameter {key}={value!r} must be a number") from exc
 
 
+DEFAULT_TIMEOUT_S = 10.0  # a live source must open, and then deliver its first frame, within this
+WAIT_LOG_EVERY_S = 3.0  # ... and says what it waits for this often meanwhile
+
+
 class OpenCVSource(RawSource):
-    """cv2.VideoCapture around a device index/path, a GStreamer pipeline, a stream URL or a file."""
+    """cv2.VideoCapture around a device index/path, a GStreamer pipeline, a stream URL or a file.
+
+    A live source (camera, stream) opens and delivers its first frame within `timeout` seconds or
+    open() raises SourceError saying which of the two it was waiting for; meanwhile a line is logged
+    every few seconds. FFmpeg streams also get `timeout` as their open and read timeouts, so a stream
+    that goes silent later ends a read (and the capture thread reconnects) instead of blocking."""
 
     def __init__(
         self,
@@ -125,8 +137,12 @@ class OpenCVSource(RawSource):
         finite: bool = False,
         props: Optional[Dict[int, float]] = None,
         fourcc: Optional[str] = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
     ):
         self.uri, self.target, self.api = uri, target, api
+        self.timeout = float(timeout)
+        self.log_every = WAIT_LOG_EVERY_S
+        self._first: Optional[Tuple[np.ndarray, float, float]] = None  # the frame open() waited for
         self.live, self.finite = live, finite
         self.props = dict(props or {})
         self.fourcc = fourcc
@@ -134,9 +150,23 @@ class OpenCVSource(RawSource):
         self.index = 0
         self.fps = 0.0
 
+    def _capture(self):
+        if self.api == cv2.CAP_FFMPEG and self.live:
+            ms = int(self.timeout * 1000) + 1000  # a second after ours: our message, then FFmpeg gives up
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            return cv2.VideoCapture(self.target, self.api, params)
+        return cv2.VideoCapture(self.target, self.api)
+
     def open(self) -> None:
         self.close()
-        cap = cv2.VideoCapture(self.target, self.api)
+        if self.live:
+            cap = call_with_deadline(
+                self._capture, f"source {self.uri}: waiting for it to open (connecting; no answer yet)",
+                self.timeout, self.log_every, cleanup=lambda c: c.release(),
+                hint="Is the address right and the server or camera up?" + self._hint(),
+            )
+        else:
+            cap = self._capture()
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot open {self.uri}" + self._hint())
@@ -145,6 +175,20 @@ class OpenCVSource(RawSource):
         for prop, value in self.props.items():
             cap.set(prop, value)
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self._first = None
+        if self.live:
+            ok, bgr = call_with_deadline(
+                cap.read, f"source {self.uri}: opened; waiting for its first frame", self.timeout,
+                self.log_every, cleanup=lambda _: cap.release(),
+                hint="It accepted the connection but sends no video: is the stream publishing (e.g. "
+                "`ffprobe URL`), the camera streaming to another program, or a format/fourcc it cannot "
+                "deliver?",
+            )
+            if not ok or bgr is None:
+                cap.release()
+                raise SourceError(f"source {self.uri} opened but delivered no frame (the first read failed)"
+                                  + self._hint())
+            self._first = (bgr, *_now())
         self.cap = cap
         self.index = 0
 
@@ -162,8 +206,12 @@ class OpenCVSource(RawSource):
     def read(self) -> Optional[Frame]:
         if self.cap is None:
             return None
-        ok, bgr = self.cap.read()
-        captured, wall = _now()
+        if self._first is not None:
+            (bgr, captured, wall), self._first = self._first, None
+            ok = True
+        else:
+            ok, bgr = self.cap.read()
+            captured, wall = _now()
         if not ok or bgr is None:
             return None
         if bgr.ndim == 2:
@@ -177,7 +225,8 @@ class OpenCVSource(RawSource):
             t = pos / 1000.0 if pos and pos > 0 else self.index / (self.fps or 30.0)
         else:
             t = captured
-        frame = Frame(rgb=rgb, index=self.index, t=t, captured=captured, wall_time=wall)
+        frame = Frame(rgb=rgb, index=self.index, t=t, captured=captured, wall_time=wall,
+                      bgr=bgr if bgr.ndim == 3 and bgr.shape[2] == 3 else None)
         self.index += 1
         return frame
 
@@ -399,7 +448,8 @@ def _v4l2_source(uri: str, dev: str, params: Dict[str, str]) -> OpenCVSource:
     m = re.fullmatch(r"/dev/video(\d+)", dev)
     target = int(m.group(1)) if m else dev
     return OpenCVSource(
-        uri, target, cv2.CAP_V4L2, live=True, finite=False, props=props, fourcc=params.get("fourcc") or None
+        uri, target, cv2.CAP_V4L2, live=True, finite=False, props=props, fourcc=params.get("fourcc") or None,
+        timeout=float(params.get("timeout", DEFAULT_TIMEOUT_S)),
     )
 
 

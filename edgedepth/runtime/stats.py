@@ -1,5 +1,5 @@
 """Loop statistics: fps, capture->result latency percentiles, inference time, drops; printed, written as
-JSON lines and served as Prometheus text (stdlib http.server in a thread, 127.0.0.1 by default)."""
+JSON lines and served as Prometheus metrics (edgedepth/metrics_http.py, 127.0.0.1 by default)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from edgedepth.metrics_http import MetricsHTTPServer, registry_of, text_of
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +127,15 @@ class LoopStats:
             f"(depth in metres)"
         )
 
-    # -- Prometheus text format 0.0.4 ---------------------------------------------------------------
-    def prometheus_text(self) -> str:
+    # -- Prometheus (edgedepth/metrics_http.py serves it) --------------------------------------------
+    def metric_families(self) -> Iterator[Metric]:
+        """The loop's metrics as Prometheus families, read from `snapshot()` at scrape time."""
         s = self.snapshot()
-        labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(self.labels.items()))
-        lines = [
-            "# HELP edgedepth_info Model and backend of the live loop (depth output in metres).",
-            "# TYPE edgedepth_info gauge",
-            f"edgedepth_info{{{labels}}} 1",
-        ]
+        info = GaugeMetricFamily("edgedepth_info",
+                                 "Model and backend of the live loop (depth output in metres).",
+                                 labels=sorted(self.labels))
+        info.add_metric([str(self.labels[k]) for k in sorted(self.labels)], 1)
+        yield info
         counters = {
             "frames": "Frames processed.",
             "frame_errors": "Frames that failed (logged and skipped).",
@@ -146,42 +148,26 @@ class LoopStats:
             "rollbacks": "Swaps rolled back by the health check.",
         }
         for key, help_text in counters.items():
-            lines += [
-                f"# HELP edgedepth_{key}_total {help_text}",
-                f"# TYPE edgedepth_{key}_total counter",
-                f"edgedepth_{key}_total {int(s.get(key, 0))}",
-            ]
+            yield CounterMetricFamily(f"edgedepth_{key}_total", help_text, value=int(s.get(key, 0)))
         for key, help_text in (
             ("dropped", "Stale camera frames dropped (latest-frame capture)."),
             ("reconnects", "Source reconnections."),
             ("read_errors", "Source read errors."),
         ):
-            lines += [
-                f"# HELP edgedepth_source_{key}_total {help_text}",
-                f"# TYPE edgedepth_source_{key}_total counter",
-                f"edgedepth_source_{key}_total {int(s.get('source_' + key, 0))}",
-            ]
-        lines += [
-            "# HELP edgedepth_fps Results per second over the last frames.",
-            "# TYPE edgedepth_fps gauge",
-            f"edgedepth_fps {_num(s['fps'])}",
-        ]
+            yield CounterMetricFamily(f"edgedepth_source_{key}_total", help_text,
+                                      value=int(s.get("source_" + key, 0)))
+        yield GaugeMetricFamily("edgedepth_fps", "Results per second over the last frames.", value=s["fps"])
         for name, help_text in (("latency", "Capture-to-result latency"), ("infer", "Inference time")):
             metric = f"edgedepth_{name}_seconds"
-            lines += [f"# HELP {metric} {help_text} (recent window).", f"# TYPE {metric} summary"]
+            summary = Metric(metric, f"{help_text} (recent window).", "summary")
             for q in (50, 95, 99):
-                val = float(s[f"{name}_ms_p{q}"]) / 1000.0
-                lines.append(f'{metric}{{quantile="{q / 100:g}"}} {_num(val)}')
-        lines.append(f"edgedepth_uptime_seconds {_num(float(s['uptime_s']))}")
-        return "\n".join(lines) + "\n"
+                summary.add_sample(metric, {"quantile": f"{q / 100:g}"}, float(s[f"{name}_ms_p{q}"]) / 1000.0)
+            yield summary
+        yield GaugeMetricFamily("edgedepth_uptime_seconds", "Seconds since the loop started.",
+                                value=float(s["uptime_s"]))
 
-
-def _escape(v: object) -> str:
-    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-
-
-def _num(v: float) -> str:
-    return "NaN" if v != v else repr(float(v))
+    def prometheus_text(self) -> str:
+        return text_of(registry_of(self.metric_families))
 
 
 class StatsReporter:
@@ -225,44 +211,9 @@ class StatsReporter:
             self._file = None
 
 
-class MetricsServer:
-    """GET /metrics -> Prometheus text; runs in a daemon thread; 127.0.0.1 unless told otherwise."""
+class MetricsServer(MetricsHTTPServer):
+    """GET /metrics (and /) -> the loop's Prometheus metrics; a daemon thread; 127.0.0.1 unless told."""
 
     def __init__(self, stats: LoopStats, port: int, host: str = "127.0.0.1"):
-        stats_ref = stats
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
-                if self.path.split("?")[0] not in ("/metrics", "/"):
-                    self.send_error(404, "try /metrics")
-                    return
-                body = stats_ref.prometheus_text().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, fmt, *args):
-                log.debug("metrics: " + fmt, *args)
-
-        try:
-            self.server = ThreadingHTTPServer((host, int(port)), Handler)
-        except OSError as exc:
-            from edgedepth.errors import ConfigError
-
-            raise ConfigError(
-                f"cannot serve metrics on {host}:{port}: {exc}; pick another --metrics-port"
-            ) from exc
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.host = host
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, name="edgedepth-metrics", daemon=True
-        )
-        self._thread.start()
-        log.info("metrics on http://%s:%d/metrics", host, self.port)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(registry_of(stats.metric_families), port, host=host, paths=("/metrics", "/"),
+                         hint="; pick another --metrics-port")

@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 from edgedepth.errors import ConfigError
+from edgedepth.rounds.finetune import MERGES
+from edgedepth.rounds.finetune import FinetuneRecipe as _RECIPE  # the fine-tune defaults live there
 
 STRATEGIES = ("hard", "random", "duplicate")
-MERGES = ("none", "wise")
+LABEL_SOURCES = ("ground-truth", "teacher")
 DEFAULT_MIX = {"indoor": 0.8, "night": 0.2 / 3, "fog": 0.2 / 3, "outdoor": 0.2 / 3}
 
 
@@ -25,8 +27,8 @@ class SimConfig:
     # the fleet
     devices: int = 4
     # frames each device processes per round (83 s of 30 fps video; a real device sees far more between
-    # rounds), at the same upload budget. 3-seed acceptance runs: -27.3 % +- 8.6 % shifted AbsRel at 1000
-    # frames, -28.0 % +- 5.1 % at 2500 (README): within the noise, with a smaller spread
+    # rounds), at the same upload budget: longer streams give the selector more to choose from and the
+    # result a smaller spread over seeds
     frames_per_device: int = 2500
     budget_per_device: int = 20  # uploads per device per round, the same for every strategy
     mix: Dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
@@ -41,62 +43,63 @@ class SimConfig:
     eval_frames: int = 64  # per domain, unseen scene seeds, fixed across strategies and seeds
     gate_frames: int = 48  # original-domain regression set of the gate (not the evaluation set)
     # each round
-    # fixed optimiser-step budget per round, the same for every strategy. 3-seed acceptance runs: 600 steps
-    # -28.0 % +- 5.1 % shifted AbsRel after 2 rounds (random -> +15.9 % behind hard), 1200 steps -30.7 % +-
-    # 2.3 % (+15.3 %); on fresh seeds 3-5 hard gains nothing from it (-24.1 % -> -23.8 %) and random does
-    finetune_steps: int = 1200
-    finetune_lr: float = 1e-3
-    batch_size: int = 16
+    # fixed optimiser-step budget per round, the same for every strategy, so no strategy wins by training
+    # longer
+    finetune_steps: int = _RECIPE.steps
+    finetune_lr: float = _RECIPE.lr
+    batch_size: int = _RECIPE.batch_size
     replay_fraction: float = 3.0  # replay frames per new training frame, drawn from every earlier round
     # (only when new_share == 0: with a new-frame share every round trains on all of rounds/0 instead)
     train_on_all_rounds: bool = False  # True: --data rounds/0,...,rounds/N; False: rounds 1..N (+ replay)
     val_fraction: float = 0.25
     time_block_s: float = 4.0  # of video time; frames of one device within a block stay on one side
-    gate_tolerance: float = 0.02
-    gate_min_gain: float = 0.0
+    gate_tolerance: float = _RECIPE.tolerance
+    gate_min_gain: float = _RECIPE.min_gain
     # the gate's target set: the val splits of every round so far (a hard-case suite that grows), not
-    # only this round's 7-11 frames, on which one fog frame could swing AbsRel or d1 by 5-17 % and refuse
-    # a candidate that improved the shifted domains by 13 % (seed 2 of the 3-seed run before this)
-    target_all_rounds: bool = True
+    # only this round's handful of frames, on which one frame can swing AbsRel or d1 by several per cent
+    # and refuse a candidate that improved the shifted domains
+    target_all_rounds: bool = _RECIPE.target_all_rounds
     # the val split of every earlier round is also a protected set, checked on its own by the merge and
     # the gate at protect_tolerance (edgedepth.gate PROTECTED): a round may not undo an earlier round.
-    # Off: on seeds 4 and 5 it changed nothing (the night frames a round 2 broke were not in round 1's val)
-    protect_rounds: bool = False
-    protect_tolerance: float = 0.10
+    # Off by default: an earlier round's val split holds a few frames, too few to catch what a later
+    # round breaks
+    protect_rounds: bool = _RECIPE.protect_rounds
+    protect_tolerance: float = _RECIPE.protect_tolerance
     health_frames: int = 10
     reference_frames: int = 600  # training-frame embeddings shipped in every bundle (epistemic novelty)
-    freeze_bn: bool = True  # fine-tune with BatchNorm running statistics frozen
-    # learning without forgetting (issue #6; scripts/finetune_study.py measured the choices):
+    freeze_bn: bool = _RECIPE.freeze_bn  # fine-tune with BatchNorm running statistics frozen
+    # learning without forgetting (scripts/finetune_study.py compares the choices):
     # new_share > 0: train on every round (rounds/0 = the whole original training set, no per-round replay
     # sample) with this share of every batch drawn from the new rounds' frames (TrainConfig.data_shares)
-    new_share: float = 0.25
+    new_share: float = _RECIPE.new_share
     # wise: WiSE-FT the fine-tune back towards the deployed model as far as an original-domain held-out
     # set requires (edgedepth.train.merge), a safety net before the gate, which then decides as before
-    merge: str = "wise"  # none | wise
+    merge: str = _RECIPE.merge  # none | wise
     merge_frames: int = 192  # original-domain frames that choose the merge weight (0: use the gate set)
-    merge_margin: float = 1.0  # the merge may spend this fraction of the gate tolerance
-    finetune_ema: float = 0.0  # EMA of the fine-tune's weights (TrainConfig.ema_decay; 0 = off)
-    finetune_l2sp: float = 0.0  # L2-SP weight towards the deployed model (edgedepth.train.regularize)
-    finetune_freeze: str = "none"  # none | encoder | stem
+    merge_margin: float = _RECIPE.merge_margin  # the merge may spend this fraction of the gate tolerance
+    finetune_ema: float = _RECIPE.ema_decay  # EMA of the fine-tune's weights (TrainConfig.ema_decay; 0 = off)
+    finetune_l2sp: float = _RECIPE.l2sp  # L2-SP weight towards the deployed model (train.regularize)
+    finetune_freeze: str = _RECIPE.freeze  # none | encoder | stem
     rate_factor: float = 1.5  # keep rate = this x budget/frames, so every strategy spends its (capped) budget
     # hard: relax the selection threshold while the upload budget goes unspent (SelectionConfig.spend_budget).
-    # Off: in an earlier session (1000-frame streams, before the hue histogram) it raised seed 0's hard
-    # uploads from 41 to 65 a round, but the extra, less novel frames diluted the round's fixed batch
-    # share, and shifted AbsRel fell 15 % instead of 25 % after two rounds
+    # Off: the extra frames it adds are the less novel ones, and they dilute the round's fixed batch share
+    # of new frames
     spend_budget: bool = False
-    # hard: the novelty factor's cap (SelectionConfig.novelty_cap; 3 as on devices). Earlier session, before
-    # the hue histogram: a seed-0 trial of hard alone at cap 2 reached -30.0 % shifted AbsRel after 2 rounds
-    # against -25.5 % at 3 (-5 % at 6), but the 3-seed acceptance at cap 2 gave -17.5 % +- 8.4 % (two
-    # round-2 refusals): run-to-run noise. With the trust rule, hard only, seeds 0/1/2/4/5/6: cap 2
-    # -31.7 % +- 3.3 % against -31.4 % +- 7.2 % at 3 (acceptance seeds 0-2 worse at 2: -31.5 % vs -35.5 %)
+    # hard: the novelty factor's cap (SelectionConfig.novelty_cap), 3 as on devices, so the simulation
+    # measures the selector the devices run; caps of 2 and 3 are within the run-to-run spread
     novelty_cap: float = 3.0
     # hard: frames this far from the training data (reference units; night reads ~18, fog ~3) are sampled
     # at the random rate instead of ranked by an uncertainty that means nothing there (SelectionConfig
-    # .trust_novelty; `edgedepth run --select-trust-novelty`). Shifted AbsRel after 2 rounds, seeds 0-5:
-    # -33.8/-36.1/-36.5/-36.2/-21.0/-37.6 % against -33.3/-30.0/-28.8/-31.8/-16.7/-22.9 % without it
+    # .trust_novelty; `edgedepth run --select-trust-novelty`): a fine-tune on night frames picked by a
+    # meaningless uncertainty teaches the model that a dark picture is far away
     trust_novelty: Optional[float] = 6.0
     min_spacing_frames: int = 8  # every strategy: at most ~2 uploads per 15-frame scene
     prime_frames: int = 600  # hard: the selector first scores this many of the model's training frames
+    # labels of the uploaded frames: "ground-truth" (the synthetic depth uploaded with each frame) or
+    # "teacher" (the uploaded depth is ignored and `teacher`, any edgedepth.teachers spec, labels every
+    # frame in round build, as for a fleet of cameras without depth)
+    label_source: str = "ground-truth"
+    teacher: Optional[str] = None
     # machinery
     threads: int = 1  # torch threads: on a small shared CPU one thread beats two (no spin-waiting)
     daemon: str = "inprocess"  # inprocess | subprocess (`edgedepth upload --once`)
@@ -134,6 +137,11 @@ class SimConfig:
             raise ConfigError("merge frames must be >= 0 and the merge margin in (0, 10]")
         if self.finetune_steps < 1 or self.base_epochs < 1:
             raise ConfigError("finetune steps and base epochs must be >= 1")
+        if self.label_source not in LABEL_SOURCES:
+            raise ConfigError(f"label source must be one of {', '.join(LABEL_SOURCES)}, "
+                              f"got {self.label_source!r}")
+        if self.label_source == "teacher" and not self.teacher:
+            raise ConfigError("label source 'teacher' needs a teacher model (--teacher)")
         return self
 
     @property

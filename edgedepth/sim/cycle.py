@@ -18,10 +18,18 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from edgedepth.rounds.finetune import (  # shared with `edgedepth round train`
+    count_frames,
+    finetune_train_config,
+    gate_target_set,
+    new_share_data,
+    recipe_from_sim,
+    round_val_dirs,
+)
 from edgedepth.sim.assets import Assets
 from edgedepth.sim.config import SimConfig
 from edgedepth.sim.fleet import IngestServer, RunStats, SimDevice, derive_seed
@@ -30,52 +38,6 @@ from edgedepth.sim.models import evaluate_model, export_bundle
 log = logging.getLogger(__name__)
 
 PRIME_GAP_S = 7200.0  # stream time of a round's first frame: after priming, with the hourly budget reset
-
-
-def round_val_dirs(rounds: List[Path]) -> List[str]:
-    """The val splits of these rounds, for those that have one."""
-    from edgedepth.rounds.build import round_val_dir
-
-    return [v for v in (round_val_dir(str(d)) for d in rounds) if v]
-
-
-def gate_target_set(new_rounds: List[Path], current: Path, all_rounds: bool) -> Union[str, List[str]]:
-    """What the gate must see improve: the val splits of every round so far (`all_rounds`) or of the
-    current round only; the current round's own folder when it has no val split (biased, noted)."""
-    from edgedepth.rounds.build import round_val_dir
-
-    vals = round_val_dirs(new_rounds)
-    if all_rounds and len(vals) > 1:
-        return vals
-    return round_val_dir(str(current)) or str(current)
-
-
-def new_share_data(round_dirs: List[Path], share: float):
-    """(data dirs, shares): rounds/0 whole at 1 - share, the later rounds (those with training frames)
-    splitting `share` by their frame counts."""
-    from edgedepth.errors import DataError
-
-    def frames(d: Path) -> int:
-        try:
-            return count_frames([d])
-        except DataError:  # a round whose frames all went to its val split has no train folder
-            return 0
-
-    counts = [frames(d) for d in round_dirs[1:]]
-    new = [(d, c) for d, c in zip(round_dirs[1:], counts) if c > 0]
-    total = sum(c for _, c in new)
-    if not total:
-        return [round_dirs[0]], [1.0]
-    return [round_dirs[0]] + [d for d, _ in new], [1.0 - share] + [share * c / total for _, c in new]
-
-
-def count_frames(dirs: List[Path]) -> int:
-    from edgedepth.data.dataset import open_dataset
-
-    return sum(len(open_dataset(str(d))) for d in dirs)
-
-
-# ---------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -261,7 +223,6 @@ class FleetRun:
     def improve(self, r: int, progress: Optional[Callable[[str], None]] = None) -> RoundRecord:
         from edgedepth.gate import default_evaluator, gate
         from edgedepth.rounds.build import RoundConfig, build_round, round_val_dir
-        from edgedepth.train.config import TrainConfig
         from edgedepth.train.loop import train
 
         cfg, rec = self.cfg, self.records[-1]
@@ -273,7 +234,9 @@ class FleetRun:
                                          replay=[str(p) for p in self.round_dirs],
                                          replay_fraction=0.0 if cfg.new_share > 0 else cfg.replay_fraction,
                                          val_fraction=cfg.val_fraction,
-                                         time_block_s=cfg.time_block_s, seed=derive_seed(self.seed, r, 5)))
+                                         time_block_s=cfg.time_block_s, seed=derive_seed(self.seed, r, 5),
+                                         teacher=cfg.teacher if cfg.label_source == "teacher" else None,
+                                         use_uploaded_depth=cfg.label_source != "teacher"))
         rec.build = asdict(report)
         self.round_dirs.append(out)
         rec.seconds["build"] = time.monotonic() - t0
@@ -286,17 +249,15 @@ class FleetRun:
             data, shares = new_share_data(self.round_dirs, cfg.new_share)
         val = round_val_dir(str(out))
         n = count_frames(data)
-        steps_per_epoch = max(1, n // min(cfg.batch_size, n))
-        epochs = max(1, int(round(cfg.finetune_steps / steps_per_epoch)))
         run_dir = self.root / "train" / str(r)
-        result = train(TrainConfig(
-            data=[str(p) for p in data], val=[val or str(self.assets.gate_set)], out=str(run_dir),
-            init_from=str(self.current), epochs=epochs, lr=cfg.finetune_lr, batch_size=cfg.batch_size,
-            freeze_bn=cfg.freeze_bn, l2sp=cfg.finetune_l2sp, freeze=cfg.finetune_freeze, data_shares=shares,
-            ema_decay=cfg.finetune_ema, frame_weight=0.0,  # as the round-0 model (edgedepth.sim.assets)
+        tcfg = finetune_train_config(
+            recipe_from_sim(cfg), data, shares, val=[val or str(self.assets.gate_set)], out=run_dir,
+            init_from=self.current, frame_weight=0.0,  # as the round-0 model (edgedepth.sim.assets)
             seed=derive_seed(self.seed, r, 13) % 100000, threads=cfg.threads, workers=1, progress=False,
             name="edgedepth-sim", version=f"{self.strategy}-round{r}", training_round=r,
-            extra_lineage={"round": str(out), "strategy": self.strategy, "sim_seed": self.seed}))
+            extra_lineage={"round": str(out), "strategy": self.strategy, "sim_seed": self.seed})
+        epochs = tcfg.epochs
+        result = train(tcfg)
         candidate = result.last_checkpoint  # a fixed step budget: the last weights, not a val-picked epoch
         protected = round_val_dirs(self.round_dirs[1:-1]) if cfg.protect_rounds else []
         rec.train = {"frames": n, "epochs": epochs, "steps": result.steps, "elapsed_s": result.elapsed_s,

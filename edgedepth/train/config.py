@@ -55,10 +55,10 @@ class TrainConfig:
     final_lr_fraction: float = 0.02  # cosine decays to lr * this
     grad_weight: float = 0.5
     loss_mode: str = "nll"  # nll | decoupled (see edgedepth.train.losses.DepthLoss)
-    # per-frame uncertainty term (edgedepth.train.losses.frame_uncertainty_nll). scripts/bench_train.py,
-    # seed 0, weight 1 (an earlier session's run) / 3 / 5 / 10: Spearman(mean b, AbsRel) 0.576 / 0.593 /
-    # 0.647 / 0.689 at held-out AbsRel 0.0603 / 0.0621 / 0.0644 / 0.0749: the ranking improves as the
-    # depth gets a little worse
+    # per-frame uncertainty term (edgedepth.train.losses.frame_uncertainty_nll): fits each frame's mean
+    # predicted uncertainty to its error, which is what hard-frame selection ranks by. It shares the network
+    # with the depth, so a larger weight ranks frames better and costs some depth accuracy; 5 keeps the
+    # depth within its targets (scripts/bench_train.py measures both)
     frame_weight: float = 5.0
     workers: int = 2  # decoding threads while loading datasets into memory
     threads: Optional[int] = None  # torch intra-op threads per process (default: cores / processes)
@@ -79,11 +79,15 @@ class TrainConfig:
     # model knew, a few new frames at e.g. 25% teach the new domain (edgedepth.train.regularize)
     data_shares: List[float] = field(default_factory=list)
     device: str = "auto"  # auto | cpu | cuda
+    # metric: metres (NLL on log-depth); relative: scale-and-shift-invariant loss, for relative teacher
+    # labels; the checkpoint then records depth_units "relative" (edgedepth.data.formats.dataset_depth_units)
+    target: str = "metric"
     progress: bool = True
     name: str = "edgedepth"
     version: str = ""
     training_round: int = 0
     extra_lineage: Dict[str, Any] = field(default_factory=dict)
+    tensorboard: Optional[str] = None  # folder for TensorBoard event files (edgedepth.train.tensorboard)
 
     def __post_init__(self) -> None:
         self.data = split_dirs(self.data)
@@ -132,6 +136,16 @@ class TrainConfig:
                 raise ConfigError(f"--data-shares must be >= 0 and not all 0, got {self.data_shares}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.target not in ("metric", "relative"):
+            raise ConfigError(f"--target must be metric or relative, got {self.target!r}")
+        if self.target == "metric":
+            from edgedepth.data.formats import dataset_depth_units
+
+            rel = [d for d in self.data if dataset_depth_units(d) == "relative"]
+            if rel:
+                raise ConfigError(f"{rel[0]} holds relative labels (no metric scale): train with --target "
+                                  "relative, or relabel it with metric points (sparse sensor depth, "
+                                  "--camera-height, --two-view)")
         return self
 
     def to_dict(self) -> Dict[str, Any]:

@@ -30,7 +30,7 @@ from edgedepth.preprocess import Preprocessing
 from edgedepth.train.augment import Augment, normalise, to_unit_float
 from edgedepth.train.config import RunResult, TrainConfig
 from edgedepth.train.distributed import DistInfo, broadcast_float, init_distributed, mean_across, shutdown
-from edgedepth.train.losses import DepthLoss
+from edgedepth.train.losses import DepthLoss, ScaleShiftInvariantLoss, align_inverse_depth
 from edgedepth.train.regularize import L2SP, frame_weights, freeze_parameters
 from edgedepth.train.torchdata import Frames, batch_tensors, dataset_lineage, load_many
 
@@ -99,12 +99,22 @@ def predict_frames(model, frames: Frames, pre: Preprocessing, device: torch.devi
     return np.concatenate(depths), np.concatenate(uncs)
 
 
-def validate(model, frames: Frames, pre: Preprocessing, device: torch.device, batch_size: int = 32
-             ) -> Dict[str, float]:
-    """Mean per-frame metrics at model resolution + Spearman(per-frame mean uncertainty, AbsRel)."""
+def validate(model, frames: Frames, pre: Preprocessing, device: torch.device, batch_size: int = 32,
+             relative: bool = False) -> Dict[str, float]:
+    """Mean per-frame metrics at model resolution + Spearman(per-frame mean uncertainty, AbsRel).
+
+    `relative`: a relative model is scored after aligning each frame's inverse depth to the label's
+    (least-squares scale and shift), the scale-and-shift-invariant convention."""
     depth, unc = predict_frames(model, frames, pre, device, batch_size)
-    rows = [frame_metrics(depth[i], frames.depth[i], None, pre.min_depth, pre.max_depth)
-            for i in range(len(frames))]
+    if relative:
+        gt = torch.from_numpy(frames.depth[:, None])
+        valid = (gt > 0) & torch.isfinite(gt)
+        inv = align_inverse_depth(torch.from_numpy(depth[:, None]), gt, valid)[:, 0].numpy()
+        depth = np.where(inv > 1e-6, 1.0 / np.maximum(inv, 1e-6), 0.0).astype(np.float32)
+        rows = [frame_metrics(depth[i], frames.depth[i], None) for i in range(len(frames))]
+    else:
+        rows = [frame_metrics(depth[i], frames.depth[i], None, pre.min_depth, pre.max_depth)
+                for i in range(len(frames))]
     out = mean_metrics(rows)
     kept = [i for i, r in enumerate(rows) if r is not None]
     out["unc_spearman"] = spearman([float(unc[i].mean()) for i in kept], [rows[i]["abs_rel"] for i in kept])
@@ -113,6 +123,9 @@ def validate(model, frames: Frames, pre: Preprocessing, device: torch.device, ba
     out["frame_spearman"] = spearman([frame_uncertainty(unc[i]) for i in kept],
                                      [rows[i]["abs_rel"] for i in kept])
     out["mean_uncertainty"] = float(unc.mean())
+    from edgedepth.train.tensorboard import domain_breakdown  # metric@domain, for the curves
+
+    out.update(domain_breakdown(rows, frames.domains, [frame_uncertainty(u) for u in unc]))
     return out
 
 
@@ -220,7 +233,9 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float, clo
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     schedule = CosineSchedule(cfg.lr, cfg.warmup, cfg.final_lr_fraction)
-    loss_fn = DepthLoss(grad_weight=cfg.grad_weight, mode=cfg.loss_mode, frame_weight=cfg.frame_weight)
+    relative = cfg.target == "relative"
+    loss_fn = ScaleShiftInvariantLoss(grad_weight=cfg.grad_weight) if relative else \
+        DepthLoss(grad_weight=cfg.grad_weight, mode=cfg.loss_mode, frame_weight=cfg.frame_weight)
     augment = Augment(zoom=cfg.zoom) if cfg.augment else None
 
     sampler = DistributedSampler(range(len(train_frames)), num_replicas=info.world_size, rank=info.rank,
@@ -262,6 +277,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float, clo
             **extra,
             optimizer=optimizer.state_dict(), scheduler=schedule.state_dict(), history=history,
             train_config=cfg.to_dict(), git_commit=git_commit(), name=cfg.name,
+            depth_units="relative" if relative else "metres",
             version=cfg.version or f"{__version__}+e{epoch}", training_round=cfg.training_round,
             train_state={"step": step, "elapsed_s": elapsed_before + clock() - t_start,
                          "best_abs_rel": best_abs_rel, "best_epoch": best_epoch,
@@ -306,7 +322,8 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float, clo
                 if augment is not None:
                     x, depth = augment(x, depth, gen)
                 x = normalise(x, pre.mean, pre.std).contiguous(memory_format=memory_format)
-                valid = (depth >= pre.min_depth) & (depth <= pre.max_depth)
+                valid = (depth > 0) & torch.isfinite(depth) if relative else \
+                    (depth >= pre.min_depth) & (depth <= pre.max_depth)
                 pred, unc = net(x)
                 loss, parts = loss_fn(pred, unc, depth, valid)
                 if l2sp is not None:
@@ -336,7 +353,7 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float, clo
             train_stats = {f"train_{k}": mean_across(info, v / n_steps, device) for k, v in sums.items()}
             if info.is_main:
                 t_val = clock()
-                last_metrics = validate(scored, val_frames, pre, device, max(bs, 16))
+                last_metrics = validate(scored, val_frames, pre, device, max(bs, 16), relative)
                 row = {"epoch": epoch, "step": step, "lr": lr, **train_stats,
                        **{f"val_{k}": v for k, v in last_metrics.items()},
                        "epoch_s": clock() - t_epoch, "partial": out_of_time,
@@ -347,6 +364,8 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float, clo
                     save("best.pt", last_metrics, epoch)
                 save("last.pt", last_metrics, epoch)
                 _write_curves(out_dir, history)
+                if cfg.tensorboard:
+                    _write_tensorboard(cfg.tensorboard, row)
                 reserve_s = 1.5 * (clock() - t_val) + 1.0
                 if cfg.progress:
                     tqdm.write(f"epoch {epoch + 1}: loss {row.get('train_loss', float('nan')):.4f}  "
@@ -357,6 +376,10 @@ def _train(cfg: TrainConfig, info: DistInfo, use_cuda: bool, t_start: float, clo
             if out_of_time or (budget_s and progress_now() >= 1.0):
                 break
 
+    if cfg.tensorboard and info.is_main:
+        from edgedepth.train.tensorboard import close as close_tensorboard
+
+        close_tensorboard(cfg.tensorboard)
     elapsed = elapsed_before + clock() - t_start
     result = RunResult(out_dir=out_dir, best_checkpoint=out_dir / "best.pt",
                        last_checkpoint=out_dir / "last.pt",
@@ -388,6 +411,16 @@ def _ema_model(model, decay: float, resume: Optional[Dict[str, Any]]):
         ema.module.load_state_dict(resume["state_dict"])
         ema.n_averaged.fill_(max(1, int(resume.get("ema", {}).get("updates", 1))))
     return ema
+
+
+def _write_tensorboard(log_dir: str, row: Dict[str, float]) -> None:
+    from edgedepth.errors import MissingDependencyError
+    from edgedepth.train.tensorboard import log_epoch
+
+    try:
+        log_epoch(log_dir, row)
+    except (ImportError, OSError, ValueError, MissingDependencyError) as exc:  # curves never stop training
+        log.warning("could not write TensorBoard events to %s: %s", log_dir, exc)
 
 
 def _write_curves(out_dir: Path, history: List[Dict[str, float]]) -> None:

@@ -113,3 +113,50 @@ class DepthLoss:
         with torch.no_grad():
             parts["l1_log"] = float(masked_mean((log_gt - log_pred).abs(), valid))
         return total, parts
+
+
+def align_inverse_depth(depth: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-image least-squares scale s and shift t with s / depth + t ~= 1 / target over `mask`:
+    the prediction's inverse depth, aligned (N,1,H,W; differentiable in `depth`)."""
+    m = mask.to(depth.dtype)
+    x = 1.0 / depth
+    y = torch.where(mask, 1.0 / target.clamp_min(1e-6), torch.zeros_like(target))
+    n = m.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1.0)
+    mx = (x * m).sum(dim=(1, 2, 3), keepdim=True) / n
+    my = (y * m).sum(dim=(1, 2, 3), keepdim=True) / n
+    vx = (((x - mx) ** 2) * m).sum(dim=(1, 2, 3), keepdim=True)
+    s = (((x - mx) * (y - my)) * m).sum(dim=(1, 2, 3), keepdim=True) / vx.clamp_min(1e-12)
+    return s * x + (my - s * mx)
+
+
+@dataclass
+class ScaleShiftInvariantLoss:
+    """For relative labels (no metric scale): the prediction's inverse depth is aligned to the label's
+    per image by least-squares scale and shift (MiDaS, Ranftl et al. 2020), then compared (L1, relative
+    to the label's mean inverse depth). The uncertainty learns the aligned log-depth error (Laplacian NLL,
+    error detached); the gradient term acts on the aligned log-depth."""
+
+    grad_weight: float = 0.5
+    grad_scales: int = 4
+
+    def __call__(self, depth: torch.Tensor, uncertainty: torch.Tensor, gt: torch.Tensor,
+                 valid: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, float]]:
+        if depth.shape != gt.shape:
+            depth = F.interpolate(depth, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+            uncertainty = F.interpolate(uncertainty, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+        aligned = align_inverse_depth(depth, gt, valid)
+        inv_gt = 1.0 / gt.clamp_min(1e-6)
+        m = valid.to(depth.dtype)
+        count = m.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+        norm = ((inv_gt * m).sum(dim=(1, 2, 3), keepdim=True) / count).clamp_min(1e-6)
+        ssi = masked_mean((aligned - inv_gt).abs() / norm, valid)
+        log_aligned = -torch.log(aligned.clamp_min(1e-6))
+        log_gt = torch.log(gt.clamp_min(1e-6))
+        nll = laplacian_nll(log_aligned.detach(), log_gt, uncertainty, valid)
+        total = ssi + nll
+        parts = {"ssi": float(ssi.detach()), "nll": float(nll.detach())}
+        if self.grad_weight > 0:
+            grad = gradient_matching(log_aligned, log_gt, valid, self.grad_scales)
+            total = total + self.grad_weight * grad
+            parts["grad"] = float(grad.detach())
+        return total, parts

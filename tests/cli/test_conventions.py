@@ -40,6 +40,10 @@ CASES: Dict[str, Dict[str, List[str]]] = {
     "calibrate": {
         "missing": ["MISSING", "--data", "DIR", "--target", "cpu"],
     },
+    "dashboard": {
+        "missing": ["--store", "MISSING", "--admin-token-file", "FILE"],
+        "unwritable": ["--store", "DIR", "--admin-token-file", "BLOCKED", "--new-token"],
+    },
     "data import": {
         "missing": ["MISSING", "--out", "OUT"],
         "unwritable": ["--out", "BLOCKED", "DIR"],
@@ -245,3 +249,17 @@ def test_an_nyu_mat_file_is_accepted_by_data_info_train_and_eval(tmp_path, place
     res = CliRunner().invoke(cli, ["eval", places["FILE"], "--data", spec])
     line = assert_one_line_error(res, spec)
     assert "cannot load ONNX model" in line  # the spec passed; the (empty) model file is what fails
+
+
+def test_board_is_named_board_and_device_stays_its_alias(tmp_path):
+    """`--board` selects the Jetson board in every command that takes one; `--device` still works."""
+    from click.testing import CliRunner
+
+    for command in (["export"], ["calibrate"], ["lint"], ["build"], ["run"]):
+        sub = cli
+        for name in command:
+            sub = sub.get_command(click.Context(sub), name)
+        names = {opt for p in sub.params for opt in getattr(p, "opts", [])}
+        assert {"--board", "--device"} <= names, (command, sorted(names))
+    res = CliRunner().invoke(cli, ["devices", "--help"])
+    assert res.exit_code == 0

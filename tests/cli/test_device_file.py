@@ -108,7 +108,7 @@ def test_run_and_upload_share_the_file_and_flags_override_it(tmp_path, captured)
     res = CliRunner().invoke(cli, ["upload", "--config", str(f), "--poll-interval", "3", "--once"])
     assert res.exit_code == 0, res.output
     d = captured["upload"]
-    assert (str(d.spool), d.server, d.spool_max_bytes) == (str(spool), "http://127.0.0.1:9", 100_000_000)
+    assert (str(d.spool), d.server, d.spool_max_bytes) == (str(spool), "http://127.0.0.1:9", 100 << 20)  # MiB
     assert d.max_bandwidth == 1e6 and d.poll_interval == 3.0 and d.once
 
 

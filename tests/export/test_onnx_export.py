@@ -91,3 +91,66 @@ def test_export_ships_the_training_reference_for_novelty(tiny_ckpt, frames_dir, 
     assert ref is not None and REFERENCE_FILE in str(res.output)
     assert any(REFERENCE_FILE in str(f) for f in read_manifest(tmp_path)["files"])
     verify_bundle(tmp_path)
+
+
+def test_uint8_input_graph_matches_the_float_pipeline(tmp_path, tiny_ckpt, frames_dir, exported):
+    """--input-format uint8-hwc-bgr: the camera's BGR bytes in, preprocessing inside the graph; the same
+    depth as the float model fed by edgedepth.preprocess."""
+    import onnx
+    import onnxruntime as ort
+    from edgedepth.export.onnx import export_onnx
+
+    from edgedepth.data.frames import load_frameset
+    from edgedepth.modelmeta import read_onnx_info
+
+    float_dir, _ = exported  # the same checkpoint exported with the float input, 64x64
+    report = export_onnx(str(tiny_ckpt), str(tmp_path), opset=13, data=str(frames_dir), parity_frames=8,
+                         input_format="uint8-hwc-bgr", input_size=(128, 128))
+    mp = onnx.load(str(tmp_path / "model.onnx"))
+    onnx.checker.check_model(mp, full_check=True)
+    inp = mp.graph.input[0]
+    assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in inp.type.tensor_type.shape.dim] == [1, 128, 128, 3]
+    head = [n.op_type for n in mp.graph.node[:6]]
+    assert head == ["Cast", "Transpose", "Gather", "AveragePool", "Sub", "Div"]
+    info = read_onnx_info(str(tmp_path / "model.onnx"))
+    assert info.input.format == "uint8-hwc-bgr" and (info.input.height, info.input.width) == (128, 128)
+    assert info.input_shape == (1, 128, 128, 3) and info.preprocessing.size == (64, 64)
+    assert report["input"] == [1, 128, 128, 3] and report["input_graph"]["resize"] == "average-pool 2x2"
+    assert report["input_graph"]["max_rel_depth"] <= report["input_graph"]["tolerance"] == 2e-2
+    assert any("uint8 input" in line for line in report["lines"])
+
+    frames = load_frameset(str(frames_dir), 128, 128, limit=6)
+    u8 = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    fp = ort.InferenceSession(str(float_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for rgb in frames.rgb:
+        ref, _ = fp.run(None, {"image": info.preprocessing.apply(rgb)})
+        bgr = np.ascontiguousarray(rgb[..., ::-1])[None]
+        depth, _ = u8.run(None, {"image": bgr})
+        worst = max(worst, float(np.max(np.abs(depth - ref) / ref)))
+    assert worst <= 2e-2
+    # a camera at the model's size: nothing to resize, the graph computes what the CPU would
+    report = export_onnx(str(tiny_ckpt), str(tmp_path / "same"), opset=13, data=str(frames_dir),
+                         parity_frames=4, input_format="uint8-hwc-rgb")
+    assert report["input_graph"]["resize"] == "none" and report["input_graph"]["max_rel_depth"] <= 1e-4
+
+
+def test_uint8_input_options_and_lint(tmp_path, tiny_ckpt, frames_dir):
+    from click.testing import CliRunner
+    from edgedepth.export.lint import lint_model
+
+    from edgedepth.cli.main import cli
+
+    res = CliRunner().invoke(cli, ["export", str(tiny_ckpt), "--out", str(tmp_path),
+                                   "--input-size", "96x128"])
+    assert res.exit_code != 0 and "--input-format" in res.output
+    res = CliRunner().invoke(cli, ["export", str(tiny_ckpt), "--out", str(tmp_path), "--opset", "13",
+                                   "--data", str(frames_dir), "--frames", "4",
+                                   "--input-format", "uint8-hwc-rgb", "--input-size", "96x160"])
+    assert res.exit_code == 0, res.output
+    assert "input [1, 96, 160, 3]" in res.output and "resize linear" in res.output
+    ok = lint_model(str(tmp_path / "model.onnx"), "orin-nano-8gb")
+    assert ok.ok and any(f.code == "uint8-input" and f.level == "info" for f in ok.findings)
+    old = lint_model(str(tmp_path / "model.onnx"), "jetson-nano-4gb")
+    assert not old.ok and [f.code for f in old.errors] == ["uint8-input"]

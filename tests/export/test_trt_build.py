@@ -256,3 +256,120 @@ def test_real_engine_matches_onnxruntime(exported, tmp_path):
     ref_d, ref_u = ort_session(str(bdir / "model.onnx")).run(None, {"image": x})
     np.testing.assert_allclose(bufs["depth"].cpu().numpy(), ref_d, rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(bufs["uncertainty"].cpu().numpy(), ref_u, rtol=1e-3, atol=1e-3)
+
+
+# ------------------------------------------------------------------ mixed Q/DQ models (float fallback layers)
+@pytest.fixture(scope="module")
+def mixed_like(calibrated_like, tmp_path_factory):
+    """A mixed model: the Q/DQ model with its first and a middle Conv left in float (as the fallback
+    writes it), alone in a bundle-like folder, with the float layers' names."""
+    import onnx
+    from edgedepth.calibrate.fallback import quantized_layers, with_float_layers
+
+    _, qdq = calibrated_like
+    full = onnx.load(str(qdq))
+    convs = [n for n in quantized_layers(full) if n.endswith("Conv")]
+    # the first Conv, a middle one and the depth head (whose FP16 output reaches the depth unquantized)
+    float_layers = [convs[0], convs[len(convs) // 2], next(c for c in convs if "depth_head" in c)]
+    folder = tmp_path_factory.mktemp("mixed")
+    path = folder / "model.int8.trt.onnx"
+    onnx.save(with_float_layers(full, float_layers), str(path))
+    return path, float_layers
+
+
+def test_mixed_model_float_layers_get_fp16_on_every_tensorrt(mixed_like, calibrated_like):
+    path, float_layers = mixed_like
+    _, full = calibrated_like
+    assert plan_build(str(full), "orin-nano-8gb").float_layers_fp16 is None  # fully quantized: no change
+    # TensorRT 8.6 and 10.3: weakly typed, INT8 + FP16 builder flags, the Q/DQ ONNX as it is.
+    for board, version in (("agx-xavier", "8.6.1"), ("orin-nano-8gb", "10.3.0")):
+        p = plan_build(str(path), board, trt_version=version)
+        assert (p.model_kind, p.float_layers_fp16) == ("qdq-int8-mixed", "builder-flags")
+        assert (p.strongly_typed, p.flags, p.convert_to_fp16_onnx) == (False, ["INT8", "FP16"], False)
+        assert any("3 weighted layers without Q/DQ run in FP16" in n for n in p.notes)
+    # TensorRT 10.12+ and 11: strongly typed from the workstation's FP16 copy of the mixed model.
+    for version in ("10.12.0", "11.4.0"):
+        p = plan_build(str(path), "x86-dgpu", trt_version=version)
+        assert (p.model_kind, p.float_layers_fp16, p.strongly_typed, p.flags) == (
+            "qdq-int8-mixed", "fp16-onnx", True, [])
+        assert p.convert_to_fp16_onnx and p.fp16_onnx.endswith("model.int8.trt.fp16.onnx")
+    res = CliRunner().invoke(cli, ["build", str(path), "--device", "orin-nano-8gb", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "float_layers_fp16       builder-flags" in res.output and "INT8 + FP16 builder flags" in res.output
+
+
+def test_fp16_copy_of_a_mixed_model_keeps_qdq_and_matches_onnxruntime(mixed_like):
+    """The FP16 copy: every Q/DQ node as it was (FP32 scales), the float layers FP16, the INT8 layers and
+    the graph I/O FP32, no FP32 -> FP16 -> FP32 round trips; its depth vs the mixed FP32 model on
+    onnxruntime CPU."""
+    import onnx
+    import onnxruntime as ort
+    from edgedepth.calibrate.fallback import quantized_layers
+    from edgedepth.export.fp16 import write_fp16_onnx
+
+    path, float_layers = mixed_like
+    out = write_fp16_onnx(path)
+    assert out.name == "model.int8.trt.fp16.onnx"
+    src, fp16 = onnx.load(str(path)), onnx.load(str(out))
+    onnx.checker.check_model(fp16, full_check=True)  # sorted, and every tensor's type consistent
+    qdq = lambda m: sorted(  # noqa: E731
+        (n.op_type, n.name, tuple(n.input[1:])) for n in m.graph.node
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    assert qdq(fp16) == qdq(src) and len(qdq(src)) > 0
+    inits = {t.name: t.data_type for t in fp16.graph.initializer}
+    nodes = {n.name: n for n in fp16.graph.node}
+    F32, F16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    scales = {n.input[1] for n in fp16.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")}
+    assert {inits[s] for s in scales} == {F32}
+    for name in float_layers:
+        assert inits[nodes[name].input[1]] == F16, name  # FP16 weights: the layer runs in FP16
+    for name in quantized_layers(fp16):
+        if nodes[name].op_type == "Conv":
+            assert nodes[name].input[1] not in inits  # weights still through their DequantizeLinear
+    producer = {o: n for n in fp16.graph.node for o in n.output}
+    casts = [n for n in fp16.graph.node if n.op_type == "Cast"]
+    assert not [c for c in casts if c.attribute[0].i == F32 and producer.get(c.input[0]) is not None
+                and producer[c.input[0]].op_type == "Cast"]
+    assert len(casts) < 4 * len(float_layers) + 4  # Casts only at the boundaries of the float part
+    assert [i.type.tensor_type.elem_type for i in fp16.graph.input] == [F32]
+    assert {o.type.tensor_type.elem_type for o in fp16.graph.output} == {F32}
+    shape = [d.dim_value or 1 for d in src.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(3).random(shape).astype(np.float32)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # run the graph as written
+    cpu = ["CPUExecutionProvider"]
+    ref, got = (ort.InferenceSession(str(p), opts, providers=cpu).run(["depth"], {"image": x})
+                for p in (path, out))
+    rel = float(np.max(np.abs(got[0] - ref[0]) / np.abs(ref[0])))
+    print(f"mixed FP16 vs mixed FP32 (onnxruntime CPU): max relative depth error {rel:.5f}")
+    assert got[0].dtype == np.float32 and rel < 0.02
+
+
+def test_mixed_model_builder_calls(mixed_like, tmp_path):
+    from edgedepth.export.fp16 import write_fp16_onnx
+
+    path, _ = mixed_like
+    trt = fake_trt("10.3.0")  # weakly typed: no STRONGLY_TYPED, INT8 and FP16 flags
+    plan = plan_build(str(path), "orin-nano-8gb", trt_version="10.3.0", out_dir=str(tmp_path / "a"))
+    build_engine(plan, trt)
+    assert ("network", 0) in trt.calls and ("flag", "INT8") in trt.calls and ("flag", "FP16") in trt.calls
+    assert next(c[1] for c in trt.calls if c[0] == "parse") == str(path)
+    trt = fake_trt("11.4.0")  # strongly typed from the FP16 copy; TensorRT 11 has no FP16 flag to set
+    plan = plan_build(str(path), "x86-dgpu", trt_version="11.4.0", out_dir=str(tmp_path / "b"))
+    fp16 = path.with_name("model.int8.trt.fp16.onnx")
+    if fp16.exists():
+        fp16.unlink()
+    with pytest.raises(ConfigError, match="model.int8.trt.fp16.onnx, which is missing.*--fp16-onnx-only"):
+        build_engine(plan, trt)
+    from edgedepth.export.lint import lint_model
+
+    from edgedepth.devices import load_device
+
+    trt11 = load_device("x86-dgpu").model_copy(update={"tensorrt": "11.4.0"})
+    finding = lambda: next(f for f in lint_model(str(path), trt11).findings if f.code == "float-layers")  # noqa: E731
+    assert finding().level == "warning" and "model.int8.trt.fp16.onnx is missing" in finding().message
+    write_fp16_onnx(path)
+    assert finding().level == "info" and "strongly typed on TensorRT 11.4.0" in finding().message
+    build_engine(plan, trt)
+    assert next(c[1] for c in trt.calls if c[0] == "parse").endswith("model.int8.trt.fp16.onnx")
+    assert ("network", 1 << 0) in trt.calls and not [c for c in trt.calls if c[0] == "flag"]

@@ -4,7 +4,10 @@ Run as `python stub_server.py --port N --store DIR [--mode normal|reject|busy|un
 [--token T]`. It speaks the wire protocol (POST/HEAD /v1/items/{id}, /healthz) and checks the body
 hash, the tar members and every file hash like the real server, storing items as DIR/<id>/<files>.
 `--mode` forces answers: reject -> 415 for every POST, busy -> 429 with Retry-After: 1,
-unavailable -> 503, auth -> 401. The mode can be changed at run time by writing DIR/.mode.
+unavailable -> 503, auth -> 401; and 2xx answers that do not confirm the item, storing nothing (as
+something else answering on the server's address would): html -> 200 with an HTML page, nocontent ->
+204, otherid -> 201 JSON naming another id, notstored -> 201 JSON with "stored": false.
+The mode can be changed at run time by writing DIR/.mode.
 Used only where the real server (`edgedepth ingest serve`) cannot be told to misbehave.
 """
 
@@ -41,10 +44,10 @@ def main() -> None:
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True
 
-        def _send(self, code, doc, extra=None):
-            body = json.dumps(doc).encode()
+        def _send(self, code, doc, extra=None, ctype="application/json"):
+            body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             for k, v in (extra or {}).items():
                 self.send_header(k, v)
@@ -84,6 +87,16 @@ def main() -> None:
             if mode == "reject":
                 return self._send(415, {"error": "not an image"})
             item_id = self._item_id()
+            if mode == "html":
+                return self._send(200, b"<html><body>Please log in.</body></html>", ctype="text/html")
+            if mode == "nocontent":
+                self.send_response(204)
+                self.end_headers()
+                return None
+            if mode == "otherid":
+                return self._send(201, {"id": "0" * 64, "stored": True, "duplicate": False})
+            if mode == "notstored":
+                return self._send(201, {"id": item_id, "stored": False, "duplicate": False})
             if hashlib.sha256(body).hexdigest() != self.headers.get("X-Edgedepth-Body-Sha256"):
                 return self._send(422, {"error": "body hash mismatch"})
             try:

@@ -148,3 +148,21 @@ def test_https_with_a_self_signed_ca_cert(fleet):
     r = once(fleet, "--ca-cert", str(cert), server=url)
     assert r.returncode == 0, r.stderr[-2000:]
     assert stored(fleet["store"]) == frames
+
+
+def test_items_of_another_device_id_get_a_clear_error_naming_both(fleet):
+    """`edgedepth run` spooled as 'dev-1' (e.g. its host-name default) but the token is 'dev-2''s: the
+    daemon says so once, names both ids and the fix, keeps every item and does not keep re-sending."""
+    frames = uk.make_frames(fleet["spool"], 3)  # device_id "dev-1"
+    fleet["tok"].write_text(uk.add_device(fleet["store"], "dev-2") + "\n")
+    serve(fleet)
+    r = once(fleet, "--once-timeout", "4")
+    assert r.returncode == 3, r.stderr[-3000:]
+    assert uk.spool_item_count(fleet["spool"]) == 3 and not stored(fleet["store"])  # nothing lost
+    err = r.stderr
+    assert "spool items carry device_id 'dev-1' but the upload token belongs to 'dev-2'" in err, err[-3000:]
+    assert "--device-id dev-2" in err and "refused the upload token" not in err
+    assert err.count("Fix:") == 1  # said once, clearly
+    server_log = (fleet["tmp"] / "server.log").read_text()
+    assert server_log.count('" 403 ') == 1  # the other items of 'dev-1' were not sent in vain
+    assert set(frames) == {p.name[:64] for p in fleet["spool"].glob("*.json")}

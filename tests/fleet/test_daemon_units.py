@@ -146,3 +146,69 @@ def test_backoff_full_jitter_is_bounded_and_grows():
         xs = [backoff_delay(attempt, 1.0, 300.0, rng) for _ in range(300)]
         assert max(xs) <= ceiling and min(xs) >= 0.01
         assert max(xs) > 0.8 * ceiling  # full jitter spans the whole window
+
+
+def _answer(code, body=b"", ctype="application/json"):
+    import httpx
+
+    return httpx.Response(code, headers={"Content-Type": ctype}, content=body)
+
+
+def test_only_an_answer_naming_the_item_confirms_it():
+    import json
+
+    from edgedepth.fleet.client import DUPLICATE, STORED, UNCONFIRMED, classify
+
+    iid = "a" * 64
+
+    def kind(code, body, ctype="application/json"):
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return classify(_answer(code, raw, ctype), iid).kind
+
+    assert kind(201, {"id": iid, "stored": True, "duplicate": False}) == STORED
+    assert kind(200, {"id": iid, "stored": True, "duplicate": True}) == DUPLICATE
+    assert kind(200, b"<html>portal</html>", "text/html") == UNCONFIRMED
+    assert kind(204, b"") == UNCONFIRMED
+    assert kind(201, {"id": "b" * 64, "stored": True}) == UNCONFIRMED
+    assert kind(201, {"id": iid, "stored": False}) == UNCONFIRMED
+    assert kind(201, {"id": iid, "stored": "yes"}) == UNCONFIRMED
+    assert kind(202, {"id": iid, "stored": True}) == UNCONFIRMED
+    assert kind(201, [iid]) == UNCONFIRMED
+    out = classify(_answer(201, b"<html>"), iid)
+    assert not out.delivered and "is --server the ingest server?" in out.reason
+
+
+def test_a_403_device_mismatch_is_told_apart_from_a_bad_token():
+    import json
+
+    from edgedepth.fleet.client import AUTH, DEVICE_MISMATCH, classify
+
+    body = json.dumps({"error": "device_mismatch",
+                       "detail": "metadata device_id 'cam' is not the token's device 'dev-2'"}).encode()
+    out = classify(_answer(403, body), "a" * 64)
+    assert out.kind == DEVICE_MISMATCH and "'dev-2'" in out.reason
+    assert classify(_answer(401, b'{"error": "auth"}'), "a" * 64).kind == AUTH
+    assert classify(_answer(403, b'{"error": "forbidden"}'), "a" * 64).kind == AUTH
+
+
+def test_token_bucket_non_blocking_take():
+    now = [0.0]
+    tb = TokenBucket(2.0, burst=3.0, clock=lambda: now[0], sleep=lambda s: pytest.fail("must not sleep"))
+    assert [tb.try_consume(1.0)[0] for _ in range(4)] == [True, True, True, False]
+    ok, wait = tb.try_consume(1.0)
+    assert not ok and abs(wait - 0.5) < 1e-9  # nothing taken by a refusal
+    now[0] += 0.5
+    assert tb.try_consume(1.0) == (True, 0.0)
+
+
+def test_the_server_rate_limiter_is_the_same_token_bucket():
+    from edgedepth.fleet.ratelimit_server import DeviceRateLimiter
+
+    now = [0.0]
+    lim = DeviceRateLimiter(rate=0.5, burst=2, clock=lambda: now[0])
+    assert lim.take("a") == (True, 0) and lim.take("a") == (True, 0)
+    assert lim.take("a") == (False, 2)  # one token in 2 s
+    assert lim.take("b") == (True, 0)  # per device
+    now[0] += 2.0
+    assert lim.take("a") == (True, 0)
+    assert all(isinstance(b, TokenBucket) for b in lim._buckets.values())

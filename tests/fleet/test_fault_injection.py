@@ -79,3 +79,16 @@ def test_server_killed_with_an_item_half_stored_loses_nothing(tmp_path):
     # the half-written copy stays in the store's tmp/ (cleared when stale), never among the items
     assert half_written.parent.parent == store.resolve() / "tmp"
     assert fi.leftover_files(spool) == []
+def test_a_spool_disk_that_fills_up_still_delivers_every_frame_once(tmp_path):
+    """The spool on a 2 MiB tmpfs, full to the last byte while the daemon and the server are killed."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    fi = load_script()
+    res = fi.run(frames=60, daemon_kills=3, server_kills=3, outage_s=1.5, workdir=tmp_path, seed=2,
+                 quiet=True, fill_mib=2)
+    assert res["free_bytes_after_ballast"] == 0 and res["writer_waits_disk_full"] > 0, res
+    assert res["stored"] == 60 and res["delivered_intact"] == 60, res
+    assert res["lost"] == 0 and res["corrupt"] == 0 and res["extra"] == 0, res
+    assert res["ok"] and res["daemon_exit"] == 0, res

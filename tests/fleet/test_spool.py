@@ -195,3 +195,66 @@ def test_meta_round_trip_uses_schema_alias(tmp_path):
     doc = json.loads((tmp_path / f"{item_id}.json").read_text())
     assert doc["schema"] == "edgedepth.spool/1" and "schema_" not in doc
     assert SpoolMeta.model_validate(doc).id == item_id
+
+
+def test_failed_items_count_in_the_cap_and_go_first_oldest_first(tmp_path):
+    probe = Spool(tmp_path / "probe")
+    probe.put(frame(0), meta())
+    one = probe.items()[0].nbytes
+    sp = Spool(tmp_path / "s")
+    rejected = []
+    for i in range(3):  # three items the server refused for good, the first one rejected longest ago
+        item_id = sp.put(frame(20 + i), meta(0.99))
+        sp.move_to_failed(item_id, {"status": 415, "reason": "not an image"})
+        reason = tmp_path / "s" / "failed" / f"{item_id}.failed.json"
+        os.utime(reason, (time.time() - 1000 + i, time.time() - 1000 + i))
+        rejected.append(item_id)
+    live = [sp.put(frame(30 + i), meta(0.1)) for i in range(2)]
+    assert sp.total_bytes() > 5 * one  # failed/ is part of the spool's footprint
+    capped = Spool(tmp_path / "s", max_bytes=int(one * 4.5))  # e.g. the live loop with its cap
+    capped.put(frame(40), meta(0.5))
+    left_failed = {p.name[:64] for p in (tmp_path / "s" / "failed").iterdir()}
+    assert left_failed == {rejected[2]}  # the two oldest rejections went, and no live item did
+    assert {it.id for it in capped.items()} >= set(live)
+    assert capped.evicted == 0 and capped.evicted_failed == 2
+    assert capped.total_bytes() <= capped.max_bytes
+
+
+def test_a_full_disk_evicts_failed_items_before_live_ones(tmp_path, monkeypatch):
+    sp = Spool(tmp_path)
+    low = sp.put(frame(1), meta(0.01))
+    bad = sp.put(frame(2), meta(0.99))
+    sp.move_to_failed(bad, {"status": 415, "reason": "x"})
+    real = spool_mod._write_atomic
+    calls = {"n": 0}
+
+    def flaky(directory, name, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(directory, name, data)
+
+    monkeypatch.setattr(spool_mod, "_write_atomic", flaky)
+    new = sp.put(frame(3), meta(0.5))
+    assert sp.get(new) is not None and sp.get(low) is not None  # the live low-score item stayed
+    assert not list((tmp_path / "failed").glob(f"{bad}.*"))
+
+
+def test_spool_cap_is_in_mib():
+    from edgedepth.errors import ConfigError
+
+    assert spool_mod.cap_bytes(1.5) == 1572864 and spool_mod.cap_bytes(None) is None
+    with pytest.raises(ConfigError, match="MiB"):
+        spool_mod.cap_bytes(0)
+
+
+def test_both_commands_take_the_spool_cap_in_mib():
+    from click.testing import CliRunner
+
+    from edgedepth.cli.run import run
+    from edgedepth.cli.upload import upload
+
+    for cmd in (run, upload):
+        out = CliRunner().invoke(cmd, ["--help"], terminal_width=200)
+        text = " ".join(out.output.split())
+        assert "--spool-max-mb" in text and "Spool size cap in MiB" in text or "Spool disk cap in MiB" in text

@@ -70,3 +70,4 @@ def tiny_bundle(tmp_path_factory, tiny_onnx) -> Path:
 def onnx_factory():
     """export_tiny_onnx itself, for tests that need another size or version."""
     return export_tiny_onnx
+

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edgedepth.colorbar import colorbar
 from edgedepth.spool import Spool, parse_meta, sha256_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,10 +55,10 @@ def scrape(port: int, timeout=30.0) -> str:
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-                assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                assert resp.headers["Content-Type"].startswith("text/plain; version=")
                 text = resp.read().decode()
             frames = [line for line in text.splitlines() if line.startswith("edgedepth_frames_total ")]
-            if frames and int(frames[0].split()[1]) >= 5:
+            if frames and float(frames[0].split()[1]) >= 5:
                 return text
         except OSError:
             pass
@@ -203,7 +204,8 @@ def test_outputs_video_depth_png_and_pointcloud(tmp_path, tiny_bundle):
         ok, img = cap.read()
         if ok:
             n += 1
-            assert img.shape == (48, 128, 3)  # input | depth side by side
+            bar = colorbar(48, 1.0, 2.0).shape[1]
+            assert img.shape == (48, 128 + bar, 3)  # input | depth | colour bar in metres
     assert n == 5 and len(list((tmp_path / "seq").glob("f_*.png"))) == 5
     depth = cv2.imread(str(tmp_path / "depth" / "depth_000000.png"), cv2.IMREAD_UNCHANGED)
     assert depth.dtype == np.uint16 and depth.shape == (48, 64) and depth.min() >= 100  # >= 0.1 m in mm

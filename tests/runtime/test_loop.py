@@ -355,3 +355,49 @@ def test_spend_budget_relaxes_the_threshold_while_budget_goes_unspent():
     strict, spending = _bursty_keeps(False), _bursty_keeps(True)
     assert strict < 0.4 * budget  # the top 5 % sit in the bursts, which the spacing rule thins out
     assert 0.7 * budget < spending <= budget + 0.05 * 500 / 4  # never above the rate (token bucket)
+
+
+class RingBackend(Backend):
+    """Writes each result into one of `ring` reused output slots, as the real backends do; the depth
+    of the n-th call is n everywhere."""
+
+    def __init__(self, info, ring):
+        self.info, self.ring, self.name = info, ring, "ring"
+        h, w = info.preprocessing.size
+        self.slots = [(np.empty((1, 1, h, w), np.float32), np.full((1, 1, h, w), -3.0, np.float32))
+                      for _ in range(ring)]
+        self.calls = 0
+
+    def infer(self, batch):
+        depth, unc = self.slots[self.calls % self.ring]
+        depth.fill(float(self.calls + 1))
+        self.calls += 1
+        return depth, unc
+
+
+def test_queued_results_are_not_overwritten_by_later_frames(tiny_onnx):
+    """A slow postprocessing stage with results queued behind it must still see each frame's own
+    output, whatever the backend's number of output slots (2: copied; 8: enough slots)."""
+    info = load_backend(tiny_onnx, backend="ort-cpu").info
+    for ring in (2, 8):
+        seen = []
+
+        def slow(result, seen=seen):
+            time.sleep(0.002)  # inference runs ahead while this result is handled
+            seen.append((result.seq, float(result.depth[0, 0])))
+
+        loop, summary = _feed(lambda src, ring=ring: DepthLoop(src, RingBackend(info, ring), on_result=slow))
+        assert summary.frames == 60
+        assert seen == [(i, float(i + 1)) for i in range(60)], ring
+
+
+def test_non_live_source_is_read_in_the_loop_thread_without_a_capture_thread(tmp_path):
+    import threading
+
+    src = open_source(str(make_images(tmp_path / "imgs", 5)))
+    assert src._thread is None
+    frames = [src.capture() for _ in range(5)]
+    assert [f.index for f in frames] == list(range(5)) and src.capture() is None
+    assert not src.is_streaming()
+    assert not [t for t in threading.enumerate() if t.name == "edgedepth-capture"]
+    src.close()

@@ -82,6 +82,6 @@ def test_stats_percentiles_and_prometheus_text():
     assert snap["frames"] == 100 and abs(snap["fps"] - 50.0) < 1e-6
     assert abs(snap["latency_ms_p50"] - 50.5) < 1e-6 and abs(snap["latency_ms_p99"] - 99.01) < 1e-6
     text = stats.prometheus_text()
-    assert "edgedepth_frames_total 100" in text and "edgedepth_source_dropped_total 3" in text
+    assert "edgedepth_frames_total 100.0" in text and "edgedepth_source_dropped_total 3.0" in text
     assert 'edgedepth_latency_seconds{quantile="0.5"} 0.0505' in text
     assert all(line.startswith("#") or len(line.split()) == 2 for line in text.strip().splitlines())

@@ -164,7 +164,7 @@ def test_new_share_data_skips_empty_rounds(tmp_path):
     import numpy as np
 
     from edgedepth.data.formats import write_sample
-    from edgedepth.sim.cycle import new_share_data
+    from edgedepth.rounds.finetune import new_share_data
 
     def write_folder(root, n):
         for i in range(n):
@@ -183,7 +183,7 @@ def test_new_share_data_skips_empty_rounds(tmp_path):
 
 
 def test_gate_target_set_grows_with_the_rounds(tmp_path):
-    from edgedepth.sim.cycle import gate_target_set
+    from edgedepth.rounds.finetune import gate_target_set
 
     rounds = [tmp_path / "1", tmp_path / "2", tmp_path / "3"]
     for r in rounds[:2]:

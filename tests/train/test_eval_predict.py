@@ -94,12 +94,29 @@ def test_predict_odd_sized_image_writes_three_files(tmp_path, tiny_ckpt):
     colour = cv2.imread(str(out / "odd.color.png"))
     assert mm.dtype == np.uint16 and mm.shape == (37, 71)
     assert metres.dtype == np.float32 and metres.shape == (37, 71)
-    assert colour.shape == (37, 71, 3)
+    assert colour.shape[0] == 37 and colour.shape[1] > 71 + 30  # the preview, then its colour bar in metres
     assert np.abs(mm.astype(np.float64) / 1000.0 - metres).max() <= 0.0006
     assert metres.min() >= 0.1 and metres.max() <= 40.0
     # same numbers through the library
     pred = Predictor(tiny_ckpt).predict(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
     assert np.allclose(pred.depth, metres, rtol=1e-5)
+
+
+def test_predict_on_a_folder_keeps_the_input_names(tmp_path, tiny_ckpt):
+    rng = np.random.default_rng(1)
+    src = tmp_path / "imgs"
+    (src / "sub").mkdir(parents=True)
+    for name in ("kitchen_001.png", "sub/hall.jpg", "dup.png", "dup.jpg"):
+        cv2.imwrite(str(src / name), (rng.random((40, 56, 3)) * 255).astype(np.uint8))
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "pred"
+    res = subprocess.run([sys.executable, "-m", "edgedepth", "predict", "--model", str(tiny_ckpt), str(src),
+                          "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.depth.npy"))
+    assert written == ["dup.jpg.depth.npy", "dup.png.depth.npy", "kitchen_001.depth.npy",
+                       "sub/hall.depth.npy"]
+    assert (out / "kitchen_001.color.png").is_file() and (out / "sub" / "hall.depth.png").is_file()
 
 
 @pytest.mark.parametrize("args", [

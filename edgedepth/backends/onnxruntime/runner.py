@@ -15,9 +15,10 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedepth.backends.base import Backend
-from edgedepth.backends.onnxruntime.session import open_session, usable_cores
+from edgedepth.backends.onnxruntime.session import open_session
 from edgedepth.errors import ModelError
 from edgedepth.fsutil import file_sha256
+from edgedepth.machine import usable_cores
 from edgedepth.modelmeta import read_onnx_info
 from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY
 
@@ -66,11 +67,12 @@ class OrtRunner(Backend):
         batch_dim = inputs[0].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self.output_names = [n for n in (OUTPUT_DEPTH, OUTPUT_UNCERTAINTY) if n in names] or names[:2]
+        self._in_shape, self._in_dtype = self.input_shape, np.dtype(self.input_dtype)
         if check_io:
             self._check_io()
         self.ring = max(2, int(ring))
-        shape = self.input_shape
-        out_shape = (shape[0], 1, shape[2], shape[3])
+        pre = self.info.preprocessing
+        out_shape = (self._in_shape[0], 1, pre.height, pre.width)
         self._outputs: List[Tuple[np.ndarray, np.ndarray]] = [
             (np.empty(out_shape, np.float32), np.empty(out_shape, np.float32)) for _ in range(self.ring)
         ]
@@ -94,17 +96,19 @@ class OrtRunner(Backend):
                 "`edgedepth export`"
             )
         dims = inputs[INPUT_NAME].shape
-        pre = self.info.preprocessing
-        fixed = [d for d in dims[2:] if isinstance(d, int)]
-        if len(dims) != 4 or (len(fixed) == 2 and tuple(fixed) != (pre.height, pre.width)):
+        want = self._in_shape
+        expected_type = "tensor(uint8)" if self.info.input.is_uint8 else "tensor(float)"
+        fixed = [(d, w) for d, w in zip(dims[1:], want[1:]) if isinstance(d, int)]
+        if len(dims) != 4 or any(d != w for d, w in fixed) or inputs[INPUT_NAME].type != expected_type:
             raise ModelError(
-                f"{self.model_path}: input shape {dims} does not match its metadata "
-                f"({pre.height}x{pre.width}); re-export it"
+                f"{self.model_path}: input {inputs[INPUT_NAME].type} {dims} does not match its metadata "
+                f"({self.info.input.format}, {want}); re-export it"
             )
 
     def infer(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        if batch.dtype != np.float32 or batch.shape != self.input_shape:
-            raise ModelError(f"input must be float32 {self.input_shape}, got {batch.dtype} {batch.shape}")
+        if batch.dtype != self._in_dtype or batch.shape != self._in_shape:
+            raise ModelError(f"input must be {self._in_dtype.name} {self._in_shape}, got "
+                             f"{batch.dtype} {batch.shape}")
         slot = self._slot
         self._slot = (slot + 1) % self.ring
         if self._binding is None:
@@ -121,16 +125,18 @@ class OrtRunner(Backend):
         return self._outputs[slot]
 
     def run(self, batch: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """(N,3,H,W) float32 of any N -> fresh (depth, uncertainty) arrays (N,1,H,W); pads a fixed batch."""
+        """A batch of any N (N,3,h,w float32, or N,H,W,3 uint8 for a model with preprocessing in its graph)
+        -> fresh (depth, uncertainty) arrays (N,1,h,w); pads a fixed batch."""
         n = batch.shape[0]
         if self.fixed_batch and n != self.fixed_batch:
             if n > self.fixed_batch:
                 parts = [self.run(batch[i : i + self.fixed_batch]) for i in range(0, n, self.fixed_batch)]
                 return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-            pad = np.zeros((self.fixed_batch - n,) + batch.shape[1:], np.float32)
+            pad = np.zeros((self.fixed_batch - n,) + batch.shape[1:], self._in_dtype)
             d, u = self.run(np.concatenate([batch, pad]))
             return d[:n], u[:n]
-        outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch, np.float32)})
+        feed = np.ascontiguousarray(batch, self._in_dtype)
+        outs = self.session.run(self.output_names, {self.input_name: feed})
         d = outs[0]
         u = outs[1] if len(outs) > 1 else np.zeros_like(d)
         return d, u

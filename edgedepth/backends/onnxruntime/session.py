@@ -6,7 +6,6 @@ model behaves the same everywhere and every load error reads the same.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -17,14 +16,6 @@ PROVIDERS = {
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (the affinity mask, else os.cpu_count())."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def available_providers() -> List[str]:

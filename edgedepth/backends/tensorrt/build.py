@@ -29,6 +29,7 @@ DEFAULT_MAX_BATCH = 8
 MODEL_FP16 = (
     "model.fp16.onnx"  # FP16 copy with FP32 I/O for strongly typed TensorRT 11 (made on the workstation)
 )
+STRONG_TYPING_ONLY = (10, 12)  # weak typing and the FP16/INT8 builder flags are deprecated from here on
 KEY_FP16_OF = "edgedepth.fp16_of"  # its metadata: sha256 of the FP32 ONNX it was converted from
 __all__ = ["ENGINE_FORMAT", "check_engine_manifest"]
 
@@ -43,7 +44,7 @@ class BuildPlan:
     trt_version: str
     api: str  # legacy-8.2 | pool-8.4+ | typed-10 | typed-11
     precision: str
-    model_kind: str  # float | qdq-int8
+    model_kind: str  # float | qdq-int8 | qdq-int8-mixed (weighted layers left without Q/DQ)
     strongly_typed: bool
     flags: List[str]
     workspace_mib: int
@@ -52,6 +53,7 @@ class BuildPlan:
     int8_calibration_cache: Optional[str]
     convert_to_fp16_onnx: bool
     fp16_onnx: Optional[str]
+    float_layers_fp16: Optional[str]  # how a mixed model's float layers get FP16: builder-flags | fp16-onnx
     profile: Optional[Dict[str, List[int]]]
     timing_cache: Optional[str]
     engine_path: str
@@ -82,6 +84,28 @@ def api_for(version: Tuple[int, ...]) -> str:
     return "legacy-8.2"
 
 
+def fp16_onnx_name(onnx_name: str) -> str:
+    """The FP16 copy's file name beside an ONNX file: model.onnx -> model.fp16.onnx,
+    model.int8.trt.onnx -> model.int8.trt.fp16.onnx."""
+    name = Path(onnx_name).name
+    return f"{name[: -len('.onnx')] if name.endswith('.onnx') else name}.fp16.onnx"
+
+
+def mixed_fp16_method(version: Tuple[int, ...]) -> str:
+    """How the float (non-Q/DQ) layers of a mixed Q/DQ model are made to run in FP16 on a TensorRT version.
+
+    - 8.x and 10.0-10.11: "builder-flags". A weakly typed network with the INT8 and FP16 flags: Q/DQ fixes
+      the INT8 layers and TensorRT picks FP16 kernels for the rest. The bundle's Q/DQ ONNX builds as it
+      is on the board (no second file, no `onnx` there), and TensorRT keeps choosing precision across
+      the INT8/float boundaries itself. These versions support weak typing without deprecation.
+    - 10.12+ and 11: "fp16-onnx". Weak typing and BuilderFlag.FP16 are deprecated in 10.12 and gone in 11,
+      and a strongly typed network runs a layer in its ONNX tensor type. So the float part is converted to
+      FP16 inside the ONNX on the workstation (export/fp16.py: Q/DQ pairs, their FP32 scales and the INT8
+      layers untouched, Casts at the boundaries, FP32 graph I/O) and that copy is built strongly typed.
+    """
+    return "fp16-onnx" if version >= STRONG_TYPING_ONLY else "builder-flags"
+
+
 def plan_build(
     model_path: str,
     device,
@@ -110,8 +134,13 @@ def plan_build(
     strongly_typed = False
     calib_cache = None
     to_fp16 = False
+    float_fp16: Optional[str] = None
     bdir = path.parent
+    float_layers: List[str] = []
     if qdq:
+        from edgedepth.onnxgraph import float_weighted_layers, read_model
+
+        float_layers = float_weighted_layers(read_model(str(path)).graph)
         if prec != "int8":
             raise ConfigError(
                 f"{path.name} is an INT8 Q/DQ model; build it with --precision int8, or build "
@@ -123,7 +152,22 @@ def plan_build(
                 f"{bundle.MODEL_FP32} with --precision int8 --dla-core {core} (uses "
                 f"{bundle.CALIB_CACHE}), or drop --dla-core"
             )
-        if api in ("typed-10", "typed-11"):
+        if float_layers:
+            float_fp16 = mixed_fp16_method(ver)
+            if float_fp16 == "fp16-onnx":
+                strongly_typed, to_fp16 = True, True
+                notes.append(
+                    f"mixed model: {len(float_layers)} weighted layers without Q/DQ run in FP16 from "
+                    f"{fp16_onnx_name(path.name)} (float part converted to FP16 on the workstation, Q/DQ "
+                    f"kept), built strongly typed: TensorRT {version} has no weak typing to rely on"
+                )
+            else:
+                flags = ["INT8", "FP16"]
+                notes.append(
+                    f"mixed model: {len(float_layers)} weighted layers without Q/DQ run in FP16 through the "
+                    f"INT8 + FP16 builder flags (weakly typed network on TensorRT {version})"
+                )
+        elif api in ("typed-10", "typed-11"):
             strongly_typed = True  # Q/DQ fixes the types; no precision flags
         else:
             flags = ["INT8", "FP16"]  # TRT 8.x: Q/DQ networks need the INT8 flag; FP16 for the float rest
@@ -178,7 +222,7 @@ def plan_build(
         trt_version=version,
         api=api,
         precision=prec,
-        model_kind="qdq-int8" if qdq else "float",
+        model_kind=("qdq-int8-mixed" if float_layers else "qdq-int8") if qdq else "float",
         strongly_typed=strongly_typed,
         flags=flags,
         workspace_mib=workspace,
@@ -186,7 +230,8 @@ def plan_build(
         gpu_fallback=core is not None,
         int8_calibration_cache=calib_cache,
         convert_to_fp16_onnx=to_fp16,
-        fp16_onnx=str(bdir / MODEL_FP16) if to_fp16 else None,
+        fp16_onnx=str(bdir / fp16_onnx_name(path.name)) if to_fp16 else None,
+        float_layers_fp16=float_fp16,
         profile=profile,
         timing_cache=str(timing_cache) if timing_cache else None,
         engine_path=str(eng),
@@ -258,17 +303,21 @@ def check_cache_version(cache: Path, trt_version: str) -> None:
 
 
 def fp16_onnx_for(plan: "BuildPlan") -> str:
-    """The FP16 ONNX a TensorRT 11 FP16 build parses: BUNDLE/model.fp16.onnx, made from this very FP32 file.
+    """The FP16 ONNX a strongly typed build parses: BUNDLE/model.fp16.onnx for a TensorRT 11 FP16 build,
+    BUNDLE/model.int8.trt.fp16.onnx for a mixed Q/DQ model on TensorRT 10.12+, made from this very file.
 
     Converting needs `onnx` (absent from a device install), so it happens on the workstation:
-    `edgedepth build MODEL --device BOARD --precision fp16` there writes it when `onnx` is importable."""
-    path = Path(plan.fp16_onnx or Path(plan.onnx).with_name(MODEL_FP16))
+    `edgedepth build MODEL --device BOARD` there writes it when `onnx` is importable."""
+    path = Path(plan.fp16_onnx or Path(plan.onnx).with_name(fp16_onnx_name(Path(plan.onnx).name)))
     how = (
         f"make it on the workstation with `edgedepth build {Path(plan.onnx).name} --device {plan.board} "
-        "--precision fp16 --fp16-onnx-only` and copy it into the bundle"
+        "--fp16-onnx-only` and copy it into the bundle"
     )
     if not path.is_file():
-        raise ConfigError(f"TensorRT 11 builds FP16 from {path.name}, which is missing: {how}")
+        raise ConfigError(
+            f"TensorRT {plan.trt_version} builds this strongly typed FP16 network from {path.name}, "
+            f"which is missing: {how}"
+        )
     source = onnx_header(path)["metadata"].get(KEY_FP16_OF)
     if source != plan.onnx_sha256:
         raise ConfigError(f"{path.name} was not converted from this {Path(plan.onnx).name}: {how}")

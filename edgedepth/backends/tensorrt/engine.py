@@ -127,8 +127,7 @@ class TrtRunner(Backend):
         self.context = self.engine.create_execution_context()
         self._v3 = has_tensor_api(self.engine) and hasattr(self.context, "execute_async_v3")
         self.stream = cuda.Stream()
-        pre = self.info.preprocessing
-        in_shape = (1, 3, pre.height, pre.width)
+        in_shape = self.input_shape  # (1,H,W,3) uint8 for a model that preprocesses inside its graph
         specs = engine_io(trt, self.engine)
         names = {s.name for s in specs}
         if not {INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY} <= names:

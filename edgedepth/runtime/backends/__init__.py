@@ -24,7 +24,7 @@ from edgedepth.errors import ConfigError, EdgeDepthError, ModelError
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "trt", "ort-cuda", "ort-trt", "ort-cpu")
-# Bundle layout (see README "Bundle layout"); written by `edgedepth export/calibrate/build`.
+# Bundle layout (docs/architecture.md, "Contract: the bundle"); written by export, calibrate and build.
 FP32_ONNX = "model.onnx"
 INT8_CPU_ONNX = "model.int8.cpu.onnx"
 INT8_TRT_ONNX = "model.int8.trt.onnx"  # used by `edgedepth build`, not loaded here

@@ -1,4 +1,5 @@
-"""What machine a benchmark ran on: CPU model, cores, OS, Python and the versions of the inference libraries.
+"""What machine this is (for benchmarks, backend choice and thread counts): CPU model, cores, OS, Python
+and the versions of the inference libraries.
 
 Versions come from package metadata (importlib.metadata), so describing the machine imports none of
 torch, onnxruntime or OpenCV.
@@ -13,8 +14,6 @@ import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from edgedepth.backends.onnxruntime.session import usable_cores  # noqa: F401  (bench's import path)
-
 # label -> distribution names to try, first installed wins.
 LIBRARIES = {
     "numpy": ("numpy",),
@@ -25,6 +24,14 @@ LIBRARIES = {
     "onnx": ("onnx",),
     "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11"),
 }
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, else os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _cpuinfo() -> Dict[str, str]:
