@@ -26,7 +26,7 @@ def _commit() -> Optional[str]:
 
 
 def _machine() -> str:
-    from edgedepth.bench.machine import cpu_model, gpus
+    from edgedepth.machine import cpu_model, gpus
 
     gpu = ", ".join(gpus()) or "no GPU"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
