@@ -68,7 +68,8 @@ def rgb_only(src: Path, out: Path) -> Path:
 
 def sparse_points(src: Path, out: Path, fraction: float, noise: float, seed: int) -> Path:
     """`src` with its depth replaced by metric points on `fraction` of the pixels, `noise` relative noise."""
-    from edgedepth.data.formats import open_dataset, write_meta, write_sample
+    from edgedepth.data.dataset import open_dataset
+    from edgedepth.data.formats import write_meta, write_sample
 
     if (out / "meta.json").is_file():
         return out
@@ -106,7 +107,7 @@ def train(out: Path, data, model: str, minutes: float, extra=()) -> Path:
 
 def score(model: Path, test: Path, relative: bool = False) -> dict:
     """Held-out metrics of a checkpoint; a relative model is aligned to each frame's ground truth."""
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
     from edgedepth.metrics import frame_metrics, mean_metrics
     from edgedepth.predictor import Predictor
     from edgedepth.teachers.score import aligned_to_ground_truth

@@ -109,7 +109,7 @@ def _recipe_default(name: str):
 @click.argument("round_dir", metavar="ROUND", type=click.Path(exists=True, file_okay=False))
 @click.option("--from", "parent", required=True, type=click.Path(exists=True, dir_okay=False),
               help="The model the fleet runs now (.pt); its lineage names the data it was trained on.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("--out", required=True, type=OutputPath(file_okay=False),
               help="Run directory: last.pt, merged.pt (the candidate), round.json (recipe, data, verdict).")
 @click.option("--base", default=None,
               help="Original training set(s) DIR[,DIR...] to replay whole (default: from --from's lineage).")

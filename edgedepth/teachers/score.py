@@ -47,7 +47,7 @@ def aligned_to_ground_truth(output: np.ndarray, kind: str, gt: np.ndarray) -> np
 
 def score_teacher(teacher, data: Sequence[str], cache=None, limit: Optional[int] = None,
                   min_depth: float = 0.1, max_depth: float = 80.0) -> TeacherScore:
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
     from edgedepth.teachers.cache import teacher_outputs
 
     t0 = time.monotonic()

@@ -84,12 +84,17 @@ CASES: Dict[str, Dict[str, List[str]]] = {
         "missing": ["--store", "MISSING", "--out", "OUT"],
         "unwritable": ["--out", "BLOCKED", "--store", "DIR"],
     },
+    "round train": {
+        "missing": ["MISSING", "--from", "FILE", "--out", "OUT"],
+        "unwritable": ["DIR", "--from", "FILE", "--out", "BLOCKED"],
+    },
     "run": {
         "missing": ["MISSING"],
         "size": ["FILE", "--input", f"synthetic://indoor?size={BAD_SIZE}"],
         "unwritable": ["--save-depth", "BLOCKED", "FILE"],
     },
     "simulate": {"unwritable": ["--workdir", "BLOCKED", "--quick"]},
+    "teacher check": {"missing": ["MISSING"]},
     "train": {
         "missing": ["--data", "MISSING", "--epochs", "1", "--out", "OUT"],
         "size": ["--size", BAD_SIZE, "--data", "DIR", "--epochs", "1", "--out", "OUT"],

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,15 @@ def test_housekeeping_errors_never_block_sending(tmp_path, monkeypatch):
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(JobQueue, "add_many", full)
+    from edgedepth.fleet import client as client_mod
+
+    real_upload = client_mod.UploadClient.upload
+
+    def slow_upload(self, *args, **kwargs):  # each upload outlasts the 0.05 s rescan interval
+        time.sleep(0.1)
+        return real_upload(self, *args, **kwargs)
+
+    monkeypatch.setattr(client_mod.UploadClient, "upload", slow_upload)
     port = uk.free_port()
     stub = uk.start_stub(tmp_path / "store", port)
     try:

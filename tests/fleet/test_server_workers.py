@@ -28,7 +28,8 @@ def test_two_workers_on_one_port_store_every_item_once(tmp_path):
     reg = DeviceRegistry(tmp_path / "devices.db")
     token = reg.add_device("cam-1")
     reg.close()
-    srv = kit.Server(tmp_path, str(store), ["--workers", "2", "--min-free-mb", "0"], tmp_path / "devices.db")
+    srv = kit.Server(tmp_path, str(store), ["--workers", "2", "--min-free-mb", "0", "--max-per-device", "16"],
+                     tmp_path / "devices.db")
     try:
         srv.wait_ready(timeout=60)
         items = [kit.make_item(500 + n, device="cam-1") for n in range(8)]

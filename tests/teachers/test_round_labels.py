@@ -73,7 +73,7 @@ def test_round_records_label_kinds_and_aligns_a_relative_teacher(tmp_path, onnx_
     # the ground-plane prior aligns the frames that came with intrinsics only
     rep2 = build_round(RoundConfig(out=str(tmp_path / "r2"), camera_height=1.0, **common))
     assert rep2.label_kinds == {"sensor": 3, "teacher-aligned": 6}
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
 
     labels = {s.name: s.depth for s in (lambda ds: [ds[i] for i in range(len(ds))])(open_dataset(
         str(tmp_path / "r2")))}

@@ -232,7 +232,7 @@ def test_two_view_triangulation_aligns_a_relative_teacher(tmp_path):
     neighbour frame: the labels come out metric."""
     import shutil
 
-    from edgedepth.data.formats import open_dataset
+    from edgedepth.data.dataset import open_dataset
     from edgedepth.data.synth import write_synth_dataset
     from edgedepth.metrics import frame_metrics
     from edgedepth.teachers.base import Teacher
