@@ -124,7 +124,7 @@ def calibrate_ranges(pre_model: str, inputs: np.ndarray, method: str, cache_path
 
 # ------------------------------------------------------------------------------- trt target
 def trt_options() -> Dict[str, Any]:
-    """Extra options for a TensorRT-safe Q/DQ model (see shared/reference/tensorrt-jetson.md)."""
+    """Extra options for a TensorRT-safe Q/DQ model (the Q/DQ rules TensorRT enforces: docs/tensorrt.md)."""
     return {
         "ActivationSymmetric": True,
         "WeightSymmetric": True,
