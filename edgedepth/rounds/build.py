@@ -305,6 +305,24 @@ def _collect(store, cfg: RoundConfig, teacher, report: RoundReport,
     return out
 
 
+def write_splits(cfg: RoundConfig, out: Path, rows: Dict[str, List[dict]], groups: Dict[str, set],
+                 report: RoundReport) -> List[dict]:
+    """Add the replay sample to the train rows, write both splits' meta.json and count them in `report`;
+    returns the replay sources for the lineage. Shared by the local and the Ray round builders."""
+    n_replay = int(round(cfg.replay_fraction * len(rows["train"])))
+    replay_rows, replay_sources = _replay_rows(cfg.replay, n_replay, cfg.seed, out)
+    rows["train"] += replay_rows
+    _write_split(out, rows["train"], "train")
+    if rows["val"]:
+        _write_split(out / VAL_DIR, rows["val"], "val")
+    report.train, report.val, report.replay = len(rows["train"]), len(rows["val"]), len(replay_rows)
+    report.groups = {k: len(v) for k, v in groups.items()}
+    for r in rows["train"] + rows["val"]:
+        d = r["domain"] or "unknown"
+        report.domains[d] = report.domains.get(d, 0) + 1
+    return replay_sources
+
+
 @DeferredFsync()  # thousands of frame files: one filesystem sync at the end instead of 4 fsyncs each
 def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = None) -> RoundReport:
     """Collect ingested frames from a store into a train/val dataset folder with lineage.json.
@@ -394,17 +412,7 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
         store.close()
     if not rows["train"] and not rows["val"]:
         raise DataError(f"no frame of {cfg.store} could be read; see the warnings above")
-    n_replay = int(round(cfg.replay_fraction * len(rows["train"])))
-    replay_rows, replay_sources = _replay_rows(cfg.replay, n_replay, cfg.seed, out)
-    rows["train"] += replay_rows
-    _write_split(out, rows["train"], "train")
-    if rows["val"]:
-        _write_split(out / VAL_DIR, rows["val"], "val")
-    report.train, report.val, report.replay = len(rows["train"]), len(rows["val"]), len(replay_rows)
-    report.groups = {k: len(v) for k, v in groups.items()}
-    for r in rows["train"] + rows["val"]:
-        d = r["domain"] or "unknown"
-        report.domains[d] = report.domains.get(d, 0) + 1
+    replay_sources = write_splits(cfg, out, rows, groups, report)
     report.seconds = time.monotonic() - t0
     lineage = {
         "format": FORMAT,

@@ -17,7 +17,7 @@ from edgedepth.errors import DataError
 LABEL_KINDS = ("depth_gt", "depth_sensor")  # uploaded depth, best first
 
 
-def _rgb_name(meta: dict) -> str:
+def rgb_name(meta: dict) -> str:
     for name, e in meta["files"].items():
         if e.get("kind") == "rgb" and int(e.get("offset", 0)) == 0:
             return name
@@ -34,7 +34,7 @@ def read_item_image(store, meta: dict, name: str) -> np.ndarray:
 
 def read_rgb(store, meta: dict) -> np.ndarray:
     """The item's own frame (offset 0) as RGB uint8."""
-    return read_item_image(store, meta, _rgb_name(meta))
+    return read_item_image(store, meta, rgb_name(meta))
 
 
 def uploaded_label(meta: dict) -> Optional[Tuple[str, str]]:

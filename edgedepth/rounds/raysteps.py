@@ -26,6 +26,7 @@ import numpy as np
 from edgedepth.errors import ConfigError, DataError, require
 from edgedepth.fsutil import DeferredFsync, write_bytes_atomic
 from edgedepth.rounds import build as rb
+from edgedepth.rounds import labels
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -35,7 +36,7 @@ def _slim(meta: dict, label: str) -> dict:
     """What the workers and the lineage need of an item (no pixels)."""
     up = rb.uploaded_label(meta)
     entry = meta["files"][up[1]] if up else {}
-    return {"id": meta["id"], "rgb": rb._rgb_name(meta), "label": label, "depth": up[1] if up else "",
+    return {"id": meta["id"], "rgb": labels.rgb_name(meta), "label": label, "depth": up[1] if up else "",
             "units": entry.get("units") or "", "device_id": str(meta.get("device_id", "?")),
             "captured_at": str(meta["captured_at"]), "score": meta.get("score", 0.0),
             "domain": meta.get("domain"), "intrinsics": json.dumps(meta.get("intrinsics"))}
@@ -55,7 +56,7 @@ class _Worker:
             self.teacher = load_predictor(teacher)
 
     def _rgb(self, item_id: str, name: str) -> np.ndarray:
-        return rb.read_item_image(self.store, {"id": item_id}, name)
+        return labels.read_item_image(self.store, {"id": item_id}, name)
 
 
 class Embedder(_Worker):
@@ -86,7 +87,7 @@ class Labeller(_Worker):
                 if batch["depth"][i]:
                     name = str(batch["depth"][i])
                     meta = {"id": item_id, "files": {name: {"units": str(batch["units"][i]) or None}}}
-                    depth = rb._read_depth(self.store, meta, name, rgb.shape[:2])
+                    depth = labels.read_depth(self.store, meta, name, rgb.shape[:2])
                 else:
                     depth = self.teacher.predict(rgb).depth.astype(np.float32)
                 d = clean_depth(depth)
@@ -210,17 +211,7 @@ def build_round_ray(cfg: "rb.RoundConfig", address: str, workers: int = 2, gpus_
         rows[side].sort(key=lambda x: (x["captured_at"], x["item"]))
     if not rows["train"] and not rows["val"]:
         raise DataError(f"no frame of {cfg.store} could be read; see the warnings above")
-    replay_rows, replay_sources = rb._replay_rows(cfg.replay, int(round(cfg.replay_fraction *
-                                                                        len(rows["train"]))), cfg.seed, out)
-    rows["train"] += replay_rows
-    rb._write_split(out, rows["train"], "train")
-    if rows["val"]:
-        rb._write_split(out / rb.VAL_DIR, rows["val"], "val")
-    report.train, report.val, report.replay = len(rows["train"]), len(rows["val"]), len(replay_rows)
-    report.groups = {k: len(v) for k, v in groups.items()}
-    for r in rows["train"] + rows["val"]:
-        d = r["domain"] or "unknown"
-        report.domains[d] = report.domains.get(d, 0) + 1
+    replay_sources = rb.write_splits(cfg, out, rows, groups, report)
     report.seconds = time.monotonic() - t0
     lineage = {
         "format": rb.FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
