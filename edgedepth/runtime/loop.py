@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -46,6 +47,11 @@ from edgedepth.runtime.stats import LoopStats, StatsReporter
 log = logging.getLogger(__name__)
 
 _STOP = object()
+# Python's GIL switch interval while the loop runs. The inference thread holds the GIL only for a few
+# microseconds between two inferences, but when it returns from the engine while another stage runs
+# Python code, it waits until that stage blocks or until the interval forces a switch: with the default
+# 5 ms, a burst of preprocessing or selection can stall a sub-millisecond model for several frames.
+GIL_SWITCH_INTERVAL_S = 0.0002
 PREFETCH_FILE = 8  # preprocessed frames that may wait for inference from a non-live source
 POST_QUEUE = 1  # inference results that may wait for postprocessing (more would delay a rollback)
 
@@ -115,6 +121,7 @@ class DepthLoop:
         buffers: int = 3,
         on_result: Optional[Callable[[DepthResult], None]] = None,
         evaluate: bool = False,
+        gil_switch_interval: Optional[float] = GIL_SWITCH_INTERVAL_S,
     ):
         self.source = source
         self.backend = backend
@@ -128,6 +135,7 @@ class DepthLoop:
         self.max_frames = max_frames
         self.on_result = on_result
         self.evaluate = evaluate
+        self.gil_switch_interval = gil_switch_interval
         self._pre: Preprocessing = backend.info.preprocessing
         self._input: InputSpec = backend.info.input
         # Frames waiting for inference: one from a live source (a camera's newest frame is the one that
@@ -178,6 +186,17 @@ class DepthLoop:
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> LoopSummary:
+        """Run until the source ends, `max_frames` or stop(); the GIL switch interval is lowered to
+        `gil_switch_interval` meanwhile (process-wide; the previous value is restored at the end)."""
+        switch_interval = sys.getswitchinterval()
+        if self.gil_switch_interval is not None and self.gil_switch_interval < switch_interval:
+            sys.setswitchinterval(self.gil_switch_interval)
+        try:
+            return self._run()
+        finally:
+            sys.setswitchinterval(switch_interval)
+
+    def _run(self) -> LoopSummary:
         threads = [
             threading.Thread(target=self._infer_worker, name="edgedepth-infer", daemon=True),
             threading.Thread(target=self._post_worker, name="edgedepth-post", daemon=True),

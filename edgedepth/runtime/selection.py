@@ -1,4 +1,4 @@
-"""Hard-frame selection, cheap enough for every frame (ten numpy/OpenCV calls; scripts/bench_loop.py).
+"""Hard-frame selection, cheap enough for every frame (seven numpy/OpenCV calls; scripts/bench_loop.py).
 
 Signals, on maps downsampled by `stride`:
   (a) uncertainty: mean (and 90th percentile) of exp(u), the model's own expected |log depth error|;
@@ -144,8 +144,8 @@ class FrameSelector:
         self._last_keep_t: Optional[float] = None
         self._seen = 0
         self.kept = 0
-        self.rejected = {"threshold": 0, "duplicate": 0, "spacing": 0, "budget": 0, "warmup": 0, "rate": 0}
-        self._min_depth = np.float32(self.cfg.min_depth)
+        self.rejected = dict.fromkeys(("invalid", "threshold", "duplicate", "spacing", "budget", "warmup",
+                                       "rate"), 0)
         self._log_lo = math.log(self.cfg.min_depth)
         self._bin_scale = 16.0 / (math.log(self.cfg.max_depth) - self._log_lo)
         self._flicker = 0.0
@@ -157,45 +157,42 @@ class FrameSelector:
         self._novelty_drift = 0.0
         # per-frame work writes into these (features()): no allocation per frame
         self._bufs: Optional[tuple] = None  # exp(u) and two log-depth maps (this frame's, the previous)
-        self._coarse = np.empty((24, 32, 3), np.uint8)
         self._thumb = np.empty((12, 16, 3), np.uint8)
         self._greys = (np.empty((12, 16), np.uint8), np.empty((12, 16), np.uint8))
 
     # -- signals: a few calls on every frame, the embedding only for candidates ------------------------
     def features(self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray) -> Dict[str, float]:
-        """The per-frame signals, in ten numpy/OpenCV calls on maps downsampled by `stride`.
+        """The per-frame signals, in seven numpy/OpenCV calls on maps sampled every `stride` pixels.
 
         Keeps what `embedding()` and `uncertainty_q90()` need, so a frame that becomes a keep candidate
-        (a few percent of them) pays for those and the others do not."""
+        (a few percent of them) pays for those and the others do not. At the sizes of a fast model's
+        maps each call costs more than its arithmetic (scripts/bench_loop.py), hence the fewest calls:
+        exp and log read the strided maps directly, and one bilinear resize averages 2x2 pixels per
+        thumbnail cell at any frame size."""
         buf = self._bufs
         if buf is None or buf[3] != uncertainty.shape:  # once per map size; later frames write into these
             s = self.cfg.stride
             small = (-(-uncertainty.shape[0] // s), -(-uncertainty.shape[1] // s))  # the shape of [::s, ::s]
-            buf = self._bufs = (*(np.empty(small, np.float32) for _ in range(3)), uncertainty.shape,
-                                (small[1], small[0]))
+            buf = self._bufs = (*(np.empty(small, np.float32) for _ in range(3)), uncertainty.shape, s)
             self._prev_log_depth = None
+        s = buf[4]
         eu, log_d = buf[0], buf[1] if self._prev_log_depth is not buf[1] else buf[2]
-        # every `stride`-th pixel (nearest-neighbour resize into a small contiguous map: faster than
-        # numpy on strided views); exp(u) is the expected |log error|
-        cv2.resize(uncertainty, buf[4], dst=eu, interpolation=cv2.INTER_NEAREST)
-        np.exp(eu, out=eu)
-        n = eu.size
-        # appearance: nearest-neighbour to 32x24 then area to 16x12 - constant cost for any frame size
-        cv2.resize(rgb, (32, 24), dst=self._coarse, interpolation=cv2.INTER_NEAREST)
-        cv2.resize(self._coarse, (16, 12), dst=self._thumb, interpolation=cv2.INTER_AREA)
+        np.exp(uncertainty[::s, ::s], out=eu)  # exp(u): the expected |log error|
+        # the model's depth is >= its min_depth by construction; a non-positive or NaN value makes the
+        # sums below non-finite, and score() treats the frame as unscorable
+        np.log(depth[::s, ::s], out=log_d)
         grey = self._greys[0] if self._prev_grey is not self._greys[0] else self._greys[1]
+        cv2.resize(rgb, (16, 12), dst=self._thumb, interpolation=cv2.INTER_LINEAR)
         cv2.cvtColor(self._thumb, cv2.COLOR_RGB2GRAY, dst=grey)
-        cv2.resize(depth, buf[4], dst=log_d, interpolation=cv2.INTER_NEAREST)
-        np.maximum(log_d, self._min_depth, out=log_d)  # numpy: a third of OpenCV's call overhead here
-        np.log(log_d, out=log_d)
+        n = eu.size
         # temporal inconsistency with the previous prediction, and how much the image itself changed:
         # mean |log D_t - log D_t-1| / 2 (= mean |D_t - D_t-1| / (D_t + D_t-1) to first order)
         prev, prev_grey = self._prev_log_depth, self._prev_grey
         if prev is not None and prev_grey is not None:
             temporal = 0.5 * cv2.norm(log_d, prev, cv2.NORM_L1) / n
             image_change = cv2.norm(grey, prev_grey, cv2.NORM_L1) * (1.0 / (255.0 * grey.size))
-        else:
-            temporal = image_change = 0.0
+        else:  # nothing to compare with; 0 * the map's sum is still NaN for a map with NaN or -inf
+            temporal, image_change = 0.0 * cv2.sumElems(log_d)[0], 0.0
         self._prev_log_depth, self._prev_grey, self._eu = log_d, grey, eu
         return {
             "uncertainty": cv2.sumElems(eu)[0] / n,
@@ -216,8 +213,8 @@ class FrameSelector:
         16-bin histogram of predicted log-depth, each half of norm 1/sqrt(2)."""
         thumb = cv2.resize(self._prev_grey.astype(np.float32), (8, 6), interpolation=cv2.INTER_AREA).ravel()
         log_d = self._prev_log_depth
-        bins = ((log_d - self._log_lo) * self._bin_scale).astype(np.int32).ravel()  # >= 0: depth >= min
-        np.minimum(bins, 15, out=bins)
+        bins = ((log_d - self._log_lo) * self._bin_scale).astype(np.int32).ravel()
+        np.clip(bins, 0, 15, out=bins)  # depth outside [min_depth, max_depth] counts in the end bins
         hist = np.sqrt(np.bincount(bins, minlength=16)[:16] * (1.0 / bins.size))
         emb = self._emb
         thumb -= thumb.sum() / thumb.size
@@ -258,6 +255,13 @@ class FrameSelector:
     ) -> Decision:
         cfg = self.cfg
         sig = self.features(rgb, depth, uncertainty)
+        if not math.isfinite(sig["uncertainty"] + sig["temporal"]):
+            # NaN, inf or non-positive depth somewhere (a broken frame or model): nothing to rank, and
+            # nothing of it may enter the running state (flicker average, threshold window, the maps
+            # the next frame is compared with), or one bad frame would skew every later score
+            self._prev_log_depth = None
+            self.rejected["invalid"] += 1
+            return Decision(False, 0.0, {"score": 0.0, "invalid": 1.0}, "non-finite depth or uncertainty")
         a = cfg.temporal_smoothing
         self._flicker = sig["flicker"] if self._seen == 0 else (1 - a) * self._flicker + a * sig["flicker"]
         difficulty = sig["uncertainty"]

@@ -401,3 +401,50 @@ def test_non_live_source_is_read_in_the_loop_thread_without_a_capture_thread(tmp
     assert not src.is_streaming()
     assert not [t for t in threading.enumerate() if t.name == "edgedepth-capture"]
     src.close()
+
+
+def test_a_non_finite_frame_is_refused_and_leaves_no_trace_in_later_scores():
+    """One NaN or zero depth map (a broken frame or engine) must not poison the running state: the
+    flicker average, the threshold window and the map the next frame is compared with."""
+    rng = np.random.default_rng(3)
+    depth = np.full((48, 64), 2.0, np.float32)
+
+    def stream(sel, broken=()):
+        out = []
+        for i in range(300):
+            hard = i % 20 == 19
+            u = np.full((48, 64), np.log(0.6 if hard else 0.05), np.float32)
+            d = depth.copy()
+            if i in broken:
+                d[::2] = np.nan if i % 2 else 0.0
+            img = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+            out.append(sel.score(img, d, u, i, i / 30))
+        return out
+
+    cfg = dict(mode="hard", rate=0.05, warmup=40, window=200, novelty_min=0.0)
+    sel = FrameSelector(SelectionConfig(**cfg))
+    decisions = stream(sel, broken=(100, 101, 199))
+    for i in (100, 101, 199):
+        assert not decisions[i].keep and decisions[i].reason == "non-finite depth or uncertainty"
+    assert sel.rejected["invalid"] == 3
+    later = [d for i, d in enumerate(decisions) if i > 101 and i != 199]
+    assert all(np.isfinite(d.score) and np.isfinite(d.scores["flicker_smoothed"]) for d in later)
+    kept = [i for i, d in enumerate(decisions) if d.keep]
+    assert kept and all(i % 20 == 19 for i in kept) and max(kept) > 200  # hard frames still win after
+
+
+def test_the_loop_lowers_the_gil_switch_interval_while_it_runs_and_restores_it(tiny_onnx):
+    import sys
+
+    be = load_backend(tiny_onnx, backend="ort-cpu")
+    frames = [np.zeros((64, 96, 3), np.uint8)] * 4
+    before = sys.getswitchinterval()
+    during = []
+    src = Source(ListSource(frames))
+    DepthLoop(src, be, on_result=lambda r: during.append(sys.getswitchinterval())).run()
+    assert len(during) == 4 and max(during) <= 0.0002 < before
+    assert sys.getswitchinterval() == before
+    during.clear()
+    DepthLoop(Source(ListSource(frames)), be, gil_switch_interval=None,
+              on_result=lambda r: during.append(sys.getswitchinterval())).run()
+    assert during == [before] * 4

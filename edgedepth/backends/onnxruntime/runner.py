@@ -77,14 +77,17 @@ class OrtRunner(Backend):
             (np.empty(out_shape, np.float32), np.empty(out_shape, np.float32)) for _ in range(self.ring)
         ]
         self._slot = 0
-        self._binding = None
+        # one IO binding per ring slot, its outputs bound once: a frame binds only its input
+        self._bindings: List[object] = []
         self._bound_out: List[Tuple[object, object]] = []
         if io_binding and check_io:
-            self._binding = self.session.io_binding()
-            self._bound_out = [
-                (ort.OrtValue.ortvalue_from_numpy(d), ort.OrtValue.ortvalue_from_numpy(u))
-                for d, u in self._outputs
-            ]
+            for d, u in self._outputs:
+                binding = self.session.io_binding()
+                values = (ort.OrtValue.ortvalue_from_numpy(d), ort.OrtValue.ortvalue_from_numpy(u))
+                binding.bind_ortvalue_output(OUTPUT_DEPTH, values[0])
+                binding.bind_ortvalue_output(OUTPUT_UNCERTAINTY, values[1])
+                self._bindings.append(binding)
+                self._bound_out.append(values)  # the OrtValues must live as long as their binding
 
     def _check_io(self) -> None:
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -111,16 +114,13 @@ class OrtRunner(Backend):
                              f"{batch.dtype} {batch.shape}")
         slot = self._slot
         self._slot = (slot + 1) % self.ring
-        if self._binding is None:
+        if not self._bindings:
             depth, unc = self.session.run([OUTPUT_DEPTH, OUTPUT_UNCERTAINTY], {INPUT_NAME: batch})
             return depth, unc
-        binding = self._binding
+        binding = self._bindings[slot]
         if not batch.flags.c_contiguous:
             batch = np.ascontiguousarray(batch)
         binding.bind_cpu_input(INPUT_NAME, batch)
-        d_val, u_val = self._bound_out[slot]
-        binding.bind_ortvalue_output(OUTPUT_DEPTH, d_val)
-        binding.bind_ortvalue_output(OUTPUT_UNCERTAINTY, u_val)
         self.session.run_with_iobinding(binding)
         return self._outputs[slot]
 
@@ -142,7 +142,7 @@ class OrtRunner(Backend):
         return d, u
 
     def close(self) -> None:
-        self._binding = None
+        self._bindings = []
         self._bound_out = []
         self.session = None
 
