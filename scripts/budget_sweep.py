@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     print(f"uploads to match random (original AbsRel): {match_orig['note']}")
     print(f"plot: {plot}")
     if args.record:
-        from edgedepth.bench.study_record import write_study_record
+        from edgedepth.bench.record import record_results
 
         figures = [{"figure": "hard uploads needed to match random's shifted-domain AbsRel at its largest "
                               "budget, as a share of random's uploads (goal <= 0.5)",
@@ -109,13 +109,12 @@ def main(argv=None) -> int:
                             "value": "n/a (no gain)" if bpp != bpp else round(bpp / 1e6, 4), "unit": "MB"})
         tab = {"title": f"deployed model after the last round, mean ± sd over seeds ({scale})",
                "columns": list(TABLE_COLUMNS), "rows": table_rows(summary)}
-        path = write_study_record(Path(args.record), "budget_sweep",
-                                  "Data efficiency: AbsRel against frames uploaded, hard vs random",
-                                  figures, [tab], [f"scale: {scale}",
-                                                   "seeds used while designing the selector: 0-2 (and 3-5 "
-                                                   "for the trust rule, 6-8 reported as fresh)"],
-                                  data={"rows": rows, "summary": summary, "match_shifted": match,
-                                        "match_original": match_orig, "config": cfg})
+        notes = [f"scale: {scale}", "seeds used while designing the selector: 0-2 (and 3-5 for the trust "
+                 "rule, 6-8 reported as fresh)"]
+        title = "Data efficiency: AbsRel against frames uploaded, hard vs random"
+        path = record_results("budget_sweep", title, figures, [tab], notes, out_dir=Path(args.record),
+                              data={"rows": rows, "summary": summary, "match_shifted": match,
+                                    "match_original": match_orig, "config": cfg})
         print(f"recorded {path}")
     return 0
 

@@ -67,8 +67,9 @@ def main(argv=None) -> int:
     ap.add_argument("--trainer", choices=["auto", "library", "cli"], default="auto",
                     help="train in-process (library) or through `edgedepth train` (cli)")
     ap.add_argument("--plot", default=None, help="also copy the plot here (e.g. docs/scaling-study.png)")
-    ap.add_argument("--record", default=None, help="folder for the result record scaling_proportional.json "
-                                                   "(e.g. docs/results; default: none)")
+    ap.add_argument("--record", default=None,
+                    help="folder for the result record (scaling_proportional.json, or scaling_study.json for "
+                         "the fixed rule; e.g. docs/results; default: $EDGEDEPTH_RESULTS, else none)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("edgedepth.train").setLevel(logging.WARNING)
@@ -114,14 +115,11 @@ def main(argv=None) -> int:
 
         shutil.copyfile(out / "scaling.png", args.plot)
         print(f"plot copied to {args.plot}")
-    if args.record:
-        from edgedepth.bench.scaling_fit import study_record
+    from edgedepth.bench.scaling_fit import study_record
 
-        print(f"recorded {study_record(result, Path(args.record))}")
-    from edgedepth.bench.record import record_results
-
-    record_results("scaling_study", "Classical two-frame baseline vs learning, by training frames",
-                   notes=["```\n" + format_summary(result) + "\n```"])
+    path = study_record(result, Path(args.record) if args.record else None)  # else $EDGEDEPTH_RESULTS
+    if path is not None:
+        print(f"recorded {path}")
     return 0
 
 

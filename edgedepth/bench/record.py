@@ -109,9 +109,11 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str = ""
 
 def record_results(name: str, title: str, figures: Sequence[Figure] = (), tables: Sequence[Table] = (),
                    notes: Sequence[str] = (), *, command: Optional[str] = None,
-                   out_dir: Union[str, Path, None] = None) -> Optional[Path]:
+                   out_dir: Union[str, Path, None] = None,
+                   data: Optional[Dict[str, Any]] = None) -> Optional[Path]:
     """Write `<out_dir>/<name>.json` (out_dir defaults to $EDGEDEPTH_RESULTS); returns its path, or None
-    when no folder is set. Never raises for the benchmark's sake: a failed write is reported on stderr."""
+    when no folder is set. Never raises for the benchmark's sake: a failed write is reported on stderr.
+    `data` (a study's full numbers, for re-plotting) is kept under the record's "data" key."""
     folder = out_dir if out_dir is not None else os.environ.get(ENV)
     if not folder:
         return None
@@ -125,6 +127,8 @@ def record_results(name: str, title: str, figures: Sequence[Figure] = (), tables
         "machine": describe_machine(),
         "figures": list(figures), "tables": list(tables), "notes": list(notes),
     }
+    if data is not None:
+        rec["data"] = data
     import json
 
     from edgedepth.fsutil import write_bytes_atomic
@@ -132,7 +136,8 @@ def record_results(name: str, title: str, figures: Sequence[Figure] = (), tables
     path = Path(folder) / f"{name}.json"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(path, (json.dumps(rec, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+        text = json.dumps(rec, indent=1, ensure_ascii=False, default=float) + "\n"
+        write_bytes_atomic(path, text.encode("utf-8"))
     except OSError as exc:
         print(f"could not record results to {path}: {exc}", file=sys.stderr)
         return None

@@ -104,9 +104,10 @@ def study_fits(cfg: Any, rows: Sequence[Dict[str, Any]], classical: Dict[str, An
 
 
 
-def study_record(result: Dict[str, Any], folder: Path) -> Path:
-    """The study's figures as a result record (folder/scaling_proportional.json, results-page layout)."""
-    from edgedepth.bench.study_record import write_study_record
+def study_record(result: Dict[str, Any], folder: Optional[Path] = None) -> Optional[Path]:
+    """The study's figures as one result record: folder/scaling_proportional.json for the proportional
+    compute rule, folder/scaling_study.json for the fixed one (folder defaults to $EDGEDEPTH_RESULTS)."""
+    from edgedepth.bench.record import record_results
 
     cfg, c = result["config"], result["classical"]
     figures = [{"figure": f"classical on the {result['test_frames']} held-out frames (holes filled): "
@@ -126,8 +127,11 @@ def study_record(result: Dict[str, Any], folder: Path) -> Path:
     scale = (f"{cfg['model']} model at {cfg['input_size'][0]}x{cfg['input_size'][1]}, frames rendered at "
              f"{cfg['render_size'][0]}x{cfg['render_size'][1]}, {cfg['domain']}; "
              f"compute: {cfg['compute_rule']}")
-    return write_study_record(folder, "scaling_proportional",
-                              "Learned vs classical two-frame depth, compute proportional to data", figures,
-                              notes=[f"scale: {scale}"],
-                              data={k: result[k] for k in ("config", "summary", "crossover", "fit",
-                                                           "classical") if k in result})
+    proportional = cfg.get("rule") == "proportional"
+    name = "scaling_proportional" if proportional else "scaling_study"
+    title = ("Learned vs classical two-frame depth, compute proportional to data" if proportional else
+             "Learned vs classical two-frame depth, the same compute at every size")
+    return record_results(name, title, figures,
+                          notes=[f"scale: {scale}"], out_dir=folder,
+                          data={k: result[k] for k in ("config", "summary", "crossover", "fit", "classical")
+                                if k in result})

@@ -129,7 +129,8 @@ def test_study_plumbing_with_a_fake_trainer(tmp_path, monkeypatch):
     from edgedepth.bench.scaling_fit import study_record
 
     rec = json.loads(study_record(saved, tmp_path / "results").read_text())
-    assert rec["schema"] == "edgedepth.result/1" and rec["name"] == "scaling_proportional"
+    expected = "scaling_proportional" if saved["config"]["rule"] == "proportional" else "scaling_study"
+    assert rec["schema"] == "edgedepth.result/1" and rec["name"] == expected and rec["data"]["summary"]
     assert all(rec[k] for k in ("command", "commit", "date", "machine")) and len(rec["figures"]) > len(sizes)
     # A second call resumes from the finished runs instead of training again, and from the classical
     # baseline's saved report and masks instead of evaluating it again.
