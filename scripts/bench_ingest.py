@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import hashlib
-import io
-import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgedepth.fleet.auth import DeviceRegistry  # noqa: E402
-from edgedepth.spool import SCHEMA, compute_item_id  # noqa: E402
+from edgedepth.fleet.wire import encode_files  # noqa: E402
 
 
 def free_port() -> int:
@@ -50,19 +47,8 @@ def make_body(seed: int, width: int, height: int, device: str):
     depth = (1500 + 800 * np.sin(xx / 50.0) + 10 * yy).astype(np.uint16)
     files = {"rgb.png": cv2.imencode(".png", rgb.astype(np.uint8))[1].tobytes(),
              "depth.png": cv2.imencode(".png", depth)[1].tobytes()}
-    kinds = {"rgb.png": "rgb", "depth.png": "depth_sensor"}
-    entries = {n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d), "kind": kinds[n]}
-               for n, d in files.items()}
-    item_id = compute_item_id(entries)
-    meta = {"schema": SCHEMA, "id": item_id, "files": entries, "device_id": device,
-            "captured_at": "2026-11-24T18:00:00Z", "width": width, "height": height}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in [("json", json.dumps(meta).encode())] + sorted(files.items()):
-            info = tarfile.TarInfo(f"{item_id}.{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return item_id, buf.getvalue()
+    return encode_files(files, {"rgb.png": "rgb", "depth.png": "depth_sensor"}, device_id=device,
+                        captured_at="2026-11-24T18:00:00Z", width=width, height=height)
 
 
 def run_pass(url: str, token: str, bodies, clients: int):

@@ -22,14 +22,12 @@ import argparse
 import collections
 import concurrent.futures
 import hashlib
-import io
 import json
 import os
 import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -37,59 +35,25 @@ import zlib
 from pathlib import Path
 from typing import Dict, List
 
-import cv2
 import httpx
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_ingest import free_port, make_body  # noqa: E402
 
 from edgedepth.fleet.auth import DeviceRegistry  # noqa: E402
-from edgedepth.spool import SCHEMA, compute_item_id  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from edgedepth.fleet.wire import encode_files  # noqa: E402
 
 
 def tar_item(files: Dict[str, bytes], kinds: Dict[str, str], width: int, height: int, device: str):
-    entries = {
-        n: {"sha256": hashlib.sha256(d).hexdigest(), "bytes": len(d), "kind": kinds[n]}
-        for n, d in files.items()
-    }
-    item_id = compute_item_id(entries)
-    meta = {
-        "schema": SCHEMA,
-        "id": item_id,
-        "files": entries,
-        "device_id": device,
-        "captured_at": "2026-11-24T18:00:00.000Z",
-        "width": width,
-        "height": height,
-        "score": 0.5,
-    }
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name, data in [("json", json.dumps(meta).encode())] + sorted(files.items()):
-            info = tarfile.TarInfo(f"{item_id}.{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return item_id, buf.getvalue()
+    return encode_files(files, kinds, device_id=device, captured_at="2026-11-24T18:00:00.000Z", width=width,
+                        height=height, score=0.5)
 
 
 def good_item(seed: int, width: int, height: int, device: str):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = (np.sin(xx / 17.0 + seed) * 60 + np.cos(yy / 23.0) * 60 + 128).astype(np.float32)
-    rgb = np.clip(np.stack([base, base * 0.8, 255 - base], -1) + rng.normal(0, 4, (height, width, 3)), 0, 255)
-    depth = (1500 + 800 * np.sin(xx / 50.0) + 10 * yy).astype(np.uint16)
-    files = {
-        "rgb.png": cv2.imencode(".png", rgb.astype(np.uint8))[1].tobytes(),
-        "depth.png": cv2.imencode(".png", depth)[1].tobytes(),
-    }
-    return tar_item(files, {"rgb.png": "rgb", "depth.png": "depth_sensor"}, width, height, device)
+    return make_body(seed, width, height, device)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

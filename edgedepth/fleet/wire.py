@@ -13,13 +13,14 @@ the same bytes again in chunks for the request.
 from __future__ import annotations
 
 import hashlib
+import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from edgedepth.errors import DataError
-from edgedepth.spool import SpoolItem, item_file_name
+from edgedepth.spool import SCHEMA, SpoolItem, compute_item_id, item_file_name
 
 BLOCK = 512
 CHUNK = 64 * 1024
@@ -142,3 +143,17 @@ def encode_item(item: SpoolItem) -> Tuple[bytes, str]:
     """The whole body in memory and its SHA-256 (tests and benchmarks; the daemon streams instead)."""
     data = b"".join(iter_body(members_of(item)))
     return data, hashlib.sha256(data).hexdigest()
+
+
+def encode_files(files: Dict[str, bytes], kinds: Dict[str, str], **meta: Any) -> Tuple[str, bytes]:
+    """(item id, body) of an item made in memory from `files` (name -> bytes, each with its kind in
+    `kinds`) and metadata fields `meta`, in the layout a spool item is sent in (the metadata member is
+    json.dumps of the document): for load generators and tests that upload without a spool on disk."""
+    entries = {name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "kind": kinds[name]}
+               for name, data in files.items()}
+    item_id = compute_item_id(entries)
+    doc = json.dumps({"schema": SCHEMA, "id": item_id, "files": entries, **meta}).encode()
+    pieces = [(item_file_name(item_id, "json"), doc)]
+    pieces += [(item_file_name(item_id, name), files[name]) for name in sorted(files)]
+    body = b"".join(tar_header(arcname, len(data)) + data + _padding(len(data)) for arcname, data in pieces)
+    return item_id, body + b"\0" * (2 * BLOCK)

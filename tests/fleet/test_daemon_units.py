@@ -19,7 +19,16 @@ from edgedepth.errors import ConfigError  # noqa: E402
 from edgedepth.fleet.daemon import backoff_delay  # noqa: E402
 from edgedepth.fleet.queue import DONE, FAILED, GONE, QUEUED, UPLOADING, JobQueue  # noqa: E402
 from edgedepth.fleet.ratelimit import TokenBucket, parse_bandwidth  # noqa: E402
-from edgedepth.fleet.wire import LocalCorruption, body_length, encode_item, iter_body, members_of, prepare  # noqa: E402
+from edgedepth.fleet.validate import parse_upload  # noqa: E402
+from edgedepth.fleet.wire import (  # noqa: E402
+    LocalCorruption,
+    body_length,
+    encode_files,
+    encode_item,
+    iter_body,
+    members_of,
+    prepare,
+)
 from edgedepth.spool import Spool  # noqa: E402
 
 
@@ -98,6 +107,20 @@ def test_wire_body_is_a_ustar_tar_of_the_item_files(tmp_path):
         assert tf.extractfile(members[0]).read() == item.json_path.read_bytes()
     assert got == frames[item.id]
     assert body[257:262] == b"ustar"  # POSIX USTAR magic in the first header
+    # the in-memory encoder of the load generators: the same layout, and the server's parser accepts it
+    files = {name: path.read_bytes()
+             for name, path in item.paths.items()}
+    kinds = {name: entry.kind for name, entry in item.meta.files.items()}
+    item_id, mem = encode_files(files, kinds, device_id=item.meta.device_id,
+                                captured_at="2026-11-24T18:00:00Z", width=item.meta.width,
+                                height=item.meta.height)
+    assert item_id == item.id and len(mem) % 512 == 0 and mem.endswith(b"\0" * 1024)
+    with tarfile.open(fileobj=io.BytesIO(mem), mode="r:") as tf:
+        assert [m.name for m in tf.getmembers()] == names
+        contents = [tf.extractfile(m).read() for m in tf.getmembers()[1:]]
+        assert contents == [files["depth.png"], files["rgb.png"]]
+    parsed = parse_upload(item_id, mem)
+    assert parsed.meta.id == item_id and parsed.files == files
 
 
 def test_wire_detects_local_corruption(tmp_path):
