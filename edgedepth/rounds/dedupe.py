@@ -91,10 +91,11 @@ def dedupe_search(blocks: np.ndarray, read_thumbs: Callable[[np.ndarray], np.nda
 
 
 def _tree_search(tree, quads: np.ndarray, order: np.ndarray, bound: float, kept: np.ndarray,
-                 duplicate: Callable[[int, np.ndarray], bool], chunk: int = 256) -> None:
+                 duplicate: Callable[[int, np.ndarray], bool], chunk: int = 8) -> None:
     """A k-d tree over every frame's quadrant means answers "which frames could be duplicates of this one"
-    (L1 ball of radius `bound`); only the kept ones among them are looked at further. Small chunks: the
-    neighbour lists of a chunk are Python lists, as long as the store is dense."""
+    (L1 ball of radius `bound`); only the kept ones among them are looked at further. Small chunks: a
+    chunk's neighbour lists are Python lists (36 bytes a neighbour), and in a dense store a frame has
+    thousands of neighbours."""
     for start in range(0, len(order), chunk):
         part = order[start:start + chunk]
         near = tree.query_ball_point(quads[part], r=bound, p=1.0)
