@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator, Union
+from typing import BinaryIO, Iterator, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -51,14 +51,16 @@ def fsync_dir(path: PathLike) -> None:
         os.close(fd)
 
 
-def write_bytes_atomic(path: PathLike, data: bytes, mode: int = 0o644) -> Path:
-    """Write `data` to `path` atomically and durably (temp in the same dir, fsync, rename, fsync dir)."""
+@contextlib.contextmanager
+def atomic_writer(path: PathLike, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through, atomically and durably like write_bytes_atomic: for files
+    written in pieces that are too big to hold in memory at once (a round's meta.json and lineage.json)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             if not _deferring():
                 os.fsync(f.fileno())
@@ -69,7 +71,13 @@ def write_bytes_atomic(path: PathLike, data: bytes, mode: int = 0o644) -> Path:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
-    return path
+
+
+def write_bytes_atomic(path: PathLike, data: bytes, mode: int = 0o644) -> Path:
+    """Write `data` to `path` atomically and durably (temp in the same dir, fsync, rename, fsync dir)."""
+    with atomic_writer(path, mode) as f:
+        f.write(data)
+    return Path(path)
 
 
 def file_sha256(path: PathLike, chunk: int = 1 << 20) -> str:

@@ -4,8 +4,9 @@ For each N (10,000 and 100,000 by default) a LocalStore is filled through `put_i
 (WxH RGB + uint16 depth PNGs: a random low-frequency light field plus texture, 1 in 10 a near-copy of its
 predecessor), then
 `build_round` runs in a fresh process (so its resident-set peak is its own, read from VmHWM by
-edgedepth.bench.memory.peak_rss_mb) and prints its time and peak RSS. Filling skips fsync (durability is
-not what this measures) and is timed separately.
+edgedepth.bench.memory.peak_rss_mb) and prints its time and peak RSS; a last line gives the peak RSS
+growth per item between the sizes (a flat build: what its per-item arrays need, a few hundred bytes).
+Filling skips fsync (durability is not what this measures) and is timed separately.
 
     python scripts/bench_round_build.py --items 10000,100000 --size 32x24
 """
@@ -95,6 +96,7 @@ def main() -> None:
         return
     width, height = (int(v) for v in args.size.lower().split("x"))
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-round-build-"))
+    peaks = []
     try:
         for n in [int(v) for v in args.items.split(",")]:
             store = work / f"store-{n}"
@@ -110,8 +112,12 @@ def main() -> None:
                   f"({n / r['seconds']:.0f} items/s), peak RSS {r['peak_rss_mb']:.0f} MiB "
                   f"({r['rss_before_mb']:.0f} MiB after imports); train {r['train']}, val {r['val']}, "
                   f"near-duplicates {r['duplicates']}  [store filled in {fill_s:.0f} s]", flush=True)
+            peaks.append((n, r["peak_rss_mb"]))
             shutil.rmtree(store, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
+        for (n0, p0), (n1, p1) in zip(peaks, peaks[1:]):
+            print(f"peak RSS growth {n0} -> {n1} items: {p1 - p0:+.1f} MiB, "
+                  f"{(p1 - p0) * 2 ** 20 / (n1 - n0):.0f} bytes per item")
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

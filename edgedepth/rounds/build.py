@@ -24,16 +24,16 @@ side, so near-identical neighbouring frames never straddle train and val. Near-d
 thumbnails, normalised for brightness and contrast, closer than `dedupe_distance` in mean absolute
 z-score; consecutive video frames are ~0.02-0.1 apart, different scenes > 0.5) are dropped, keeping
 the higher-scored frame. Items are read
-twice (a cheap first pass for labels, thumbnails and metadata, then only the kept ones in full), so a
-large store is never held in memory.
+twice (a cheap first pass for labels, thumbnails and metadata, then only the kept ones in full), and
+what the first pass learns of each frame waits on disk (edgedepth.rounds.spill) while the output files
+are written as the frames come (edgedepth.rounds.splitfiles): memory stays flat however large the store
+(scripts/bench_round_build.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,10 +43,13 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from edgedepth.data.formats import LABEL_KIND
+from edgedepth.data.formats import LABEL_KIND, write_sample
 from edgedepth.errors import ConfigError, DataError
 from edgedepth.fsutil import DeferredFsync
+from edgedepth.rounds.dedupe import dedupe_search, greedy_order
 from edgedepth.rounds.labels import read_depth, read_rgb, uploaded_label
+from edgedepth.rounds.spill import CandidateSpill, scratch_dir
+from edgedepth.rounds.splitfiles import SplitFiles
 from edgedepth.teachers.labels import DENSE_SENSOR
 
 log = logging.getLogger(__name__)
@@ -129,16 +132,6 @@ class RoundReport:
                 f"val {self.val}; domains: {doms}")
 
 
-@dataclass
-class _Candidate:
-    """First-pass record of one stored item (no pixels kept beyond a thumbnail)."""
-
-    meta: dict
-    label: str  # an uploaded label kind, or "teacher"
-    thumb: np.ndarray
-    score: float
-
-
 def thumbnail(rgb: np.ndarray, size: int = 16) -> np.ndarray:
     """A tiny grey embedding for near-duplicate detection: 16x16, zero mean, unit variance.
 
@@ -180,28 +173,34 @@ def group_key(meta: dict, block_s: float) -> Tuple[str, int]:
 
 
 def split_groups(metas: List[dict], val_fraction: float, block_s: float, seed: int) -> List[str]:
-    """'train' or 'val' per frame, assigning whole (device, time block) groups to one side.
-
-    Groups are shuffled (seeded) and given to val until it holds about `val_fraction` of the frames;
-    at least one group always stays in train, so a round from a single group has no val split.
-    """
+    """'train' or 'val' per frame, assigning whole (device, time block) groups to one side (val_groups)."""
     keys = [group_key(m, block_s) for m in metas]
     counts: Dict[Tuple[str, int], int] = {}
     for k in keys:
         counts[k] = counts.get(k, 0) + 1
+    chosen = val_groups(counts, val_fraction, seed)
+    return ["val" if k in chosen else "train" for k in keys]
+
+
+def val_groups(counts: Dict[Tuple[str, int], int], val_fraction: float, seed: int) -> set:
+    """The (device, time block) groups of the val split, from the frame count of every group.
+
+    Groups are shuffled (seeded) and given to val until it holds about `val_fraction` of the frames;
+    at least one group always stays in train, so a round from a single group has no val split.
+    """
     groups = sorted(counts)
     random.Random(seed).shuffle(groups)
-    target = val_fraction * len(metas)
-    val_groups = set()
+    target = val_fraction * sum(counts.values())
+    chosen = set()
     n_val = 0
     for g in groups:
-        if n_val >= target or len(val_groups) >= len(groups) - 1:
+        if n_val >= target or len(chosen) >= len(groups) - 1:
             break
         if n_val and n_val + counts[g] > 1.5 * target:  # skip a group that would overshoot a lot
             continue
-        val_groups.add(g)
+        chosen.add(g)
         n_val += counts[g]
-    return ["val" if k in val_groups else "train" for k in keys]
+    return chosen
 
 
 def _labeler(cfg: RoundConfig):
@@ -226,20 +225,6 @@ def _teacher_label(labeler, store, meta: dict, rgb: np.ndarray, sparse: Optional
 
 def _frame_name(item_id: str) -> str:
     return item_id[:24]
-
-
-def _write_split(root: Path, rows: List[dict], split: str) -> None:
-    from edgedepth.data.formats import write_meta
-
-    root.mkdir(parents=True, exist_ok=True)
-    write_meta(root, {
-        "source": "round",
-        "split": split,
-        "frames": {r["name"]: {k: r[k] for k in ("domain", "label", "label_kind", "device_id", "captured_at",
-                                                 "item", "score", "intrinsics", "replay_of")
-                               if r.get(k) is not None}
-                   for r in rows},
-    })
 
 
 def _replay_rows(replay: Iterable[str], n: int, seed: int, out: Path) -> Tuple[List[dict], List[dict]]:
@@ -277,10 +262,9 @@ def _replay_rows(replay: Iterable[str], n: int, seed: int, out: Path) -> Tuple[L
     return rows, sources
 
 
-def _collect(store, cfg: RoundConfig, teacher, report: RoundReport,
-             progress: Optional[Callable[[int], None]], selfsup=None) -> List[_Candidate]:
-    """First pass: every item since `cfg.since` with a usable label, as thumbnail + metadata."""
-    out: List[_Candidate] = []
+def _collect(store, cfg: RoundConfig, teacher, report: RoundReport, progress: Optional[Callable[[int], None]],
+             selfsup, spill: CandidateSpill) -> None:
+    """First pass: every item since `cfg.since` with a usable label into `spill` (thumbnail + metadata)."""
     for meta in store.iter_items(since=cfg.since):
         report.ingested += 1
         if progress is not None:
@@ -294,62 +278,63 @@ def _collect(store, cfg: RoundConfig, teacher, report: RoundReport,
             continue
         try:
             rgb = read_rgb(store, meta)
-            group_key(meta, cfg.time_block_s)
+            group = group_key(meta, cfg.time_block_s)
         except (DataError, KeyError, ValueError, TypeError) as exc:
             report.unreadable += 1
             log.warning("skipping item %s: %s", str(meta.get("id"))[:12], exc)
             continue
         score = meta.get("score", 0.0)
         score = float(score) if isinstance(score, (int, float)) and np.isfinite(score) else 0.0
-        out.append(_Candidate(meta, label, thumbnail(rgb), score))
-    return out
+        spill.add(meta, label, score, thumbnail(rgb), group)
 
 
-def write_splits(cfg: RoundConfig, out: Path, rows: Dict[str, List[dict]], groups: Dict[str, set],
+def _select(spill: CandidateSpill, cfg: RoundConfig, report: RoundReport) -> np.ndarray:
+    """The split of every frame in sorted order: 0 dropped (near-duplicate), 1 train, 2 val."""
+    order = spill.sorted_order()  # position -> frame index
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))  # frame index -> position: de-duplication ties go to the earlier
+    kept = dedupe_search(spill.blocks.array(), spill.thumbs, greedy_order(spill.scores.array(), rank),
+                         cfg.dedupe_distance)[order]
+    report.duplicates = int(len(order) - kept.sum())
+    device, block = spill.device.array()[order][kept], spill.block.array()[order][kept]
+    uniq, inverse, counts = np.unique(np.stack([device.astype(np.int64), block], axis=1), axis=0,
+                                      return_inverse=True, return_counts=True)
+    keys = [(spill.devices[int(d)], int(b)) for d, b in uniq]  # one per (device, time block) group
+    chosen = val_groups(dict(zip(keys, counts.tolist())), cfg.val_fraction, cfg.seed)
+    is_val = np.array([k in chosen for k in keys], bool)[inverse.reshape(-1)]
+    side = np.zeros(len(order), np.int8)
+    side[kept] = np.where(is_val, 2, 1)
+    return side
+
+
+def write_splits(cfg: RoundConfig, out: Path, files: SplitFiles, groups: Dict[str, set],
                  report: RoundReport) -> List[dict]:
     """Add the replay sample to the train rows, write both splits' meta.json and count them in `report`;
     returns the replay sources for the lineage. Shared by the local and the Ray round builders."""
-    n_replay = int(round(cfg.replay_fraction * len(rows["train"])))
+    n_replay = int(round(cfg.replay_fraction * files.count["train"]))
     replay_rows, replay_sources = _replay_rows(cfg.replay, n_replay, cfg.seed, out)
-    rows["train"] += replay_rows
-    _write_split(out, rows["train"], "train")
-    if rows["val"]:
-        _write_split(out / VAL_DIR, rows["val"], "val")
-    report.train, report.val, report.replay = len(rows["train"]), len(rows["val"]), len(replay_rows)
+    for r in replay_rows:
+        files.add("train", r)
+    files.write_meta(out, "train")
+    if files.count["val"]:
+        files.write_meta(out / VAL_DIR, "val")
+    report.train, report.val, report.replay = files.count["train"], files.count["val"], len(replay_rows)
     report.groups = {k: len(v) for k, v in groups.items()}
-    for r in rows["train"] + rows["val"]:
-        d = r["domain"] or "unknown"
-        report.domains[d] = report.domains.get(d, 0) + 1
+    for d, n in [*files.domains["train"].items(), *files.domains["val"].items()]:  # train (incl. replay), val
+        report.domains[d] = report.domains.get(d, 0) + n
     return replay_sources
 
 
-@DeferredFsync()  # thousands of frame files: one filesystem sync at the end instead of 4 fsyncs each
-def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = None) -> RoundReport:
-    """Collect ingested frames from a store into a train/val dataset folder with lineage.json.
-
-    Raises DataError when the store holds no labelled frame (since `cfg.since`), or `cfg.out` is a
-    non-empty folder. `progress(n)` is called as items are read (e.g. a tqdm bar's update).
-    """
-    from edgedepth import __version__
-    from edgedepth.data.formats import write_sample
-    from edgedepth.fleet.store import open_store
-
-    cfg.validate()
-    t0 = time.monotonic()
-    out = Path(cfg.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out} already exists and is not empty; choose a new round folder")
-    report = RoundReport(out=str(out))
-    teacher = _labeler(cfg)
-    selfsup = None
-    if cfg.self_supervised:
-        from edgedepth.rounds.selfsup import SelfSupervisedLabeler
-
-        selfsup = SelfSupervisedLabeler(cfg.self_supervised)
-    store = open_store(cfg.store, endpoint_url=cfg.endpoint_url, must_exist=True)
+def _build_frames(cfg: RoundConfig, store, out: Path, teacher, selfsup, report: RoundReport,
+                  progress: Optional[Callable[[int], None]], spill: CandidateSpill,
+                  files: SplitFiles) -> Dict[str, set]:
+    """Both passes over the store: select the frames (first pass, spilled), then label and write the kept
+    ones in sorted order, their rows streamed to `files`; returns the (device, time block) groups per split.
+    Closes the store."""
+    groups: Dict[str, set] = {"train": set(), "val": set()}
     try:
-        cands = _collect(store, cfg, teacher, report, progress, selfsup)
-        if not cands:
+        _collect(store, cfg, teacher, report, progress, selfsup, spill)
+        if not len(spill):
             why = (f"{report.ingested} item(s) read, {report.unlabelled} without depth, "
                    f"{report.unreadable} unreadable")
             raise DataError(f"no labelled frames in the store {cfg.store}"
@@ -358,23 +343,20 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
                             "pseudo-labels (or --self-supervised MODEL for frames uploaded with "
                             "neighbours and poses)")
         # arrival order depends on upload timing; a fixed order makes the same items give the same round
-        cands.sort(key=lambda c: (str(c.meta.get("captured_at", "")), str(c.meta.get("id", ""))))
-        keep = dedupe([c.thumb for c in cands], [c.score for c in cands], cfg.dedupe_distance)
-        report.duplicates = len(cands) - len(keep)
-        cands = [cands[i] for i in keep]
-        sides = split_groups([c.meta for c in cands], cfg.val_fraction, cfg.time_block_s, cfg.seed)
-
+        sides = _select(spill, cfg, report)
+        scores = spill.scores.array()
         out.mkdir(parents=True, exist_ok=True)
-        rows: Dict[str, List[dict]] = {"train": [], "val": []}
-        groups: Dict[str, set] = {"train": set(), "val": set()}
-        for c, side in zip(cands, sides):
-            meta = c.meta
+        for pos, (seq, label, meta) in enumerate(spill.iter_sorted()):
+            if not sides[pos]:
+                continue
+            side = "train" if sides[pos] == 1 else "val"
+            score = float(scores[seq])
             root = out if side == "train" else out / VAL_DIR
             try:
                 rgb = read_rgb(store, meta)
                 up = uploaded_label(meta)
-                kind = LABEL_KIND.get(c.label, c.label)
-                if c.label == "teacher":
+                kind = LABEL_KIND.get(label, label)
+                if label == "teacher":
                     # sparse uploaded depth (a ToF, LiDAR returns) is the relative teacher's metric points
                     sparse = read_depth(store, meta, up[1], rgb.shape[:2]) if up else None
                     depth, kind = _teacher_label(teacher, store, meta, rgb, sparse)
@@ -399,43 +381,70 @@ def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = No
             name = _frame_name(meta["id"])
             fmt = "png" if depth.max(initial=0) <= 65.0 else "npy"  # uint16 mm PNG tops out at 65.5 m
             write_sample(root, name, rgb, depth, depth_format=fmt)
-            rows[side].append(dict(name=name, domain=meta.get("domain"), label=c.label, label_kind=kind,
-                                   item=meta["id"],
-                                   device_id=meta.get("device_id"), captured_at=meta.get("captured_at"),
-                                   score=c.score, intrinsics=meta.get("intrinsics"), replay_of=None))
+            files.add(side, dict(name=name, domain=meta.get("domain"), label=label, label_kind=kind,
+                                 item=meta["id"], device_id=meta.get("device_id"),
+                                 captured_at=meta.get("captured_at"), score=score,
+                                 intrinsics=meta.get("intrinsics"), replay_of=None))
             groups[side].add(group_key(meta, cfg.time_block_s))
-            report.labelled[c.label] = report.labelled.get(c.label, 0) + 1
+            report.labelled[label] = report.labelled.get(label, 0) + 1
             report.label_kinds[kind] = report.label_kinds.get(kind, 0) + 1
             dev = str(meta.get("device_id", "?"))
             report.devices[dev] = report.devices.get(dev, 0) + 1
     finally:
         store.close()
-    if not rows["train"] and not rows["val"]:
+    if not files.count["train"] and not files.count["val"]:
         raise DataError(f"no frame of {cfg.store} could be read; see the warnings above")
-    replay_sources = write_splits(cfg, out, rows, groups, report)
-    report.seconds = time.monotonic() - t0
-    lineage = {
-        "format": FORMAT,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": __version__,
-        "config": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
-        "teacher": {"path": teacher.teacher.source, "sha256": teacher.teacher.identity,
-                    "output": teacher.teacher.kind, "backend": teacher.teacher.backend} if teacher else None,
-        "self_supervision": {"model": selfsup.path, "sha256": selfsup.sha256, "method": "photometric "
-                             "refinement against posed neighbour frames (experimental)",
-                             "mean_valid_fraction": float(np.mean(selfsup.valid_fractions))
-                             if selfsup.valid_fractions else None} if selfsup else None,
-        "replay_sources": replay_sources,
-        "report": asdict(report),
-        "frames": [{"name": r["name"], "split": split, "item": r["item"], "label": r["label"],
-                    "label_kind": r.get("label_kind"),
-                    "domain": r["domain"], "device_id": r["device_id"], "captured_at": r["captured_at"],
-                    "replay_of": r["replay_of"]}
-                   for split in ("train", "val") for r in rows[split]],
-    }
-    tmp = out / f".{LINEAGE}.tmp"
-    tmp.write_text(json.dumps(lineage, indent=1, default=str))
-    os.replace(tmp, out / LINEAGE)
+    return groups
+
+
+@DeferredFsync()  # thousands of frame files: one filesystem sync at the end instead of 4 fsyncs each
+def build_round(cfg: RoundConfig, progress: Optional[Callable[[int], None]] = None) -> RoundReport:
+    """Collect ingested frames from a store into a train/val dataset folder with lineage.json.
+
+    Raises DataError when the store holds no labelled frame (since `cfg.since`), or `cfg.out` is a
+    non-empty folder. `progress(n)` is called as items are read (e.g. a tqdm bar's update).
+    """
+    from edgedepth import __version__
+    from edgedepth.fleet.store import open_store
+
+    cfg.validate()
+    t0 = time.monotonic()
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out} already exists and is not empty; choose a new round folder")
+    report = RoundReport(out=str(out))
+    teacher = _labeler(cfg)
+    selfsup = None
+    if cfg.self_supervised:
+        from edgedepth.rounds.selfsup import SelfSupervisedLabeler
+
+        selfsup = SelfSupervisedLabeler(cfg.self_supervised)
+    store = open_store(cfg.store, endpoint_url=cfg.endpoint_url, must_exist=True)
+    with scratch_dir(out) as work, CandidateSpill(work / "candidates") as spill:
+        files = SplitFiles(work / "splits")
+        try:
+            groups = _build_frames(cfg, store, out, teacher, selfsup, report, progress, spill, files)
+            replay_sources = write_splits(cfg, out, files, groups, report)
+            report.seconds = time.monotonic() - t0
+            lineage = {
+                "format": FORMAT,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "code_version": __version__,
+                "config": {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                           for k, v in asdict(cfg).items()},
+                "teacher": {"path": teacher.teacher.source, "sha256": teacher.teacher.identity,
+                            "output": teacher.teacher.kind, "backend": teacher.teacher.backend}
+                if teacher else None,
+                "self_supervision": {"model": selfsup.path, "sha256": selfsup.sha256, "method": "photometric "
+                                     "refinement against posed neighbour frames (experimental)",
+                                     "mean_valid_fraction": float(np.mean(selfsup.valid_fractions))
+                                     if selfsup.valid_fractions else None} if selfsup else None,
+                "replay_sources": replay_sources,
+                "report": asdict(report),
+            }
+            files.write_lineage(out / LINEAGE, lineage)
+        finally:
+            files.close()
     log.info(report.summary())
     return report
 

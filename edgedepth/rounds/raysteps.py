@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +26,8 @@ from edgedepth.errors import ConfigError, DataError, require
 from edgedepth.fsutil import DeferredFsync, write_bytes_atomic
 from edgedepth.rounds import build as rb
 from edgedepth.rounds import labels
+from edgedepth.rounds.spill import scratch_dir
+from edgedepth.rounds.splitfiles import SplitFiles
 
 log = logging.getLogger(__name__)
 BATCH = 64
@@ -207,26 +208,29 @@ def build_round_ray(cfg: "rb.RoundConfig", address: str, workers: int = 2, gpus_
         groups[side].add(rb.group_key(r, cfg.time_block_s))
         report.labelled[r["label"]] = report.labelled.get(r["label"], 0) + 1
         report.devices[r["device_id"]] = report.devices.get(r["device_id"], 0) + 1
-    for side in rows:  # the order build_round writes them in
-        rows[side].sort(key=lambda x: (x["captured_at"], x["item"]))
     if not rows["train"] and not rows["val"]:
         raise DataError(f"no frame of {cfg.store} could be read; see the warnings above")
-    replay_sources = rb.write_splits(cfg, out, rows, groups, report)
-    report.seconds = time.monotonic() - t0
-    lineage = {
-        "format": rb.FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": __version__,
-        "config": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items()},
-        "engine": {"ray": address, "workers": workers, "gpus_per_worker": gpus_per_worker},
-        "teacher": {"path": cfg.teacher, "sha256": _sha(cfg.teacher)} if cfg.teacher else None,
-        "self_supervision": None, "replay_sources": replay_sources, "report": asdict(report),
-        "frames": [{"name": r["name"], "split": split, "item": r["item"], "label": r["label"],
-                    "domain": r["domain"], "device_id": r["device_id"], "captured_at": r["captured_at"],
-                    "replay_of": r["replay_of"]} for split in ("train", "val") for r in rows[split]],
-    }
-    tmp = out / f".{rb.LINEAGE}.tmp"
-    tmp.write_text(json.dumps(lineage, indent=1, default=str))
-    os.replace(tmp, out / rb.LINEAGE)
+    with scratch_dir(out) as work:
+        files = SplitFiles(work, lineage_keys=("item", "label", "domain", "device_id", "captured_at",
+                                               "replay_of"))
+        try:
+            for side in rows:  # in the order build_round writes them
+                for r in sorted(rows[side], key=lambda x: (x["captured_at"], x["item"])):
+                    files.add(side, r)
+            replay_sources = rb.write_splits(cfg, out, files, groups, report)
+            report.seconds = time.monotonic() - t0
+            lineage = {
+                "format": rb.FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "code_version": __version__,
+                "config": {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                           for k, v in asdict(cfg).items()},
+                "engine": {"ray": address, "workers": workers, "gpus_per_worker": gpus_per_worker},
+                "teacher": {"path": cfg.teacher, "sha256": _sha(cfg.teacher)} if cfg.teacher else None,
+                "self_supervision": None, "replay_sources": replay_sources, "report": asdict(report),
+            }
+            files.write_lineage(out / rb.LINEAGE, lineage)
+        finally:
+            files.close()
     log.info(report.summary())
     return report
 
