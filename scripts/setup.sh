@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a workstation environment in .venv (idempotent): CPU torch first, then edgedepth with the
-# workstation, server, recordings, viewers, teachers, dev and docs extras. A device needs only `pip install .` (plus JetPack's
+# workstation, server, recordings, viewers, teachers, scale (Ray), dev and docs extras. A device needs only `pip install .` (plus JetPack's
 # TensorRT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ fi
 # torch==2.13.0 resolves to the CPU build on this kind of machine; pinning it first keeps the
 # `train` extra's range from pulling a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[train,server,recordings,viewers,teachers,dev,docs]"
+.venv/bin/python -m pip install -q -e ".[train,server,recordings,viewers,teachers,scale,dev,docs]"
 # Headless Chromium for the data browser tests (tests/fleet/test_browser_chromium.py): Debian's chromium and
 # chromium-driver, installed when running as root and missing; elsewhere those tests skip and say why.
 if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
