@@ -10,11 +10,14 @@ It reads like jetson-inference's depthnet.py::
 
 Capture runs in its own thread (latest-frame semantics, see capture.py); inference runs in a second
 thread (onnxruntime and TensorRT release the GIL) and postprocessing, selection and sinks in a third, so
-the three stages of neighbouring frames overlap. Queues between stages hold one item for a live source,
-so nothing piles up; a file (non-live) may have a few preprocessed frames waiting, so inference never
-waits for a briefly descheduled stage. Input buffers come from a fixed pool (Preprocessing.apply(out=...));
-a model with preprocessing inside its graph (uint8 input) gets the frame's own bytes instead. Backends
-write outputs into their own preallocated rings. One bad frame is logged and counted, never fatal.
+the three stages of neighbouring frames overlap. While it runs, the inference thread has a core to itself
+(runtime/affinity.py) and the GIL switch interval is short (GIL_SWITCH_INTERVAL_S), so neither the
+scheduler nor the other stages' Python code hold a fast model back. Queues between stages hold one item
+for a live source, so nothing piles up; a file (non-live) may have a few preprocessed frames waiting, so
+inference never waits for a briefly descheduled stage. Input buffers come from a fixed pool
+(Preprocessing.apply(out=...)); a model with preprocessing inside its graph (uint8 input) gets the
+frame's own bytes instead. Backends write outputs into their own preallocated rings. One bad frame is
+logged and counted, never fatal.
 
 Model updates: `swap_backend(new, health_check=...)` takes effect before the next inference. With a
 health check (an object with `observe(depth, latency_ms) -> verdict or None`, e.g.
@@ -37,6 +40,7 @@ import cv2
 import numpy as np
 
 from edgedepth.preprocess import InputSpec, Preprocessing
+from edgedepth.runtime.affinity import CorePlan, current_cores, pin_thread, plan_cores
 from edgedepth.runtime.backends import Backend
 from edgedepth.runtime.capture import Source
 from edgedepth.runtime.postprocess import DepthResult, Postprocessor
@@ -122,6 +126,7 @@ class DepthLoop:
         on_result: Optional[Callable[[DepthResult], None]] = None,
         evaluate: bool = False,
         gil_switch_interval: Optional[float] = GIL_SWITCH_INTERVAL_S,
+        pin_cores: bool = True,
     ):
         self.source = source
         self.backend = backend
@@ -136,6 +141,8 @@ class DepthLoop:
         self.on_result = on_result
         self.evaluate = evaluate
         self.gil_switch_interval = gil_switch_interval
+        self.pin_cores = pin_cores
+        self._cores: Optional[CorePlan] = None
         self._pre: Preprocessing = backend.info.preprocessing
         self._input: InputSpec = backend.info.input
         # Frames waiting for inference: one from a live source (a camera's newest frame is the one that
@@ -186,15 +193,25 @@ class DepthLoop:
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> LoopSummary:
-        """Run until the source ends, `max_frames` or stop(); the GIL switch interval is lowered to
-        `gil_switch_interval` meanwhile (process-wide; the previous value is restored at the end)."""
+        """Run until the source ends, `max_frames` or stop(). Meanwhile the GIL switch interval is lowered
+        to `gil_switch_interval` (process-wide), and with `pin_cores` the inference thread runs on a core
+        of its own and this thread and the postprocessing thread on the others (runtime/affinity.py);
+        both are restored at the end."""
         switch_interval = sys.getswitchinterval()
         if self.gil_switch_interval is not None and self.gil_switch_interval < switch_interval:
             sys.setswitchinterval(self.gil_switch_interval)
+        main_cores = current_cores()
+        self._cores = plan_cores() if self.pin_cores else None
+        if self._cores is not None:
+            pin_thread(self._cores.others)
+            log.debug("inference thread on core %d, the other stages on %s", self._cores.inference,
+                      sorted(self._cores.others))
         try:
             return self._run()
         finally:
             sys.setswitchinterval(switch_interval)
+            if self._cores is not None and main_cores is not None:
+                pin_thread(main_cores)
 
     def _run(self) -> LoopSummary:
         threads = [
@@ -329,6 +346,8 @@ class DepthLoop:
             )
 
     def _infer_worker(self) -> None:
+        if self._cores is not None:
+            pin_thread(frozenset((self._cores.inference,)))
         while True:
             item = self._infer_q.get()
             if self._ready is not None:
@@ -370,6 +389,8 @@ class DepthLoop:
 
     # -- postprocessing thread ----------------------------------------------------------------------
     def _post_worker(self) -> None:
+        if self._cores is not None:
+            pin_thread(self._cores.others)
         while True:
             item = self._post_q.get()
             if item is _STOP:

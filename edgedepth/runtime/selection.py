@@ -1,9 +1,10 @@
-"""Hard-frame selection, cheap enough for every frame (seven numpy/OpenCV calls; scripts/bench_loop.py).
+"""Hard-frame selection, cheap enough for every frame (six numpy/OpenCV calls; scripts/bench_loop.py).
 
 Signals, on maps downsampled by `stride`:
   (a) uncertainty: mean (and 90th percentile) of exp(u), the model's own expected |log depth error|;
   (b) temporal inconsistency: mean |log D_t - log D_{t-1}| / 2 (~ |D_t - D_{t-1}| / (D_t + D_{t-1})),
-      divided by how much the picture changed (mean grey difference of 16x12 thumbnails + a floor).
+      divided by how much the picture changed (mean absolute difference of 16x12 colour thumbnails +
+      a floor).
       Depth that flickers while the image stays put means the network is unstable on this input; a
       camera move or a cut changes both and scores low. Smoothed over frames (EWMA), since such
       instability persists;
@@ -74,7 +75,7 @@ class SelectionConfig:
     temporal_weight: float = 1.0
     q90_weight: float = 0.0
     temporal_smoothing: float = 0.3  # EWMA factor: flicker that persists over frames, not one cut
-    image_change_floor: float = 0.01  # mean grey change (of 1.0) below which the picture "did not change"
+    image_change_floor: float = 0.01  # thumbnail change (of 1.0) below which the picture "did not change"
     window: int = 1000  # recent scores for the running quantile
     # spend the budget: relax the quantile while the rate budget goes unspent (see score()); off, the
     # selector keeps only the top `rate` of scores and may keep fewer frames than the budget allows
@@ -83,7 +84,7 @@ class SelectionConfig:
     relax_step: float = 1.002  # factor per frame on the quantile's level
     warmup: int = 200  # frames scored before the first keep (the quantile needs data)
     ring: int = 256  # embeddings of kept frames remembered
-    stride: int = 4  # downsampling of depth/uncertainty maps
+    stride: int = 8  # the maps are sampled every `stride` pixels (12x16 samples of a 96x128 map)
     seed: int = 0
     min_depth: float = 0.1
     max_depth: float = 40.0
@@ -94,7 +95,7 @@ class SelectionConfig:
     trust_novelty: Optional[float] = None
     novelty_threshold: Optional[float] = None  # with a reference: keep frames this far out (None: adaptive)
     # appearance novelty follows the scene, not the frame: recomputed at least every `novelty_every`
-    # frames, and sooner once the picture has changed by `novelty_recompute_change` (mean grey change
+    # frames, and sooner once the picture has changed by `novelty_recompute_change` (mean thumbnail change
     # summed over frames since the last computation; a cut triggers it at once)
     novelty_every: int = 30
     novelty_recompute_change: float = 0.15
@@ -111,6 +112,8 @@ class SelectionConfig:
         if self.trust_novelty is not None and not self.trust_novelty > 1.0:
             raise ConfigError(f"trust_novelty must be > 1 reference unit (familiar frames read about 1), "
                               f"got {self.trust_novelty}")
+        if self.stride < 1:
+            raise ConfigError(f"stride must be >= 1 (1 = every pixel), got {self.stride}")
         if self.novelty_every < 1:
             raise ConfigError(f"novelty_every must be >= 1 (1 = every frame), got {self.novelty_every}")
 
@@ -150,19 +153,19 @@ class FrameSelector:
         self._bin_scale = 16.0 / (math.log(self.cfg.max_depth) - self._log_lo)
         self._flicker = 0.0
         self._tokens = 0.0  # token bucket: `rate` tokens per frame, one per kept frame
+        self._token_cap = max(2.0, self.cfg.rate * self.cfg.window / 4.0)
         self._quantile_rate = self.cfg.rate  # the threshold's level, relaxed while budget goes unspent
-        self._prev_grey: Optional[np.ndarray] = None
+        self._prev_thumb: Optional[np.ndarray] = None
         self._novelty_ref: Optional[float] = None  # the last reference novelty, its age in frames and
         self._novelty_age = 0  # how much the picture changed since
         self._novelty_drift = 0.0
         # per-frame work writes into these (features()): no allocation per frame
         self._bufs: Optional[tuple] = None  # exp(u) and two log-depth maps (this frame's, the previous)
-        self._thumb = np.empty((12, 16, 3), np.uint8)
-        self._greys = (np.empty((12, 16), np.uint8), np.empty((12, 16), np.uint8))
+        self._thumbs = (np.empty((12, 16, 3), np.uint8), np.empty((12, 16, 3), np.uint8))
 
     # -- signals: a few calls on every frame, the embedding only for candidates ------------------------
     def features(self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray) -> Dict[str, float]:
-        """The per-frame signals, in seven numpy/OpenCV calls on maps sampled every `stride` pixels.
+        """The per-frame signals, in six numpy/OpenCV calls on maps sampled every `stride` pixels.
 
         Keeps what `embedding()` and `uncertainty_q90()` need, so a frame that becomes a keep candidate
         (a few percent of them) pays for those and the others do not. At the sizes of a fast model's
@@ -181,19 +184,19 @@ class FrameSelector:
         # the model's depth is >= its min_depth by construction; a non-positive or NaN value makes the
         # sums below non-finite, and score() treats the frame as unscorable
         np.log(depth[::s, ::s], out=log_d)
-        grey = self._greys[0] if self._prev_grey is not self._greys[0] else self._greys[1]
-        cv2.resize(rgb, (16, 12), dst=self._thumb, interpolation=cv2.INTER_LINEAR)
-        cv2.cvtColor(self._thumb, cv2.COLOR_RGB2GRAY, dst=grey)
+        thumb = self._thumbs[0] if self._prev_thumb is not self._thumbs[0] else self._thumbs[1]
+        cv2.resize(rgb, (16, 12), dst=thumb, interpolation=cv2.INTER_LINEAR)
         n = eu.size
         # temporal inconsistency with the previous prediction, and how much the image itself changed:
         # mean |log D_t - log D_t-1| / 2 (= mean |D_t - D_t-1| / (D_t + D_t-1) to first order)
-        prev, prev_grey = self._prev_log_depth, self._prev_grey
-        if prev is not None and prev_grey is not None:
+        prev, prev_thumb = self._prev_log_depth, self._prev_thumb
+        if prev is not None and prev_thumb is not None:
             temporal = 0.5 * cv2.norm(log_d, prev, cv2.NORM_L1) / n
-            image_change = cv2.norm(grey, prev_grey, cv2.NORM_L1) * (1.0 / (255.0 * grey.size))
+            # mean absolute change of the 16x12 colour thumbnail's values, as a fraction of 255
+            image_change = cv2.norm(thumb, prev_thumb, cv2.NORM_L1) * (1.0 / (255.0 * thumb.size))
         else:  # nothing to compare with; 0 * the map's sum is still NaN for a map with NaN or -inf
             temporal, image_change = 0.0 * cv2.sumElems(log_d)[0], 0.0
-        self._prev_log_depth, self._prev_grey, self._eu = log_d, grey, eu
+        self._prev_log_depth, self._prev_thumb, self._eu = log_d, thumb, eu
         return {
             "uncertainty": cv2.sumElems(eu)[0] / n,
             "temporal": temporal,
@@ -211,7 +214,8 @@ class FrameSelector:
     def embedding(self) -> np.ndarray:
         """64-d unit vector of the frame last passed to `features()`: 8x6 grey thumbnail (zero-mean) +
         16-bin histogram of predicted log-depth, each half of norm 1/sqrt(2)."""
-        thumb = cv2.resize(self._prev_grey.astype(np.float32), (8, 6), interpolation=cv2.INTER_AREA).ravel()
+        grey = cv2.cvtColor(self._prev_thumb, cv2.COLOR_RGB2GRAY)
+        thumb = cv2.resize(grey.astype(np.float32), (8, 6), interpolation=cv2.INTER_AREA).ravel()
         log_d = self._prev_log_depth
         bins = ((log_d - self._log_lo) * self._bin_scale).astype(np.int32).ravel()
         np.clip(bins, 0, 15, out=bins)  # depth outside [min_depth, max_depth] counts in the end bins
@@ -278,7 +282,7 @@ class FrameSelector:
             score *= 1.0 + max(0.0, min(sig["novelty_ref"], cfg.novelty_cap) - 1.0)
         sig["flicker_smoothed"], sig["score"] = self._flicker, score
         self._seen += 1
-        self._tokens = min(self._tokens + cfg.rate, max(2.0, cfg.rate * cfg.window / 4.0))
+        self._tokens = min(self._tokens + cfg.rate, self._token_cap)
         if cfg.spend_budget:
             # the budget is what the fleet can afford to label: while it goes unspent (tokens pile up,
             # e.g. the spacing rule rejects clustered hard frames) the threshold slowly moves down the
@@ -330,13 +334,14 @@ class FrameSelector:
         return Decision(True, score, sig, "kept")
 
     def _push_score(self, score: float) -> None:
-        """Threshold = the (1 - rate) quantile of the last `window` scores, refreshed every 8 frames."""
+        """Threshold = the (1 - rate) quantile of the last `window` scores, refreshed every 16 frames
+        (a partial sort of the window: too slow for every frame, and the quantile moves slowly)."""
         cfg = self.cfg
         w = cfg.window
         self._scores[self._n_scores % w] = score
         self._n_scores += 1
         n = min(self._n_scores, w)
-        if n < min(cfg.warmup, w) or (self._n_scores % 8 and math.isfinite(self._threshold)):
+        if n < min(cfg.warmup, w) or (self._n_scores % 16 and math.isfinite(self._threshold)):
             return
         kth = min(n - 1, int((1.0 - self._quantile_rate) * (n - 1)))
         self._threshold = float(np.partition(self._scores[:n], kth)[kth])

@@ -3,10 +3,13 @@ selection into the spool with neighbours, budgets, eviction, postprocessing flag
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import cv2
 import numpy as np
+import pytest
 
 from edgedepth.runtime.backends import Backend, load_backend
 from edgedepth.runtime.capture import Source, open_source
@@ -434,8 +437,6 @@ def test_a_non_finite_frame_is_refused_and_leaves_no_trace_in_later_scores():
 
 
 def test_the_loop_lowers_the_gil_switch_interval_while_it_runs_and_restores_it(tiny_onnx):
-    import sys
-
     be = load_backend(tiny_onnx, backend="ort-cpu")
     frames = [np.zeros((64, 96, 3), np.uint8)] * 4
     before = sys.getswitchinterval()
@@ -448,3 +449,37 @@ def test_the_loop_lowers_the_gil_switch_interval_while_it_runs_and_restores_it(t
     DepthLoop(Source(ListSource(frames)), be, gil_switch_interval=None,
               on_result=lambda r: during.append(sys.getswitchinterval())).run()
     assert during == [before] * 4
+
+
+def test_the_inference_thread_gets_a_core_of_its_own_and_the_main_thread_its_cores_back(tiny_onnx):
+    from edgedepth.runtime.affinity import plan_cores
+
+    plan = plan_cores()
+    if plan is None:
+        pytest.skip("needs a platform with thread affinity and at least 2 usable cores")
+    be = load_backend(tiny_onnx, backend="ort-cpu")
+    seen = {"infer": set(), "post": set(), "main": set()}
+    infer = be.infer
+
+    def recording_infer(batch):
+        seen["infer"].add(frozenset(os.sched_getaffinity(0)))
+        return infer(batch)
+
+    be.infer = recording_infer
+    before = os.sched_getaffinity(0)
+    frames = [np.zeros((64, 96, 3), np.uint8)] * 4
+
+    class Recording(ListSource):
+        def read(self):
+            seen["main"].add(frozenset(os.sched_getaffinity(0)))  # a file is read in the loop's thread
+            return super().read()
+
+    DepthLoop(Source(Recording(frames)), be,
+              on_result=lambda r: seen["post"].add(frozenset(os.sched_getaffinity(0)))).run()
+    assert seen["infer"] == {frozenset({plan.inference})}
+    assert seen["post"] == {plan.others} and seen["main"] == {plan.others}
+    assert os.sched_getaffinity(0) == before
+    seen = {"infer": set(), "post": set(), "main": set()}
+    DepthLoop(Source(Recording(frames)), be, pin_cores=False,
+              on_result=lambda r: seen["post"].add(frozenset(os.sched_getaffinity(0)))).run()
+    assert seen["infer"] == seen["post"] == {frozenset(before)}

@@ -198,12 +198,12 @@ def test_reference_novelty_is_reused_within_a_scene_and_recomputed_after_a_cut()
     assert ref.calls == 4
     assert d.scores["novelty_ref"] == pytest.approx(1.0 + float(appearance_embedding(cut)[0]))
     # a slow pan: small changes that add up trigger a recomputation before `novelty_every` frames
-    pan = [np.roll(scene, 2 * i, axis=1) for i in range(12)]
+    pan = [np.roll(scene, i, axis=1) for i in range(12)]
     panning = _CountingReference()
-    sel = FrameSelector(SelectionConfig(mode="hard", novelty_every=1000, novelty_recompute_change=0.05),
+    sel = FrameSelector(SelectionConfig(mode="hard", novelty_every=1000, novelty_recompute_change=0.1),
                         reference=panning)
     changes = [sel.score(rgb, depth, unc, i, i / 30.0).scores["image_change"] for i, rgb in enumerate(pan)]
-    assert 0 < max(changes) < 0.05 and 1 < panning.calls < len(pan)
+    assert 0 < max(changes) < 0.1 and 1 < panning.calls < len(pan)
     every = _CountingReference()
     sel = FrameSelector(SelectionConfig(mode="hard", novelty_every=1), reference=every)
     for i, rgb in enumerate(video):
