@@ -50,7 +50,7 @@ def with_float_layers(qdq_model, float_layers: Sequence[str]):
 
     The input of a DequantizeLinear fed by a QuantizeLinear is that QuantizeLinear's float input (an
     activation, or the float weight initializer kept by AddQDQPairToWeight). Q/DQ nodes no layer reads
-    any more are removed.
+    any more are removed. The selection-feature nodes are always among the float readers.
     """
     model = type(qdq_model)()
     model.CopyFrom(qdq_model)
@@ -61,7 +61,8 @@ def with_float_layers(qdq_model, float_layers: Sequence[str]):
         q = producer.get(n.input[0]) if n.op_type == "DequantizeLinear" else None
         if q is not None and q.op_type == "QuantizeLinear":
             source[n.output[0]] = q.input[0]
-    wanted = set(float_layers)
+    # the selection features (export/selection_graph.py) always read float tensors
+    wanted = set(float_layers) | {n.name for n in graph.node if n.name.startswith("selection/")}
     for n in graph.node:
         if n.name in wanted:
             for k, name in enumerate(n.input):

@@ -139,13 +139,14 @@ def trt_options() -> Dict[str, Any]:
 
 def float_tail_nodes(model_path: str) -> List[str]:
     """Nodes kept in float for accuracy: the elementwise ops that turn head logits into depth
-    (Add/Mul with a constant operand after the heads). Quantizing them would put INT8 steps
-    directly on metric depth."""
+    (Add/Mul with a constant operand after the heads), and the selection features' nodes. Quantizing
+    them would put INT8 steps directly on metric depth."""
     onnx = require("onnx", "train")
     mp = onnx.load(str(model_path), load_external_data=False)
     inits = {t.name for t in mp.graph.initializer}
     return [n.name for n in mp.graph.node
-            if n.op_type in ("Add", "Mul", "Sub", "Div") and any(i in inits for i in n.input)]
+            if (n.op_type in ("Add", "Mul", "Sub", "Div") and any(i in inits for i in n.input))
+            or n.name.startswith("selection/")]  # the frame selector's features (export/selection_graph)
 
 
 def quantize_trt(pre_model: str, out_path: str, ranges_cache: Path, method: str,
@@ -161,8 +162,20 @@ def quantize_trt(pre_model: str, out_path: str, ranges_cache: Path, method: str,
         calibrate_method=_ort_method(method), extra_options=trt_options(),
         calibration_cache_path=str(ranges_cache),
     )
+    selection_reads_float(out_path)
     drop_unused_domains(out_path)
     return out_path
+
+
+def selection_reads_float(path: str) -> None:
+    """Point the selection-feature nodes at float tensors where the quantizer fed them a tensor it
+    quantized for another reader (the input image feeds the first convolution and the thumbnail)."""
+    onnx = require("onnx", "train")
+    from edgedepth.calibrate.fallback import with_float_layers
+
+    mp = onnx.load(str(path))
+    if any(n.name.startswith("selection/") for n in mp.graph.node):
+        onnx.save(with_float_layers(mp, []), str(path))
 
 
 def drop_unused_domains(path: str) -> None:
@@ -193,6 +206,7 @@ def quantize_cpu(pre_model: str, out_path: str, ranges_cache: Path, method: str,
         calibrate_method=_ort_method(method), calibration_cache_path=str(ranges_cache),
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
     )
+    selection_reads_float(out_path)
     return out_path
 
 

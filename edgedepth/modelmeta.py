@@ -19,6 +19,7 @@ KEY_MODEL = "edgedepth.model"  # JSON: name, version, size, checkpoint_sha256, t
 KEY_OUTPUTS = "edgedepth.outputs"  # JSON: output name -> meaning and units
 KEY_FORMAT = "edgedepth.format"
 KEY_INPUT = "edgedepth.input"  # JSON of InputSpec.to_dict(); absent = float-nchw (preprocessed on the CPU)
+KEY_SELECTION = "edgedepth.selection"  # JSON {"stride", "thumbnail"} when the graph has a 'selection' output
 FORMAT_VERSION = "1"
 
 
@@ -46,6 +47,14 @@ class ModelInfo:
     @property
     def relative(self) -> bool:
         return self.depth_units == "relative"
+
+    @property
+    def selection_stride(self) -> int:
+        """The sampling stride of the graph's 'selection' output (0: the model has none)."""
+        try:
+            return int(json.loads(self.extra.get(KEY_SELECTION, "{}")).get("stride", 0))
+        except (ValueError, TypeError, AttributeError):
+            return 0
 
     def to_metadata_props(self) -> Dict[str, str]:
         ident = {"name": self.name, "version": self.version, "size": self.size,

@@ -21,6 +21,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Output names of every edgedepth network / ONNX file / engine.
 OUTPUT_DEPTH = "depth"  # metric z-depth in metres, shape (N, 1, H, W), strictly positive
 OUTPUT_UNCERTAINTY = "uncertainty"  # log of the Laplacian scale b on log-depth, shape (N, 1, H, W)
+# optional: the frame selector's per-frame features computed in the graph (export/selection_graph.py):
+# [mean exp(uncertainty), log depth every s-th pixel (row-major), 12x16 RGB thumbnail 0..255 (planar)]
+OUTPUT_SELECTION = "selection"
+SELECTION_THUMB = (12, 16)
 INPUT_NAME = "image"  # normalised RGB, float32, shape (N, 3, H, W); or the camera's uint8 (N, H, W, 3)
 
 # What a model file's input tensor takes (`edgedepth export --input-format`, metadata 'edgedepth.input').
@@ -34,6 +38,12 @@ OUTPUT_DOC = {
     OUTPUT_UNCERTAINTY: "per-pixel log(b) of a Laplacian on log-depth; higher = less certain, "
     "expected |log d_true - log d_pred| ~= exp(uncertainty)",
 }
+
+
+def selection_length(map_hw: Tuple[int, int], stride: int) -> int:
+    """Length of the 'selection' output for depth maps of `map_hw` sampled every `stride` pixels."""
+    grid = (-(-map_hw[0] // stride)) * (-(-map_hw[1] // stride))
+    return 1 + grid + 3 * SELECTION_THUMB[0] * SELECTION_THUMB[1]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from edgedepth import bundle
 from edgedepth.errors import ConfigError, ModelError, require
+from edgedepth.modelmeta import KEY_SELECTION
 from edgedepth.preprocess import (
     INPUT_FLOAT,
     INPUT_NAME,
@@ -37,6 +38,7 @@ DEFAULT_TOLERANCE = 1e-4
 # levels, by up to half a level per pixel (see export/input_graph.py); this bounds the depth it may move.
 RESIZE_TOLERANCE = 2e-2
 KEY_EXPORT = "edgedepth.export"
+DEFAULT_SELECTION_STRIDE = 8  # edgedepth.runtime.selection.SelectionConfig.stride
 
 GRAPH_DOC = (
     "edgedepth monocular depth network. Input '{inp}': {idoc}. Outputs '{d}': {dd}. '{u}': {ud}."
@@ -80,7 +82,7 @@ def _document(mp, info_props: Dict[str, str], input_doc: str = FLOAT_INPUT_DOC) 
         if vi.name == INPUT_NAME and not vi.doc_string:
             vi.doc_string = "normalised RGB image, float32 (N,3,H,W); see edgedepth.preprocessing"
     for vi in graph.output:
-        vi.doc_string = OUTPUT_DOC.get(vi.name, "")
+        vi.doc_string = OUTPUT_DOC.get(vi.name, vi.doc_string)
     mp.producer_name = "edgedepth"
     del mp.metadata_props[:]
     for key, value in sorted(info_props.items()):
@@ -92,7 +94,8 @@ def export_onnx(checkpoint: str, out_dir: str, size: Optional[Tuple[int, int]] =
                 opset: Optional[int] = None, device: Optional[str] = None, dynamic_batch: bool = False,
                 data: Optional[str] = None, parity_frames: int = 32,
                 tolerance: float = DEFAULT_TOLERANCE, input_format: str = INPUT_FLOAT,
-                input_size: Optional[Tuple[int, int]] = None) -> Dict[str, Any]:
+                input_size: Optional[Tuple[int, int]] = None,
+                selection_stride: int = DEFAULT_SELECTION_STRIDE) -> Dict[str, Any]:
     """Write OUT_DIR/model.onnx from a checkpoint, check it, compare with PyTorch, refresh the manifest.
 
     With a uint8 `input_format` the file takes the camera's image (N,H,W,3 uint8 at `input_size`,
@@ -137,6 +140,11 @@ def export_onnx(checkpoint: str, out_dir: str, size: Optional[Tuple[int, int]] =
     if "BatchNormalization" in ops:
         raise ModelError("BatchNormalization survived export (model not in eval mode?); TensorRT and the "
                          "quantizer expect it folded into the convolutions")
+    if selection_stride:  # the frame selector's per-frame features as a third output (GPU work)
+        from edgedepth.export.selection_graph import add_selection_output, selection_metadata
+
+        added = add_selection_output(mp, pre, selection_stride)
+        info.extra = {**info.extra, KEY_SELECTION: selection_metadata(added)}
     export_meta = {
         "opset": opset, "input_size": [pre.height, pre.width], "dynamic_batch": bool(dynamic_batch),
         "target_device": dev.board if dev else None, "torch": torch.__version__, "onnx": onnx.__version__,

@@ -127,6 +127,21 @@ def bare_throughput(backend, batches, n):
     return n / (time.perf_counter() - t0), (time.process_time() - c0) / n * 1000.0
 
 
+def branch_cost_ms(with_branch, without, batches, blocks: int = 20, block: int = 50) -> float:
+    """Median difference in ms per inference between two models, timed in alternating blocks of `block`
+    inferences (a few percent of drift on a shared machine would swamp a difference this small)."""
+    diffs = []
+    for _ in range(blocks):
+        times = []
+        for be in (with_branch, without):
+            t0 = time.perf_counter()
+            for i in range(block):
+                be.infer(batches[i % len(batches)])
+            times.append((time.perf_counter() - t0) / block * 1000.0)
+        diffs.append(times[0] - times[1])
+    return statistics.median(diffs)
+
+
 def loop_run(backend, uri, n, select=True, h=224, w=224, reference=None):
     """(frames/s, process CPU ms per frame, loop stats) of the whole loop on `uri`; with a `reference`
     the selector also scores novelty against it (the product path: a bundle exported with
@@ -189,11 +204,13 @@ def selection_quality(backend, frames, unseen, rate, reference=None):
     return rows
 
 
-def efficiency(entries, args, reference=None) -> dict:
+def efficiency(entries, args, reference=None, twins=None) -> dict:
     """Interleaved bare/loop rounds over every model; throughput ratio by wall clock and by CPU time per
     frame, selection cost over the loop's frame time. `entries`: name -> (backend, batches, uri, h, w)."""
     names = list(entries)
-    runs = {n: {k: [] for k in ("bare", "loop", "bare_cpu", "loop_cpu", "sel_ms", "sel_cpu")} for n in names}
+    twins = twins or {}  # name -> the same network without the graph's selection features
+    runs = {n: {k: [] for k in ("bare", "loop", "bare_cpu", "loop_cpu", "sel_ms", "sel_cpu", "graph_ms")}
+            for n in names}
     last_stats = {}
     for r in range(args.rounds):  # interleaved, order alternated: drift on a shared machine hits all alike
         for name in (names if r % 2 == 0 else names[::-1]):
@@ -205,6 +222,8 @@ def efficiency(entries, args, reference=None) -> dict:
                 b, bc = bare_throughput(backend, batches, args.frames)
                 fps, cpu, stats = loop_run(backend, uri, args.frames, h=h, w=w, reference=reference)
             m = runs[name]
+            if name in twins:  # what the selection branch adds to one inference
+                m["graph_ms"].append(branch_cost_ms(backend, twins[name], batches))
             for key, value in (("bare", b), ("bare_cpu", bc), ("loop", fps), ("loop_cpu", cpu),
                                ("sel_ms", stats["select_ms_mean"]), ("sel_cpu", stats["select_cpu_ms_mean"])):
                 m[key].append(value)
@@ -230,6 +249,7 @@ def efficiency(entries, args, reference=None) -> dict:
         )
         frame_ms = 1000.0 / lp
         share = [c * f / 1000.0 for c, f in zip(m["sel_cpu"], m["loop"])]
+        graph_ms = med(m["graph_ms"]) if m["graph_ms"] else None
         fig = {
             "bare_fps": round(b, 2),
             "loop_fps": round(lp, 2),
@@ -250,6 +270,9 @@ def efficiency(entries, args, reference=None) -> dict:
             "selection_wall_ms_mean": round(med(m["sel_ms"]), 4),
             "selection_cost_share": round(med(share), 4),
             "selection_wall_share": round(med(m["sel_ms"]) / frame_ms, 4),
+            "selection_graph_ms": None if graph_ms is None else round(graph_ms, 4),
+            "selection_with_graph_share": None if graph_ms is None else
+            round((med(m["sel_cpu"]) + max(0.0, graph_ms)) / frame_ms, 4),
             "load_average": os.getloadavg(),
         }
         figures[name] = fig
@@ -274,6 +297,12 @@ def efficiency(entries, args, reference=None) -> dict:
             f"{100 * fig['selection_cost_share']:.2f}% of the frame time (target <= 5%); wall time incl. GIL "
             f"waits {fig['selection_wall_ms_mean']:.3f} ms = {100 * fig['selection_wall_share']:.2f}%"
         )
+        if graph_ms is not None:
+            print(
+                f"  selection features in the graph: {1000 * graph_ms:+.1f} us per inference (median of the "
+                f"per-round differences to the same network without them); selection CPU + graph = "
+                f"{100 * fig['selection_with_graph_share']:.2f}% of the frame time"
+            )
     print("summary: " + "; ".join(
         f"{n}: loop/bare {figures[n]['efficiency']:.3f}, "
         f"selection {100 * figures[n]['selection_cost_share']:.2f}%"
@@ -281,9 +310,10 @@ def efficiency(entries, args, reference=None) -> dict:
     return figures
 
 
-def random_init_model(size: str, hw, work: Path) -> Path:
+def random_init_model(size: str, hw, work: Path, selection_stride: int = 8) -> Path:
     """An untrained `size` network exported at `hw` (throughput and selection cost do not depend on the
-    weights), with edgedepth metadata."""
+    weights), with edgedepth metadata and, as `edgedepth export` makes it, the selection features in the
+    graph (selection_stride 0: without them, the selector computes them on the CPU)."""
     import warnings
 
     import onnx
@@ -303,6 +333,13 @@ def random_init_model(size: str, hw, work: Path) -> Path:
                           output_names=[OUTPUT_DEPTH, OUTPUT_UNCERTAINTY], opset_version=17, dynamo=False)
     proto = onnx.load(str(out))
     info = ModelInfo(preprocessing=Preprocessing(height=hw[0], width=hw[1]), name=f"random-{size}", size=size)
+    if selection_stride:
+        from edgedepth.export.selection_graph import add_selection_output, selection_metadata
+
+        from edgedepth.modelmeta import KEY_SELECTION
+
+        added = add_selection_output(proto, info.preprocessing, selection_stride)
+        info.extra[KEY_SELECTION] = selection_metadata(added)
     for key, value in info.to_metadata_props().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -321,6 +358,9 @@ def main() -> None:
         "throughput and selection cost do not depend on the weights",
     )
     ap.add_argument("--size", default="96x128", help="input size HxW for --random-init")
+    ap.add_argument("--selection-stride", type=int, default=8,
+                    help="--random-init models compute the selector's features in the graph, sampling every "
+                         "N pixels, as `edgedepth export` does; 0: without them (the CPU computes them)")
     ap.add_argument("--frames", type=int, default=400, help="frames per efficiency round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
@@ -355,7 +395,7 @@ def main() -> None:
 
             hw = parse_size(args.size)
             for size in (x.strip() for x in args.random_init.split(",") if x.strip()):
-                models[size] = random_init_model(size, hw, work)
+                models[size] = random_init_model(size, hw, work, args.selection_stride)
         if not models:
             ap.error("give a MODEL or --random-init SIZES")
         threads = args.threads or pipeline_threads()
@@ -375,6 +415,11 @@ def main() -> None:
             render_ms = (time.perf_counter() - t0) / 16 * 1000
             entries[name] = (be, [pre.apply(f.rgb) for f in clip],
                              f"synthetic://{args.train_domain}?seed=11&size={h}x{w}&cache=120", h, w)
+        twins = {}
+        if args.random_init and args.selection_stride:
+            for size in (x.strip() for x in args.random_init.split(",") if x.strip()):
+                plain = random_init_model(size, hw, work / "plain", 0)
+                twins[size] = load_backend(plain, backend="ort-cpu", threads=threads)
         first = next(iter(entries))
         backend, batches, uri, h, w = entries[first]
         model = models[first]
@@ -383,9 +428,10 @@ def main() -> None:
             from edgedepth.runtime.reference import Reference, build_reference
 
             reference = Reference(build_reference([d for d in args.reference_data.split(",") if d]))
-        print("selection in the loop: uncertainty + flicker"
+        print(f"selection in the loop: uncertainty + flicker, features "
+              f"{'from the graph' if backend.info.selection_stride else 'computed on the CPU'}"
               + (f" + novelty against {len(reference.raw)} training frames" if reference is not None else ""))
-        per_model = efficiency(entries, args, reference=reference)
+        per_model = efficiency(entries, args, reference=reference, twins=twins)
         figures = dict(per_model[first])
         figures["models"] = per_model
         figures["threads"] = threads

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
 from edgedepth.modelmeta import ModelInfo
+
+
+class Outputs(tuple):
+    """What `Backend.infer` returns: the pair (depth, uncertainty), which callers unpack as before, and
+    `.selection`, the graph's frame-selection features (export/selection_graph.py) or None."""
+
+    selection: Optional[np.ndarray]
+
+    def __new__(cls, depth: np.ndarray, uncertainty: np.ndarray, selection: Optional[np.ndarray] = None):
+        obj = super().__new__(cls, (depth, uncertainty))
+        obj.selection = selection
+        return obj
 
 
 class Backend:

@@ -85,6 +85,14 @@ def _echo_lines(lines) -> None:
     type=Size(),
     help="Camera image size HEIGHTxWIDTH a uint8 input takes (any size; default: the model's --size).",
 )
+@click.option(
+    "--selection-stride",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Compute the hard-frame selector's per-frame features inside the graph (a third output, "
+    "'selection'), sampling the maps every N pixels as the selector does; 0 leaves them to the CPU.",
+)
 def export_cmd(
     checkpoint: str,
     out_dir: str,
@@ -98,6 +106,7 @@ def export_cmd(
     reference_data: Optional[str],
     input_format: str,
     input_size: Optional[Tuple[int, int]],
+    selection_stride: int,
 ) -> None:
     """Export a checkpoint to BUNDLE/model.onnx (FP32) and check it against PyTorch."""
     from edgedepth.export.onnx import export_onnx
@@ -105,6 +114,7 @@ def export_cmd(
     report = export_onnx(
         checkpoint, out_dir, size, opset, device, dynamic_batch, data,
         parity_frames, tolerance, input_format=input_format, input_size=input_size,
+        selection_stride=selection_stride,
     )
     click.echo(
         f"wrote {report['path']} (opset {report['opset']}, input {report['input']}, "

@@ -366,10 +366,13 @@ class DepthLoop:
                         made_for != (info.preprocessing, info.input) or batch.shape != backend.input_shape):
                     batch = self._repreprocess(frame, backend)  # frame in flight across a model swap
                 t0 = time.perf_counter()
-                depth, unc = backend.infer(batch)
+                out = backend.infer(batch)
                 infer_ms = (time.perf_counter() - t0) * 1000.0
+                depth, unc = out
+                features = getattr(out, "selection", None)  # the graph's selection features, if any
                 if backend.ring < self._post_depth + 2:  # its output slots would be reused while queued
                     depth, unc = depth.copy(), unc.copy()
+                    features = None if features is None else features.copy()
             except Exception as exc:  # a failing inference skips the frame; probation may roll back
                 if buf is not None:
                     self._pool.release(buf)
@@ -377,7 +380,8 @@ class DepthLoop:
                 continue
             if buf is not None:
                 self._pool.release(buf)
-            self._put(self._post_q, ("ok", seq, frame, depth, unc, infer_ms, backend, self._generation))
+            self._put(self._post_q, ("ok", seq, frame, depth, unc, infer_ms, backend, self._generation,
+                                     features))
 
     def _repreprocess(self, frame: Frame, backend: Backend) -> np.ndarray:
         info = backend.info
@@ -406,7 +410,8 @@ class DepthLoop:
                 self._frame_error(item[2], "postprocessing", exc)
 
     def _finish(
-        self, seq: int, frame: Frame, depth, unc, infer_ms: float, backend: Backend, generation: int
+        self, seq: int, frame: Frame, depth, unc, infer_ms: float, backend: Backend, generation: int,
+        features: Optional[np.ndarray] = None,
     ) -> None:
         result = self.post(
             frame, seq, depth, unc, infer_ms, backend=backend.name, model_version=backend.info.version
@@ -417,7 +422,8 @@ class DepthLoop:
             result.metrics = self._metrics(result)
         t0, c0 = time.perf_counter(), time.thread_time()
         if self.selector is not None:
-            decision = self.selector.score(frame.rgb, result.depth, result.uncertainty, seq, frame.t)
+            decision = self.selector.score(frame.rgb, result.depth, result.uncertainty, seq, frame.t,
+                                           features=features)
             result.selected, result.scores = decision.keep, decision.scores
             if decision.keep:
                 self.stats.count("selected")

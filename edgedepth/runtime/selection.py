@@ -51,17 +51,19 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, Optional
+from typing import Deque, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from edgedepth.errors import ConfigError
+from edgedepth.preprocess import selection_length
 from edgedepth.runtime.reference import Reference, appearance_embedding
 
 MODES = ("hard", "random", "none")
 EMBED_DIM = 48 + 16  # 8x6 grey thumbnail + 16-bin log-depth histogram
 EMB_HALF = 1.0 / math.sqrt(2.0)  # each half has norm 1/sqrt(2): the embedding is a unit vector
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # RGB -> grey, as OpenCV's COLOR_RGB2GRAY
 
 
 @dataclass
@@ -162,6 +164,9 @@ class FrameSelector:
         # per-frame work writes into these (features()): no allocation per frame
         self._bufs: Optional[tuple] = None  # exp(u) and two log-depth maps (this frame's, the previous)
         self._thumbs = (np.empty((12, 16, 3), np.uint8), np.empty((12, 16, 3), np.uint8))
+        self._vectors: Optional[tuple] = None  # graph_features(): this frame's and the previous vector
+        self._prev_vector: Optional[np.ndarray] = None
+        self._uncertainty: Optional[np.ndarray] = None
 
     # -- signals: a few calls on every frame, the embedding only for candidates ------------------------
     def features(self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray) -> Dict[str, float]:
@@ -190,13 +195,14 @@ class FrameSelector:
         # temporal inconsistency with the previous prediction, and how much the image itself changed:
         # mean |log D_t - log D_t-1| / 2 (= mean |D_t - D_t-1| / (D_t + D_t-1) to first order)
         prev, prev_thumb = self._prev_log_depth, self._prev_thumb
-        if prev is not None and prev_thumb is not None:
+        if prev is not None and prev_thumb is not None and prev.shape == log_d.shape \
+                and prev_thumb.dtype == thumb.dtype:  # (not a graph_features() frame's)
             temporal = 0.5 * cv2.norm(log_d, prev, cv2.NORM_L1) / n
             # mean absolute change of the 16x12 colour thumbnail's values, as a fraction of 255
             image_change = cv2.norm(thumb, prev_thumb, cv2.NORM_L1) * (1.0 / (255.0 * thumb.size))
         else:  # nothing to compare with; 0 * the map's sum is still NaN for a map with NaN or -inf
             temporal, image_change = 0.0 * cv2.sumElems(log_d)[0], 0.0
-        self._prev_log_depth, self._prev_thumb, self._eu = log_d, thumb, eu
+        self._prev_log_depth, self._prev_thumb, self._eu, self._prev_vector = log_d, thumb, eu, None
         return {
             "uncertainty": cv2.sumElems(eu)[0] / n,
             "temporal": temporal,
@@ -205,8 +211,42 @@ class FrameSelector:
             "flicker": temporal / (image_change + self.cfg.image_change_floor),
         }
 
+    def graph_features(self, vector: np.ndarray, map_shape: Tuple[int, ...]) -> Optional[Dict[str, float]]:
+        """The same signals from the model's 'selection' output (export/selection_graph.py), where the
+        engine did the per-pixel work: two small comparisons with the previous frame's vector remain.
+        None when the vector was made for another sampling grid (then `features()` is used)."""
+        s = self.cfg.stride
+        m = (-(-map_shape[-2] // s)) * (-(-map_shape[-1] // s))
+        vector = vector.reshape(-1)
+        if vector.size != selection_length(map_shape[-2:], s):
+            return None
+        pair = self._vectors
+        if pair is None or pair[0].size != vector.size:
+            pair = self._vectors = (np.empty(vector.size, np.float32), np.empty(vector.size, np.float32))
+        own = pair[0] if self._prev_vector is not pair[0] else pair[1]
+        np.copyto(own, vector)  # the backend reuses its output slots; the next frame compares with this
+        log_d, thumb = own[1:1 + m], own[1 + m:]
+        prev, prev_thumb = self._prev_log_depth, self._prev_thumb
+        if prev is not None and prev_thumb is not None and prev.shape == log_d.shape \
+                and prev_thumb.dtype == thumb.dtype:
+            temporal = 0.5 * cv2.norm(log_d, prev, cv2.NORM_L1) / m
+            image_change = cv2.norm(thumb, prev_thumb, cv2.NORM_L1) * (1.0 / (255.0 * thumb.size))
+        else:
+            temporal, image_change = 0.0 * cv2.sumElems(log_d)[0], 0.0
+        self._prev_log_depth, self._prev_thumb, self._prev_vector = log_d, thumb, own
+        self._eu = None  # exp(u) on the grid, computed from the map only if a candidate needs it
+        return {
+            "uncertainty": float(own[0]),
+            "temporal": temporal,
+            "image_change": image_change,
+            "flicker": temporal / (image_change + self.cfg.image_change_floor),
+        }
+
     def uncertainty_q90(self) -> float:
-        """90th percentile of exp(u) of the frame last passed to `features()`."""
+        """90th percentile of exp(u) of the frame last scored."""
+        if self._eu is None:
+            s = self.cfg.stride
+            self._eu = np.exp(self._uncertainty[::s, ::s])
         eu = self._eu.ravel()
         k = int(0.9 * (eu.size - 1))
         return float(np.partition(eu, k)[k])
@@ -214,8 +254,12 @@ class FrameSelector:
     def embedding(self) -> np.ndarray:
         """64-d unit vector of the frame last passed to `features()`: 8x6 grey thumbnail (zero-mean) +
         16-bin histogram of predicted log-depth, each half of norm 1/sqrt(2)."""
-        grey = cv2.cvtColor(self._prev_thumb, cv2.COLOR_RGB2GRAY)
-        thumb = cv2.resize(grey.astype(np.float32), (8, 6), interpolation=cv2.INTER_AREA).ravel()
+        prev = self._prev_thumb
+        if prev.dtype == np.uint8:  # features(): 12x16x3 RGB
+            grey = cv2.cvtColor(prev, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        else:  # the graph's: planar RGB, 3x12x16 values 0..255
+            grey = np.tensordot(GREY_WEIGHTS, prev.reshape(3, 12, 16), 1).astype(np.float32)
+        thumb = cv2.resize(grey, (8, 6), interpolation=cv2.INTER_AREA).ravel()
         log_d = self._prev_log_depth
         bins = ((log_d - self._log_lo) * self._bin_scale).astype(np.int32).ravel()
         np.clip(bins, 0, 15, out=bins)  # depth outside [min_depth, max_depth] counts in the end bins
@@ -255,10 +299,16 @@ class FrameSelector:
 
     # -- decision -----------------------------------------------------------------------------------
     def score(
-        self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray, seq: int, t: float
+        self, rgb: np.ndarray, depth: np.ndarray, uncertainty: np.ndarray, seq: int, t: float,
+        features: Optional[np.ndarray] = None,
     ) -> Decision:
+        """Score one frame and decide whether to keep it. `features`: the model's 'selection' output for
+        this frame, if its graph computes one (used when it matches this selector's sampling grid)."""
         cfg = self.cfg
-        sig = self.features(rgb, depth, uncertainty)
+        self._uncertainty = uncertainty
+        sig = self.graph_features(features, uncertainty.shape) if features is not None else None
+        if sig is None:
+            sig = self.features(rgb, depth, uncertainty)
         if not math.isfinite(sig["uncertainty"] + sig["temporal"]):
             # NaN, inf or non-positive depth somewhere (a broken frame or model): nothing to rank, and
             # nothing of it may enter the running state (flicker average, threshold window, the maps

@@ -18,10 +18,13 @@ def test_export_is_clean_documented_and_matches_pytorch(exported):
     onnx.checker.check_model(mp, full_check=True)
     ops = {n.op_type for n in mp.graph.node}
     assert "BatchNormalization" not in ops and "Identity" not in ops and "Constant" not in ops
-    assert ops <= {"Conv", "Relu", "Add", "Resize", "Sigmoid", "Mul", "Exp"}
+    network = {n.op_type for n in mp.graph.node if not n.name.startswith("selection/")}
+    assert network <= {"Conv", "Relu", "Add", "Resize", "Sigmoid", "Mul", "Exp"}
+    assert ops - network <= {"Slice", "Exp", "GlobalAveragePool", "Flatten", "Log", "Shape", "Cast", "Concat",
+                             "Resize", "Mul", "Add"}  # the selection features (export/selection_graph.py)
     assert mp.opset_import[0].version == 13 and report["opset"] == 13
     assert [i.name for i in mp.graph.input] == ["image"]
-    assert [o.name for o in mp.graph.output] == ["depth", "uncertainty"]
+    assert [o.name for o in mp.graph.output] == ["depth", "uncertainty", "selection"]
     assert "metres" in mp.graph.output[0].doc_string and "image" in mp.graph.doc_string
     dims = [d.dim_value for d in mp.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 64, 64]
@@ -70,8 +73,9 @@ def test_dynamic_batch_and_other_size_via_cli(tmp_path, tiny_ckpt, frames_dir):
     assert res.exit_code == 0, res.output
     assert "max relative depth error" in res.output and "opset 17" in res.output
     sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
-    depth, unc = sess.run(None, {"image": np.zeros((3, 3, 64, 96), np.float32)})
+    depth, unc, sel = sess.run(None, {"image": np.zeros((3, 3, 64, 96), np.float32)})
     assert depth.shape == (3, 1, 64, 96) and unc.shape == (3, 1, 64, 96) and np.all(depth > 0)
+    assert sel.shape == (3, 1 + 8 * 12 + 576) and np.isfinite(sel).all()  # selection features per frame
     res = CliRunner().invoke(cli, ["export", str(tiny_ckpt), "--out", str(tmp_path), "--size", "60x96"])
     assert res.exit_code == 2 and "multiples of 32" in res.output
 
@@ -125,9 +129,9 @@ def test_uint8_input_graph_matches_the_float_pipeline(tmp_path, tiny_ckpt, frame
     fp = ort.InferenceSession(str(float_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     worst = 0.0
     for rgb in frames.rgb:
-        ref, _ = fp.run(None, {"image": info.preprocessing.apply(rgb)})
+        ref = fp.run(None, {"image": info.preprocessing.apply(rgb)})[0]
         bgr = np.ascontiguousarray(rgb[..., ::-1])[None]
-        depth, _ = u8.run(None, {"image": bgr})
+        depth = u8.run(None, {"image": bgr})[0]
         worst = max(worst, float(np.max(np.abs(depth - ref) / ref)))
     assert worst <= 2e-2
     # a camera at the model's size: nothing to resize, the graph computes what the CPU would

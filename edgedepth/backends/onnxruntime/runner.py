@@ -14,13 +14,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgedepth.backends.base import Backend
+from edgedepth.backends.base import Backend, Outputs
 from edgedepth.backends.onnxruntime.session import open_session
 from edgedepth.errors import ModelError
 from edgedepth.fsutil import file_sha256
 from edgedepth.machine import usable_cores
 from edgedepth.modelmeta import read_onnx_info
-from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY
+from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_SELECTION, OUTPUT_UNCERTAINTY
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,26 @@ class OrtRunner(Backend):
         self.ring = max(2, int(ring))
         pre = self.info.preprocessing
         out_shape = (self._in_shape[0], 1, pre.height, pre.width)
-        self._outputs: List[Tuple[np.ndarray, np.ndarray]] = [
-            (np.empty(out_shape, np.float32), np.empty(out_shape, np.float32)) for _ in range(self.ring)
+        # the frame selector's features, when the graph computes them (export/selection_graph.py)
+        self.selection_shape = next(((self._in_shape[0], int(o.shape[1])) for o in self.session.get_outputs()
+                                     if o.name == OUTPUT_SELECTION and isinstance(o.shape[1], int)), None)
+        self._outputs: List[Outputs] = [
+            Outputs(np.empty(out_shape, np.float32), np.empty(out_shape, np.float32),
+                    np.empty(self.selection_shape, np.float32) if self.selection_shape else None)
+            for _ in range(self.ring)
         ]
         self._slot = 0
         # one IO binding per ring slot, its outputs bound once: a frame binds only its input
         self._bindings: List[object] = []
         self._bound_out: List[Tuple[object, object]] = []
         if io_binding and check_io:
-            for d, u in self._outputs:
+            for slot in self._outputs:
                 binding = self.session.io_binding()
-                values = (ort.OrtValue.ortvalue_from_numpy(d), ort.OrtValue.ortvalue_from_numpy(u))
-                binding.bind_ortvalue_output(OUTPUT_DEPTH, values[0])
-                binding.bind_ortvalue_output(OUTPUT_UNCERTAINTY, values[1])
+                names = (OUTPUT_DEPTH, OUTPUT_UNCERTAINTY, OUTPUT_SELECTION)
+                values = tuple(ort.OrtValue.ortvalue_from_numpy(a) for a in (*slot, slot.selection)
+                               if a is not None)
+                for name, value in zip(names, values):
+                    binding.bind_ortvalue_output(name, value)
                 self._bindings.append(binding)
                 self._bound_out.append(values)  # the OrtValues must live as long as their binding
 
@@ -115,8 +122,8 @@ class OrtRunner(Backend):
         slot = self._slot
         self._slot = (slot + 1) % self.ring
         if not self._bindings:
-            depth, unc = self.session.run([OUTPUT_DEPTH, OUTPUT_UNCERTAINTY], {INPUT_NAME: batch})
-            return depth, unc
+            names = [OUTPUT_DEPTH, OUTPUT_UNCERTAINTY] + ([OUTPUT_SELECTION] if self.selection_shape else [])
+            return Outputs(*self.session.run(names, {INPUT_NAME: batch}))
         binding = self._bindings[slot]
         if not batch.flags.c_contiguous:
             batch = np.ascontiguousarray(batch)

@@ -19,11 +19,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgedepth.backends.base import Backend
+from edgedepth.backends.base import Backend, Outputs
 from edgedepth.backends.tensorrt.cuda import CudaOwner
 from edgedepth.backends.tensorrt.manifest import check_gpu, check_manifest, info_from_manifest, read_manifest
 from edgedepth.errors import ModelError, require
-from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_UNCERTAINTY
+from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_SELECTION, OUTPUT_UNCERTAINTY
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,9 @@ class TrtRunner(Backend):
         self.stream.synchronize()
         for s in self._outputs:
             np.copyto(s.ring[slot], s.hosts[0], casting="unsafe")  # FP16 outputs become float32 here
-        return self.tensors[OUTPUT_DEPTH].ring[slot], self.tensors[OUTPUT_UNCERTAINTY].ring[slot]
+        selection = self.tensors.get(OUTPUT_SELECTION)
+        return Outputs(self.tensors[OUTPUT_DEPTH].ring[slot], self.tensors[OUTPUT_UNCERTAINTY].ring[slot],
+                       selection.ring[slot] if selection is not None else None)
 
     def _release(self) -> None:
         """Free device memory, pinned memory, the stream and the TensorRT objects, on the owner thread."""
