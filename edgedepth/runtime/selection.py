@@ -1,4 +1,7 @@
-"""Hard-frame selection, cheap enough for every frame (six numpy/OpenCV calls; scripts/bench_loop.py).
+"""Hard-frame selection, cheap enough for every frame (scripts/bench_loop.py).
+
+The per-pixel work is done by the model when its graph has the 'selection' output
+(export/selection_graph.py, `graph_features()`); otherwise by six numpy/OpenCV calls (`features()`).
 
 Signals, on maps downsampled by `stride`:
   (a) uncertainty: mean (and 90th percentile) of exp(u), the model's own expected |log depth error|;
