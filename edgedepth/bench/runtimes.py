@@ -31,7 +31,7 @@ import numpy as np
 
 from edgedepth import bundle as bundle_layout
 from edgedepth.errors import ConfigError, EdgeDepthError, ModelError
-from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, Preprocessing
+from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_SELECTION, Preprocessing
 from edgedepth.sizes import NETWORK_MULTIPLE
 from edgedepth.sizes import parse_sizes as parse_sizes_text
 
@@ -345,6 +345,9 @@ def resize_onnx(src: Path, dst: Path, height: int, width: int) -> Path:
     model = onnx.load(str(src))
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
+        if value.name == OUTPUT_SELECTION and len(dims) == 2:  # (N, K): K follows the map size
+            dims[1].dim_param = "selection_length"
+            continue
         if len(dims) != 4:
             raise ModelError(f"{src.name}: tensor {value.name} is not 4-D; cannot change its input size")
         dims[2].dim_value, dims[3].dim_value = height, width
