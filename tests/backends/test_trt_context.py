@@ -178,3 +178,26 @@ def test_engine_for_another_gpu_is_refused_and_the_context_released(tmp_path, mo
         TrtBackend(engine_of(bdir))
     state = fake_pycuda.check()
     assert state["leaks"] == [] and state["primary_retains"] == 0 and state["live_bytes"] == 0
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "10.3.0"])
+def test_the_selection_output_comes_back_with_depth(tmp_path, monkeypatch, cuda, version):
+    """An engine built from a model with the 'selection' output returns it beside depth, from its own ring
+    slot, through both I/O APIs."""
+    from trt_fixtures import make_bundle
+
+    from edgedepth.preprocess import selection_length
+
+    bdir = make_bundle(tmp_path, fake_tensorrt.make(version), BOARDS[version], selection=True)
+    fake_tensorrt.install(monkeypatch, version, cuda=fake_pycuda)
+    from edgedepth.runtime.backends import load_backend
+
+    be = load_backend(bdir, backend="trt", device=BOARDS[version])
+    assert be.info.selection_stride == 8
+    x = np.random.default_rng(1).standard_normal((1, 3, H, W)).astype(np.float32)
+    out = _run_in_thread(lambda: be.infer(x))
+    depth, _ = out
+    assert out.selection.shape == (1, selection_length((H, W), 8))
+    np.testing.assert_allclose(out.selection, float(depth.mean()), rtol=1e-5)
+    be.close()
+    fake_pycuda.check()

@@ -9,8 +9,9 @@ from pathlib import Path
 H, W = 32, 64
 
 
-def write_tiny_onnx(path: Path) -> Path:
-    """A two-output ONNX file with edgedepth metadata (onnx is a test dependency; no torch needed)."""
+def write_tiny_onnx(path: Path, selection: bool = False) -> Path:
+    """A two-output ONNX file with edgedepth metadata (onnx is a test dependency; no torch needed); with
+    `selection`, also the frame selector's feature output as `edgedepth export` adds it."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -35,6 +36,12 @@ def write_tiny_onnx(path: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     info = ModelInfo(preprocessing=Preprocessing(height=H, width=W), name="tiny-fake", version="3")
+    if selection:
+        from edgedepth.export.selection_graph import add_selection_output, selection_metadata
+
+        from edgedepth.modelmeta import KEY_SELECTION
+
+        info.extra[KEY_SELECTION] = selection_metadata(add_selection_output(model, info.preprocessing, 8))
     for k, v in info.to_metadata_props().items():
         model.metadata_props.add(key=k, value=v)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,12 +49,13 @@ def write_tiny_onnx(path: Path) -> Path:
     return path
 
 
-def make_bundle(tmp_path: Path, trt_module, board: str = "orin-nano-8gb", name: str = "b") -> Path:
+def make_bundle(tmp_path: Path, trt_module, board: str = "orin-nano-8gb", name: str = "b",
+                selection: bool = False) -> Path:
     """BUNDLE/model.onnx + BUNDLE/engines/<engine> built by the fake TensorRT through edgedepth build."""
     from edgedepth.export.trt_build import build_engine, plan_build  # the path both generations have
 
     bdir = tmp_path / name
-    write_tiny_onnx(bdir / "model.onnx")
+    write_tiny_onnx(bdir / "model.onnx", selection=selection)
     plan = plan_build(str(bdir / "model.onnx"), board, "fp16", trt_version=trt_module.__version__)
     build_engine(plan, trt_module)
     return bdir
