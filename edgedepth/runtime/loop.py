@@ -32,8 +32,6 @@ import queue
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 import cv2
@@ -43,6 +41,7 @@ from edgedepth.preprocess import InputSpec, Preprocessing
 from edgedepth.runtime.affinity import CorePlan, current_cores, pin_thread, plan_cores
 from edgedepth.runtime.backends import Backend
 from edgedepth.runtime.capture import Source
+from edgedepth.runtime.loop_parts import BufferPool, LoopSummary, Probation, Swap, Verdict
 from edgedepth.runtime.postprocess import DepthResult, Postprocessor
 from edgedepth.runtime.sinks import WARMING_UP, Sink, Visualizer, stats_overlay_line
 from edgedepth.runtime.sources import Frame
@@ -58,53 +57,6 @@ _STOP = object()
 GIL_SWITCH_INTERVAL_S = 0.0002
 PREFETCH_FILE = 8  # preprocessed frames that may wait for inference from a non-live source
 POST_QUEUE = 1  # inference results that may wait for postprocessing (more would delay a rollback)
-
-
-class BufferPool:
-    """Reused (1,3,H,W) float32 input buffers. There are as many as can be in flight at once (waiting,
-    in inference, being filled), so taking one never waits; a size change (model swap) or an unexpected
-    shortage allocates a new one. A deque: append/pop are atomic, no lock or condition per frame."""
-
-    def __init__(self, shape, count: int = 3):
-        self.free: "deque[np.ndarray]" = deque(
-            np.empty(shape, dtype=np.float32) for _ in range(max(2, count))
-        )
-
-    def acquire(self, shape, stop: Optional[threading.Event] = None) -> np.ndarray:
-        try:
-            buf = self.free.pop()
-        except IndexError:
-            return np.empty(shape, dtype=np.float32)
-        return buf if buf.shape == tuple(shape) else np.empty(shape, dtype=np.float32)
-
-    def release(self, buf: np.ndarray) -> None:
-        self.free.append(buf)
-
-
-@dataclass
-class _Swap:
-    backend: Backend
-    health_check: object = None
-    on_verdict: Optional[Callable] = None
-    close_replaced: bool = False
-
-
-@dataclass
-class _Probation:
-    generation: int
-    old: Backend
-    new: Backend
-    check: object
-    on_verdict: Optional[Callable]
-
-
-@dataclass
-class LoopSummary:
-    frames: int
-    submitted: int
-    errors: int
-    reason: str
-    stats: dict
 
 
 class DepthLoop:
@@ -165,9 +117,9 @@ class DepthLoop:
         self._post_q: "queue.Queue" = queue.Queue(maxsize=self._post_depth)
         self._stop = threading.Event()
         self._swap_lock = threading.Lock()
-        self._pending_swap: Optional[_Swap] = None
+        self._pending_swap: Optional[Swap] = None
         self._generation = 0
-        self._probation: Optional[_Probation] = None
+        self._probation: Optional[Probation] = None
         self._swap_buf: Optional[np.ndarray] = None
         self._overlay: List[str] = []
         self._overlay_at = 0.0
@@ -189,7 +141,7 @@ class DepthLoop:
         (the caller owns it) unless a health check decides: healthy -> the old one is closed; unhealthy
         -> the loop swaps back to the old one and closes the new one. `on_verdict(verdict)` is called then."""
         with self._swap_lock:
-            self._pending_swap = _Swap(new_backend, health_check, on_verdict)
+            self._pending_swap = Swap(new_backend, health_check, on_verdict)
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> LoopSummary:
@@ -341,7 +293,7 @@ class DepthLoop:
         if swap.close_replaced:
             old.close()
         if swap.health_check is not None:
-            self._probation = _Probation(
+            self._probation = Probation(
                 self._generation, old, swap.backend, swap.health_check, swap.on_verdict
             )
 
@@ -497,10 +449,10 @@ class DepthLoop:
         if p is None or generation != p.generation:
             return
         load_failed = getattr(p.check, "load_failed", None)
-        verdict = load_failed(exc) if load_failed is not None else _Verdict(False, str(exc))
+        verdict = load_failed(exc) if load_failed is not None else Verdict(False, str(exc))
         self._decide(p, verdict)
 
-    def _decide(self, p: _Probation, verdict) -> None:
+    def _decide(self, p: Probation, verdict) -> None:
         self._probation = None
         healthy = bool(getattr(verdict, "healthy", verdict))
         if healthy:
@@ -515,7 +467,7 @@ class DepthLoop:
             )
             self.stats.count("rollbacks")
             with self._swap_lock:
-                self._pending_swap = _Swap(p.old, close_replaced=True)
+                self._pending_swap = Swap(p.old, close_replaced=True)
         if p.on_verdict is not None:
             try:
                 p.on_verdict(verdict)
@@ -529,9 +481,3 @@ class DepthLoop:
             "backend": backend.name,
             "depth_units": "metres",
         }
-
-
-@dataclass
-class _Verdict:
-    healthy: bool
-    reason: str
