@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgedepth.errors import require
+from edgedepth.preprocess import SELECTION_NODE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def with_float_layers(qdq_model, float_layers: Sequence[str]):
         if q is not None and q.op_type == "QuantizeLinear":
             source[n.output[0]] = q.input[0]
     # the selection features (export/selection_graph.py) always read float tensors
-    wanted = set(float_layers) | {n.name for n in graph.node if n.name.startswith("selection/")}
+    wanted = set(float_layers) | {n.name for n in graph.node if n.name.startswith(SELECTION_NODE_PREFIX)}
     for n in graph.node:
         if n.name in wanted:
             for k, name in enumerate(n.input):

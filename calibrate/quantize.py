@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from edgedepth.errors import ConfigError, ModelError, require
-from edgedepth.preprocess import INPUT_NAME
+from edgedepth.preprocess import INPUT_NAME, SELECTION_NODE_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def float_tail_nodes(model_path: str) -> List[str]:
     inits = {t.name for t in mp.graph.initializer}
     return [n.name for n in mp.graph.node
             if (n.op_type in ("Add", "Mul", "Sub", "Div") and any(i in inits for i in n.input))
-            or n.name.startswith("selection/")]  # the frame selector's features (export/selection_graph)
+            or n.name.startswith(SELECTION_NODE_PREFIX)]  # the selector's features (export/selection_graph)
 
 
 def quantize_trt(pre_model: str, out_path: str, ranges_cache: Path, method: str,
@@ -174,7 +174,7 @@ def selection_reads_float(path: str) -> None:
     from edgedepth.calibrate.fallback import with_float_layers
 
     mp = onnx.load(str(path))
-    if any(n.name.startswith("selection/") for n in mp.graph.node):
+    if any(n.name.startswith(SELECTION_NODE_PREFIX) for n in mp.graph.node):
         onnx.save(with_float_layers(mp, []), str(path))
 
 

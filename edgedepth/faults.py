@@ -5,7 +5,7 @@ from 1 in this process) creates the file FLAG, holding `detail`, and then waits 
 for FLAG and kills the process. Without the variable (always, outside tests) a point does nothing.
 
 Points: "spool-write" (a spool file half written, edgedepth.spool), "store-write" (an ingested item's
-file half written, edgedepth.fleet.store.local).
+file half written, edgedepth.fleet.store.local); both go through `write_pausable`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import BinaryIO, Dict, Optional, Tuple
 
 ENV = "EDGEDEPTH_PAUSE_AT"
 
@@ -46,3 +46,22 @@ def pause_point(name: str, detail: str = "") -> None:
     os.replace(tmp, flag)  # the test sees the flag only with its detail written
     while True:
         time.sleep(3600)
+
+
+def write_pausable(f: BinaryIO, data: bytes, point: str, detail: str = "") -> None:
+    """`f.write(data)`, with the pause point `point` between its two halves when one is armed for it.
+
+    Without EDGEDEPTH_PAUSE_AT naming `point` this is one plain write. With it, the first half is
+    written and flushed, `pause_point(point, detail)` runs (a kill -9 there leaves the file half
+    written), then the rest is written. The caller flushes and fsyncs as before.
+    """
+    if _PAUSE is None or _PAUSE[0] != point:
+        f.write(data)
+        return
+    view = memoryview(data)
+    half = len(view) // 2
+    f.write(view[:half])
+    if half:
+        f.flush()
+        pause_point(point, detail)
+    f.write(view[half:])

@@ -12,7 +12,7 @@ import platform
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, FrozenSet, List, Optional
 
 # label -> distribution names to try, first installed wins.
 LIBRARIES = {
@@ -26,12 +26,18 @@ LIBRARIES = {
 }
 
 
+def allowed_cores() -> Optional[FrozenSet[int]]:
+    """The cores the calling thread may run on (its affinity mask; None where the platform cannot say)."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def usable_cores() -> int:
     """CPU cores this process may run on (the affinity mask, else os.cpu_count())."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    allowed = allowed_cores()
+    return max(1, len(allowed) if allowed is not None else (os.cpu_count() or 1))
 
 
 def _cpuinfo() -> Dict[str, str]:

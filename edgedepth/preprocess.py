@@ -24,7 +24,9 @@ OUTPUT_UNCERTAINTY = "uncertainty"  # log of the Laplacian scale b on log-depth,
 # optional: the frame selector's per-frame features computed in the graph (export/selection_graph.py):
 # [mean exp(uncertainty), log depth every s-th pixel (row-major), 12x16 RGB thumbnail 0..255 (planar)]
 OUTPUT_SELECTION = "selection"
-SELECTION_THUMB = (12, 16)
+SELECTION_THUMB = (12, 16)  # rows, columns
+SELECTION_STRIDE = 8  # the maps are sampled every 8 pixels, by the graph and by the CPU alike
+SELECTION_NODE_PREFIX = "selection/"  # the branch's node names; calibration keeps them in float
 INPUT_NAME = "image"  # normalised RGB, float32, shape (N, 3, H, W); or the camera's uint8 (N, H, W, 3)
 
 # What a model file's input tensor takes (`edgedepth export --input-format`, metadata 'edgedepth.input').
@@ -40,10 +42,15 @@ OUTPUT_DOC = {
 }
 
 
+def selection_grid(map_hw: Tuple[int, int], stride: int) -> Tuple[int, int]:
+    """The shape of `map[::stride, ::stride]` for a map of `map_hw`."""
+    return -(-map_hw[0] // stride), -(-map_hw[1] // stride)
+
+
 def selection_length(map_hw: Tuple[int, int], stride: int) -> int:
     """Length of the 'selection' output for depth maps of `map_hw` sampled every `stride` pixels."""
-    grid = (-(-map_hw[0] // stride)) * (-(-map_hw[1] // stride))
-    return 1 + grid + 3 * SELECTION_THUMB[0] * SELECTION_THUMB[1]
+    gh, gw = selection_grid(map_hw, stride)
+    return 1 + gh * gw + 3 * SELECTION_THUMB[0] * SELECTION_THUMB[1]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgedepth.errors import ConfigError, DataError
-from edgedepth.faults import pause_point
+from edgedepth.faults import write_pausable
 from edgedepth.fsutil import fsync_dir as _fsync_dir
 
 SCHEMA = "edgedepth.spool/1"
@@ -173,12 +173,7 @@ def _write_atomic(directory: Path, final_name: str, data: bytes) -> None:
     tmp = directory / f"{TEMP_PREFIX}{final_name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as f:
-            half = len(data) // 2
-            f.write(data[:half])
-            if half:
-                f.flush()
-                pause_point("spool-write", str(tmp))  # tests: a kill -9 with this file half written
-            f.write(data[half:])
+            write_pausable(f, data, "spool-write", str(tmp))  # tests: a kill -9 with it half written
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, directory / final_name)

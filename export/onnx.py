@@ -26,6 +26,7 @@ from edgedepth.preprocess import (
     OUTPUT_DEPTH,
     OUTPUT_DOC,
     OUTPUT_UNCERTAINTY,
+    SELECTION_STRIDE,
     InputSpec,
 )
 
@@ -38,7 +39,6 @@ DEFAULT_TOLERANCE = 1e-4
 # levels, by up to half a level per pixel (see export/input_graph.py); this bounds the depth it may move.
 RESIZE_TOLERANCE = 2e-2
 KEY_EXPORT = "edgedepth.export"
-DEFAULT_SELECTION_STRIDE = 8  # edgedepth.runtime.selection.SelectionConfig.stride
 
 GRAPH_DOC = (
     "edgedepth monocular depth network. Input '{inp}': {idoc}. Outputs '{d}': {dd}. '{u}': {ud}."
@@ -95,7 +95,7 @@ def export_onnx(checkpoint: str, out_dir: str, size: Optional[Tuple[int, int]] =
                 data: Optional[str] = None, parity_frames: int = 32,
                 tolerance: float = DEFAULT_TOLERANCE, input_format: str = INPUT_FLOAT,
                 input_size: Optional[Tuple[int, int]] = None,
-                selection_stride: int = DEFAULT_SELECTION_STRIDE) -> Dict[str, Any]:
+                selection_stride: int = SELECTION_STRIDE) -> Dict[str, Any]:
     """Write OUT_DIR/model.onnx from a checkpoint, check it, compare with PyTorch, refresh the manifest.
 
     With a uint8 `input_format` the file takes the camera's image (N,H,W,3 uint8 at `input_size`,
@@ -141,10 +141,9 @@ def export_onnx(checkpoint: str, out_dir: str, size: Optional[Tuple[int, int]] =
         raise ModelError("BatchNormalization survived export (model not in eval mode?); TensorRT and the "
                          "quantizer expect it folded into the convolutions")
     if selection_stride:  # the frame selector's per-frame features as a third output (GPU work)
-        from edgedepth.export.selection_graph import add_selection_output, selection_metadata
+        from edgedepth.export.selection_graph import add_selection_output
 
-        added = add_selection_output(mp, pre, selection_stride)
-        info.extra = {**info.extra, KEY_SELECTION: selection_metadata(added)}
+        info.extra = {**info.extra, KEY_SELECTION: add_selection_output(mp, pre, selection_stride)}
     export_meta = {
         "opset": opset, "input_size": [pre.height, pre.width], "dynamic_batch": bool(dynamic_batch),
         "target_device": dev.board if dev else None, "torch": torch.__version__, "onnx": onnx.__version__,

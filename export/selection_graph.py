@@ -10,15 +10,16 @@
 so the engine (on a Jetson, the GPU) does the per-pixel work that edgedepth.runtime.selection would
 otherwise do on the CPU for every frame, and the CPU compares two small vectors with the previous
 frame's. The sampling grid is the selector's (`[::s, ::s]` from the first pixel); the thumbnail is the
-network input's colours in 0..255, planar RGB. The layout is `selection_layout()`; the stride is recorded
-in the model's metadata (edgedepth.modelmeta.KEY_SELECTION). Node names start with `selection/`, and the
-quantizer keeps them in float.
+network input's colours in 0..255, planar RGB. The layout is described at edgedepth.preprocess's
+OUTPUT_SELECTION (length: `selection_length()`); the stride is recorded in the model's metadata
+(edgedepth.modelmeta.KEY_SELECTION). Node names start with SELECTION_NODE_PREFIX, and the quantizer keeps
+them in float.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List
+from typing import List
 
 import numpy as np
 
@@ -28,16 +29,18 @@ from edgedepth.preprocess import (
     OUTPUT_DEPTH,
     OUTPUT_SELECTION,
     OUTPUT_UNCERTAINTY,
+    SELECTION_NODE_PREFIX,
     SELECTION_THUMB,
     Preprocessing,
     selection_length,
 )
 
-PREFIX = "selection"
+PREFIX = SELECTION_NODE_PREFIX.rstrip("/")
 
 
-def add_selection_output(mp, pre: Preprocessing, stride: int) -> Dict[str, Any]:
-    """Append the feature nodes and the 'selection' output to `mp` (in place); returns the metadata."""
+def add_selection_output(mp, pre: Preprocessing, stride: int) -> str:
+    """Append the feature nodes and the 'selection' output to `mp` (in place); returns the value to record
+    under edgedepth.modelmeta.KEY_SELECTION."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = mp.graph
@@ -97,9 +100,4 @@ def add_selection_output(mp, pre: Preprocessing, stride: int) -> Dict[str, Any]:
     out.doc_string = ("hard-frame selection features: mean exp(uncertainty), log-depth every "
                       f"{stride} pixels, 12x16 RGB thumbnail (edgedepth.runtime.selection)")
     graph.output.append(out)
-    return {"stride": stride, "thumbnail": list(SELECTION_THUMB), "length": length}
-
-
-def selection_metadata(added: Dict[str, Any]) -> str:
-    """The metadata value recorded under KEY_SELECTION."""
-    return json.dumps({"stride": added["stride"], "thumbnail": added["thumbnail"]}, sort_keys=True)
+    return json.dumps({"stride": stride, "thumbnail": list(SELECTION_THUMB)}, sort_keys=True)

@@ -38,6 +38,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_moto(env: dict):
+    """A moto S3 server on a free port (fake credentials "bench"): (process, endpoint URL, boto3 client)."""
+    import boto3
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="bench",
+                          aws_secret_access_key="bench")
+    for _ in range(200):
+        try:
+            client.list_buckets()
+            return proc, url, client
+        except Exception:  # noqa: BLE001 - waiting for moto to listen
+            time.sleep(0.1)
+    raise SystemExit("moto did not start")
+
+
 def make_body(seed: int, width: int, height: int, device: str):
     rng = np.random.default_rng(seed)
     # Smooth content compresses like camera frames do (noise would make every PNG incompressible).
@@ -103,20 +122,9 @@ def main() -> None:
     store = str(tmp / "store")
     extra = []
     if args.s3:
-        import boto3
-
         env.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
-        mport = free_port()
-        moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(mport)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        endpoint = f"http://127.0.0.1:{mport}"
-        for _ in range(100):
-            try:
-                boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
-                             aws_secret_access_key="bench").create_bucket(Bucket="bench")
-                break
-            except Exception:  # noqa: BLE001 - waiting for moto to listen
-                time.sleep(0.1)
+        moto, endpoint, s3 = start_moto(env)
+        s3.create_bucket(Bucket="bench")
         store, extra = "s3://bench/ingest", ["--endpoint-url", endpoint]
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -52,10 +52,6 @@ def tar_item(files: Dict[str, bytes], kinds: Dict[str, str], width: int, height:
                         height=height, score=0.5)
 
 
-def good_item(seed: int, width: int, height: int, device: str):
-    return make_body(seed, width, height, device)
-
-
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
@@ -285,7 +281,7 @@ def trickle_phase(args, port: int, url: str, tokens: Dict[str, str], width: int,
     tricklers = []
     for i in range(args.tricklers + args.head_tricklers):
         dev = f"attacker-{i % max(1, args.tricklers)}"
-        iid, body = good_item(100_000 + i, 320, 240, dev)
+        iid, body = make_body(100_000 + i, 320, 240, dev)
         tricklers.append(
             Trickler(
                 port, raw_head(port, iid, tokens[dev], body), body, slow_head=i >= args.tricklers, stop=stop
@@ -302,7 +298,7 @@ def trickle_phase(args, port: int, url: str, tokens: Dict[str, str], width: int,
     with httpx.Client(timeout=60) as client:
         while time.monotonic() < t_end:
             seed += 1
-            iid, body = good_item(seed, width, height, "good")
+            iid, body = make_body(seed, width, height, "good")
             took, codes = upload_until_stored(client, url, tokens["good"], iid, body, give_up_s=120)
             answers.update(str(c) for c in codes)
             if took is None:

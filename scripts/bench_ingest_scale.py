@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_ingest import free_port, make_body, run_pass  # noqa: E402
+from bench_ingest import free_port, make_body, run_pass, start_moto  # noqa: E402
 
 from edgedepth.fleet.auth import DeviceRegistry  # noqa: E402
 
@@ -70,24 +70,6 @@ def cpu_seconds(pid: int) -> float:
 def self_cpu() -> float:
     t = os.times()
     return t.user + t.system
-
-
-def start_moto(env: dict):
-    import boto3
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="bench",
-                          aws_secret_access_key="bench")
-    for _ in range(200):
-        try:
-            client.list_buckets()
-            return proc, url, client
-        except Exception:  # noqa: BLE001 - waiting for moto to listen
-            time.sleep(0.1)
-    raise SystemExit("moto did not start")
 
 
 class Ingest:

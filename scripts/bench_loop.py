@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgedepth.machine import usable_cores  # noqa: E402
 from edgedepth.metrics import spearman  # noqa: E402
+from edgedepth.preprocess import SELECTION_STRIDE  # noqa: E402
 from edgedepth.runtime.backends import load_backend  # noqa: E402
 from edgedepth.runtime.backends.onnxruntime import pipeline_threads  # noqa: E402
 from edgedepth.runtime.capture import Source, open_source  # noqa: E402
@@ -310,10 +311,11 @@ def efficiency(entries, args, reference=None, twins=None) -> dict:
     return figures
 
 
-def random_init_model(size: str, hw, work: Path, selection_stride: int = 8) -> Path:
+def random_init_model(size: str, hw, work: Path, selection_stride: int = SELECTION_STRIDE):
     """An untrained `size` network exported at `hw` (throughput and selection cost do not depend on the
     weights), with edgedepth metadata and, as `edgedepth export` makes it, the selection features in the
-    graph (selection_stride 0: without them, the selector computes them on the CPU)."""
+    graph. Returns (that model, the same network without the selection branch or None): with
+    selection_stride 0 there is no branch and the selector computes the features on the CPU."""
     import warnings
 
     import onnx
@@ -333,18 +335,27 @@ def random_init_model(size: str, hw, work: Path, selection_stride: int = 8) -> P
                           output_names=[OUTPUT_DEPTH, OUTPUT_UNCERTAINTY], opset_version=17, dynamo=False)
     proto = onnx.load(str(out))
     info = ModelInfo(preprocessing=Preprocessing(height=hw[0], width=hw[1]), name=f"random-{size}", size=size)
-    if selection_stride:
-        from edgedepth.export.selection_graph import add_selection_output, selection_metadata
 
-        from edgedepth.modelmeta import KEY_SELECTION
+    def save(model, extra, target: Path) -> Path:
+        props = {**info.to_metadata_props(), **extra}
+        for key, value in props.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        target.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(target))
+        return target
 
-        added = add_selection_output(proto, info.preprocessing, selection_stride)
-        info.extra[KEY_SELECTION] = selection_metadata(added)
-    for key, value in info.to_metadata_props().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(out))
-    return out
+    if not selection_stride:
+        return save(proto, {}, out), None
+    from edgedepth.export.selection_graph import add_selection_output
+
+    from edgedepth.modelmeta import KEY_SELECTION
+
+    plain = onnx.ModelProto()
+    plain.CopyFrom(proto)  # the same weights, for the branch's cost
+    twin = save(plain, {}, work / f"random-{size}-plain" / "model.onnx")
+    return save(proto, {KEY_SELECTION: add_selection_output(proto, info.preprocessing, selection_stride)},
+                out), twin
 
 
 def main() -> None:
@@ -358,7 +369,7 @@ def main() -> None:
         "throughput and selection cost do not depend on the weights",
     )
     ap.add_argument("--size", default="96x128", help="input size HxW for --random-init")
-    ap.add_argument("--selection-stride", type=int, default=8,
+    ap.add_argument("--selection-stride", type=int, default=SELECTION_STRIDE,
                     help="--random-init models compute the selector's features in the graph, sampling every "
                          "N pixels, as `edgedepth export` does; 0: without them (the CPU computes them)")
     ap.add_argument("--frames", type=int, default=400, help="frames per efficiency round")
@@ -390,12 +401,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     try:
         models = {str(m): resolve_model(m, work) for m in args.model}
+        plain = {}  # --random-init networks without the selection branch
         if args.random_init:
             from edgedepth.runtime.sources import parse_size
 
             hw = parse_size(args.size)
             for size in (x.strip() for x in args.random_init.split(",") if x.strip()):
-                models[size] = random_init_model(size, hw, work, args.selection_stride)
+                models[size], plain[size] = random_init_model(size, hw, work, args.selection_stride)
         if not models:
             ap.error("give a MODEL or --random-init SIZES")
         threads = args.threads or pipeline_threads()
@@ -415,11 +427,8 @@ def main() -> None:
             render_ms = (time.perf_counter() - t0) / 16 * 1000
             entries[name] = (be, [pre.apply(f.rgb) for f in clip],
                              f"synthetic://{args.train_domain}?seed=11&size={h}x{w}&cache=120", h, w)
-        twins = {}
-        if args.random_init and args.selection_stride:
-            for size in (x.strip() for x in args.random_init.split(",") if x.strip()):
-                plain = random_init_model(size, hw, work / "plain", 0)
-                twins[size] = load_backend(plain, backend="ort-cpu", threads=threads)
+        twins = {name: load_backend(path, backend="ort-cpu", threads=threads)
+                 for name, path in plain.items() if path is not None}
         first = next(iter(entries))
         backend, batches, uri, h, w = entries[first]
         model = models[first]

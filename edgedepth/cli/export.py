@@ -11,6 +11,7 @@ import click
 
 from edgedepth.cli.options import InputPath, OutputPath, Size
 from edgedepth.errors import ConfigError, EdgeDepthError
+from edgedepth.preprocess import SELECTION_STRIDE
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _echo_lines(lines) -> None:
 )
 @click.option(
     "--selection-stride",
-    default=8,
+    default=SELECTION_STRIDE,
     show_default=True,
     type=click.IntRange(min=0),
     help="Compute the hard-frame selector's per-frame features inside the graph (a third output, "

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import click
 
 from edgedepth.errors import ConfigError
+from edgedepth.sizes import parse_size
 
 OUTPUT_CHOICES = ("metric", "relative", "disparity")
 
@@ -27,12 +27,10 @@ def _triple(text: Optional[str], name: str):
 def _size(text: Optional[str]):
     if text is None:
         return None
-    parts = text.lower().replace("*", "x").split("x")
     try:
-        h, w = (int(p) for p in parts)
-    except ValueError as exc:
+        return parse_size(text, what="--teacher-size")
+    except ConfigError as exc:
         raise ConfigError(f"--teacher-size must be HEIGHTxWIDTH, e.g. 518x518, got {text!r}") from exc
-    return h, w
 
 
 def teacher_options(func):
@@ -57,14 +55,9 @@ def teacher_options(func):
                      help="Teacher-output cache folder (default: $EDGEDEPTH_CACHE/teacher-labels or "
                           "~/.cache/edgedepth/teacher-labels)."),
     ]
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        return func(*args, **kwargs)
-
     for opt in reversed(opts):
-        wrapper = opt(wrapper)
-    return wrapper
+        func = opt(func)
+    return func
 
 
 TEACHER_KWARGS = ("teacher_output", "teacher_size", "teacher_multiple", "teacher_mean", "teacher_std",

@@ -116,6 +116,18 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, force
     except ValueError as exc:
         raise ConfigError(f"--data-shares must be comma-separated numbers, got {data_shares!r}") from exc
 
+    # cheap refusals first: the teacher below labels all the data and replaces OUT/teacher-labels/N
+    held = existing_run(out)
+    if held is not None and not (resume or force):
+        raise ConfigError(f"{out} already holds a training run ({held.name}): add --resume to continue it, "
+                          "--force to start over in it, or choose another --out")
+    if merge_set is not None and not init_from:
+        raise ConfigError("--merge-set merges towards the initial weights: give --init-from")
+    if merge_protect and merge_set is None:
+        raise ConfigError("--merge-protect guards a merge: give --merge-set too")
+    if loss_mode not in ("nll", "decoupled"):
+        raise ConfigError(f"unknown loss mode {loss_mode!r}")
+
     data = list(data)
     if teacher:
         data = _teacher_labels(teacher, teacher_kw, data, out, target, camera_height, two_view, min_depth,
@@ -127,23 +139,13 @@ def train(data, val, model, size, epochs, minutes, out, init_from, resume, force
                       lr=lr, workers=workers, grad_weight=grad_weight, loss_mode=loss_mode,
                       frame_weight=frame_weight, min_depth=min_depth, max_depth=max_depth, device=device,
                       progress=not no_progress, freeze_bn=freeze_bn, l2sp=l2sp, freeze=freeze,
-                      ema_decay=ema_decay, zoom=zoom, data_shares=shares, target=target)
-    cfg.tensorboard = tensorboard
+                      ema_decay=ema_decay, zoom=zoom, data_shares=shares, target=target,
+                      tensorboard=tensorboard)
     if tensorboard:
         from edgedepth.errors import require
 
         require("tensorboard", extra="train")  # fail now, not after the first epoch
     cfg.validate()  # clear errors before torch is imported
-    held = existing_run(out)
-    if held is not None and not (resume or force):
-        raise ConfigError(f"{out} already holds a training run ({held.name}): add --resume to continue it, "
-                          "--force to start over in it, or choose another --out")
-    if merge_set is not None and not init_from:
-        raise ConfigError("--merge-set merges towards the initial weights: give --init-from")
-    if merge_protect and merge_set is None:
-        raise ConfigError("--merge-protect guards a merge: give --merge-set too")
-    if cfg.loss_mode not in ("nll", "decoupled"):
-        raise ConfigError(f"unknown loss mode {cfg.loss_mode!r}")
     if init_from and not resume and not shares and len(cfg.data) == 1:  # fine-tune on new frames alone
         click.echo("hint: fine-tuning on one data set without replay forgets what the model knew; "
                    "`edgedepth round train ROUND --from CHECKPOINT` replays its training data "

@@ -1,7 +1,7 @@
 """Frames for parity checks, calibration and the accuracy gate; coverage-based calibration selection.
 
-Sources: a dataset directory (read through edgedepth.data.formats when the data package provides it,
-else a plain folder of images with optional depth maps), or synthetic frames. Calibration frames are
+Sources: a dataset directory or DIR,DIR,... (read through edgedepth.data.dataset.open_datasets), or
+synthetic frames (edgedepth.data.synth). Calibration frames are
 chosen for coverage (k-center greedy on a cheap image embedding), not the first N.
 """
 
@@ -15,11 +15,11 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from edgedepth.data import synth
+from edgedepth.data.dataset import open_datasets
 from edgedepth.errors import DataError
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 @dataclass
@@ -60,34 +60,6 @@ def _resize(rgb: np.ndarray, depth: Optional[np.ndarray], height: int, width: in
     return rgb, depth
 
 
-def _read_depth(path: Path) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path).astype(np.float32)
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise DataError(f"cannot read depth map {path}")
-    return raw.astype(np.float32) / (1000.0 if raw.dtype == np.uint16 else 1.0)  # 16-bit PNG: mm
-
-
-def _plain_folder(root: Path) -> List[Tuple[str, Path, Optional[Path]]]:
-    """(name, image, depth) triples: rgb/X.png + depth/X.{npy,png}, or images with X.depth.npy beside."""
-    img_dir = root / "rgb" if (root / "rgb").is_dir() else root
-    items = []
-    for p in sorted(img_dir.rglob("*")):
-        if p.suffix.lower() not in IMAGE_EXTS or "depth" in p.parts[len(root.parts):-1]:
-            continue
-        if p.stem.endswith((".depth", "_depth")):
-            continue
-        depth = None
-        for cand in (root / "depth" / f"{p.stem}.npy", root / "depth" / f"{p.stem}.png",
-                     p.with_name(f"{p.stem}.depth.npy"), p.with_name(f"{p.stem}_depth.png")):
-            if cand.is_file():
-                depth = cand
-                break
-        items.append((p.relative_to(root).as_posix(), p, depth))
-    return items
-
-
 def load_frameset(path: str, height: int, width: int, limit: Optional[int] = None) -> FrameSet:
     """Decode a dataset directory (or DIR,DIR,...) at height x width (depth kept when present).
 
@@ -100,32 +72,15 @@ def load_frameset(path: str, height: int, width: int, limit: Optional[int] = Non
             raise DataError(f"data directory {part} does not exist; create one with `edgedepth data synth` "
                             "or point --data at a folder of images (rgb/ and optional depth/)")
     root = Path(parts[0]) if len(parts) == 1 else Path(str(path))
-    try:
-        from edgedepth.data.dataset import open_datasets
-    except ImportError:
-        open_datasets = None
     rgbs, depths, names, domains = [], [], [], []
-    if open_datasets is not None:
-        ds = open_datasets(",".join(parts))
-        for i in _spread(len(ds), limit):
-            s = ds[i]
-            rgb, depth = _resize(np.asarray(s.rgb), None if s.depth is None else s.depth, height, width)
-            rgbs.append(rgb)
-            depths.append(depth)
-            names.append(str(s.name))
-            domains.append(str(getattr(s, "domain", "") or "unknown"))
-    else:
-        items = _plain_folder(root)
-        for name, img, dpath in (items[i] for i in _spread(len(items), limit)):
-            bgr = cv2.imread(str(img), cv2.IMREAD_COLOR)
-            if bgr is None:
-                log.warning("skipping unreadable image %s", img)
-                continue
-            rgb, depth = _resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
-                                 _read_depth(dpath) if dpath else None, height, width)
-            rgbs.append(rgb)
-            depths.append(depth)
-            names.append(name)
+    ds = open_datasets(",".join(parts))
+    for i in _spread(len(ds), limit):
+        s = ds[i]
+        rgb, depth = _resize(np.asarray(s.rgb), None if s.depth is None else s.depth, height, width)
+        rgbs.append(rgb)
+        depths.append(depth)
+        names.append(str(s.name))
+        domains.append(str(getattr(s, "domain", "") or "unknown"))
     if not rgbs:
         raise DataError(f"{root} holds no readable frames")
     has_depth = all(d is not None for d in depths)
@@ -141,13 +96,8 @@ def _spread(n: int, limit: Optional[int]) -> List[int]:
 
 def synthetic_frameset(n: int, height: int, width: int, seed: int = 0) -> FrameSet:
     """Synthetic frames with depth from the data package's renderer (edgedepth.data.synth)."""
-    try:
-        from edgedepth.data import synth
-    except ImportError as exc:
-        raise DataError("no --data given and the synthetic renderer (edgedepth.data.synth) is not "
-                        "available; pass --data DIR with validation frames") from exc
     rgbs, depths, names, domains = [], [], [], []
-    cycle = list(getattr(synth, "DOMAINS", ("indoor",)))
+    cycle = list(synth.DOMAINS)
     for i in range(n):
         frame = synth.render_frame(cycle[i % len(cycle)], seed + i, height, width)
         rgb, depth = _frame_parts(frame)

@@ -44,7 +44,6 @@ class Outcome:
     reason: str = ""
     retry_after: Optional[float] = None
     sent_bytes: int = 0
-    error: str = ""  # the server's machine-readable reason ("error" field of its JSON), when it gave one
 
     @property
     def delivered(self) -> bool:
@@ -117,7 +116,7 @@ def classify(resp: httpx.Response, item_id: str, sent: int = 0) -> Outcome:
     if code in (401, 403):
         error, _ = _error_fields(resp)
         kind = DEVICE_MISMATCH if code == 403 and error == "device_mismatch" else AUTH
-        return Outcome(kind, code, _reason(resp), sent_bytes=sent, error=error)
+        return Outcome(kind, code, _reason(resp), sent_bytes=sent)
     return Outcome(TRANSIENT, code, _reason(resp), _retry_after(resp), sent_bytes=sent)
 
 

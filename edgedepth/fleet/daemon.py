@@ -41,7 +41,7 @@ from edgedepth.fleet.diskfull import Reserve, is_disk_full, write_or_release
 from edgedepth.fleet.finalizer import Finalizer
 from edgedepth.fleet.queue import DONE, FAILED, GONE, QUEUED, UPLOADING, Job, JobQueue
 from edgedepth.fleet.ratelimit import TokenBucket
-from edgedepth.fleet.upload_metrics import Stats, render, serve_upload_metrics
+from edgedepth.fleet.upload_metrics import Stats, serve_upload_metrics
 from edgedepth.fleet.wire import LocalCorruption, prepare
 from edgedepth.spool import Spool, captured_at
 
@@ -557,9 +557,6 @@ class Daemon:
                  g.get("pending_bytes", 0) / 1e6, g.get(f"queue_{DONE}", 0), g.get(f"queue_{FAILED}", 0),
                  g.get(f"queue_{GONE}", 0), s.uploaded, s.duplicates, s.bytes_sent / 1e6, s.retries,
                  s.failures, self.spool.evicted)
-
-    def metrics_text(self) -> str:
-        return render(self._current_stats())
 
     def _current_stats(self) -> Stats:
         self.stats.evicted = self.spool.evicted + self.spool.evicted_failed

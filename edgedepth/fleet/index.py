@@ -78,7 +78,10 @@ class FrameIndex:
 
         Only a duplicate id is ignored: any other constraint violation raises (sqlite3.IntegrityError).
         """
-        row = self.row(meta)
+        return self.add_row(self.row(meta))
+
+    def add_row(self, row: Tuple) -> bool:
+        """`add` for a row already made by `row(meta)`."""
         with self._lock:
             cur = self._db.execute("INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                                    "ON CONFLICT(id) DO NOTHING", row)

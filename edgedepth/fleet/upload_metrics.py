@@ -8,7 +8,7 @@ from typing import Callable, Dict, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from edgedepth.fleet.queue import STATES
-from edgedepth.metrics_http import MetricsHTTPServer, registry_of, text_of
+from edgedepth.metrics_http import MetricsHTTPServer, registry_of
 
 
 class Stats:
@@ -57,11 +57,6 @@ def families(stats: Stats) -> Iterator[Metric]:
     yield counter("gone_total", "Items that left the spool before upload.", s.gone)
     yield counter("evicted_total", "Items evicted by the spool cap.", s.evicted)
     yield gauge("last_success_timestamp_seconds", "Unix time of the last delivery.", s.last_success)
-
-
-def render(stats: Stats) -> str:
-    """Prometheus text exposition of the daemon's counters and gauges."""
-    return text_of(registry_of(lambda: families(stats)))
 
 
 def serve_upload_metrics(port: int, stats: Callable[[], Stats]) -> MetricsHTTPServer:

@@ -214,7 +214,7 @@ def _labeler(cfg: RoundConfig):
                           LabelCache(cfg.label_cache))
 
 
-def _teacher_label(labeler, store, meta: dict, rgb: np.ndarray, sparse: Optional[np.ndarray]):
+def _teacher_label(labeler, meta: dict, rgb: np.ndarray, sparse: Optional[np.ndarray]):
     """(depth, label kind) from the teacher; (None, why) when a relative teacher has no metric points."""
     from edgedepth.teachers import FrameInput
 
@@ -359,11 +359,11 @@ def _build_frames(cfg: RoundConfig, store, out: Path, teacher, selfsup, report: 
                 if label == "teacher":
                     # sparse uploaded depth (a ToF, LiDAR returns) is the relative teacher's metric points
                     sparse = read_depth(store, meta, up[1], rgb.shape[:2]) if up else None
-                    depth, kind = _teacher_label(teacher, store, meta, rgb, sparse)
+                    depth, kind = _teacher_label(teacher, meta, rgb, sparse)
                 elif up:
                     depth = read_depth(store, meta, up[1], rgb.shape[:2])
                     if teacher is not None and float((depth > 0).mean()) < DENSE_SENSOR:
-                        aligned, why = _teacher_label(teacher, store, meta, rgb, depth)
+                        aligned, why = _teacher_label(teacher, meta, rgb, depth)
                         if aligned is not None:  # else: the sparse depth itself is the label
                             depth, kind = aligned, why
                 else:

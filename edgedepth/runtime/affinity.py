@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import FrozenSet, Optional
 
+from edgedepth.machine import allowed_cores
+
 log = logging.getLogger(__name__)
 
 
@@ -23,17 +25,9 @@ class CorePlan:
     others: FrozenSet[int]  # capture, preprocessing, postprocessing, selection and sinks
 
 
-def current_cores() -> Optional[FrozenSet[int]]:
-    """The cores the calling thread may run on (None where the platform cannot say)."""
-    try:
-        return frozenset(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
-
-
 def plan_cores() -> Optional[CorePlan]:
     """The last core this process may use for inference, the others for the rest; None with one core."""
-    allowed = current_cores()
+    allowed = allowed_cores()
     if allowed is None or len(allowed) < 2:
         return None
     ordered = sorted(allowed)

@@ -37,8 +37,9 @@ from typing import Callable, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from edgedepth.machine import allowed_cores
 from edgedepth.preprocess import InputSpec, Preprocessing
-from edgedepth.runtime.affinity import CorePlan, current_cores, pin_thread, plan_cores
+from edgedepth.runtime.affinity import CorePlan, pin_thread, plan_cores
 from edgedepth.runtime.backends import Backend
 from edgedepth.runtime.capture import Source
 from edgedepth.runtime.loop_parts import BufferPool, LoopSummary, Probation, Swap, Verdict
@@ -53,7 +54,7 @@ _STOP = object()
 # Python's GIL switch interval while the loop runs. The inference thread holds the GIL only for a few
 # microseconds between two inferences, but when it returns from the engine while another stage runs
 # Python code, it waits until that stage blocks or until the interval forces a switch: with the default
-# 5 ms, a burst of preprocessing or selection can stall a sub-millisecond model for several frames.
+# 5 ms, one wait can last longer than several inferences of a sub-millisecond model.
 GIL_SWITCH_INTERVAL_S = 0.0002
 PREFETCH_FILE = 8  # preprocessed frames that may wait for inference from a non-live source
 POST_QUEUE = 1  # inference results that may wait for postprocessing (more would delay a rollback)
@@ -152,7 +153,7 @@ class DepthLoop:
         switch_interval = sys.getswitchinterval()
         if self.gil_switch_interval is not None and self.gil_switch_interval < switch_interval:
             sys.setswitchinterval(self.gil_switch_interval)
-        main_cores = current_cores()
+        main_cores = allowed_cores()
         self._cores = plan_cores() if self.pin_cores else None
         if self._cores is not None:
             pin_thread(self._cores.others)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -22,7 +21,7 @@ class BufferPool:
             np.empty(shape, dtype=np.float32) for _ in range(max(2, count))
         )
 
-    def acquire(self, shape, stop: Optional[threading.Event] = None) -> np.ndarray:
+    def acquire(self, shape) -> np.ndarray:
         try:
             buf = self.free.pop()
         except IndexError:

@@ -60,7 +60,7 @@ import cv2
 import numpy as np
 
 from edgedepth.errors import ConfigError
-from edgedepth.preprocess import selection_length
+from edgedepth.preprocess import SELECTION_STRIDE, SELECTION_THUMB, selection_grid, selection_length
 from edgedepth.runtime.reference import Reference, appearance_embedding
 
 MODES = ("hard", "random", "none")
@@ -89,7 +89,7 @@ class SelectionConfig:
     relax_step: float = 1.002  # factor per frame on the quantile's level
     warmup: int = 200  # frames scored before the first keep (the quantile needs data)
     ring: int = 256  # embeddings of kept frames remembered
-    stride: int = 8  # the maps are sampled every `stride` pixels (12x16 samples of a 96x128 map)
+    stride: int = SELECTION_STRIDE  # the maps are sampled every `stride` pixels (12x16 of a 96x128 map)
     seed: int = 0
     min_depth: float = 0.1
     max_depth: float = 40.0
@@ -166,7 +166,7 @@ class FrameSelector:
         self._novelty_drift = 0.0
         # per-frame work writes into these (features()): no allocation per frame
         self._bufs: Optional[tuple] = None  # exp(u) and two log-depth maps (this frame's, the previous)
-        self._thumbs = (np.empty((12, 16, 3), np.uint8), np.empty((12, 16, 3), np.uint8))
+        self._thumbs = tuple(np.empty((*SELECTION_THUMB, 3), np.uint8) for _ in range(2))
         self._vectors: Optional[tuple] = None  # graph_features(): this frame's and the previous vector
         self._prev_vector: Optional[np.ndarray] = None
         self._uncertainty: Optional[np.ndarray] = None
@@ -180,68 +180,56 @@ class FrameSelector:
         maps each call costs more than its arithmetic (scripts/bench_loop.py), hence the fewest calls:
         exp and log read the strided maps directly, and one bilinear resize averages 2x2 pixels per
         thumbnail cell at any frame size."""
+        s = self.cfg.stride
         buf = self._bufs
         if buf is None or buf[3] != uncertainty.shape:  # once per map size; later frames write into these
-            s = self.cfg.stride
-            small = (-(-uncertainty.shape[0] // s), -(-uncertainty.shape[1] // s))  # the shape of [::s, ::s]
-            buf = self._bufs = (*(np.empty(small, np.float32) for _ in range(3)), uncertainty.shape, s)
+            small = selection_grid(uncertainty.shape, s)
+            buf = self._bufs = (*(np.empty(small, np.float32) for _ in range(3)), uncertainty.shape)
             self._prev_log_depth = None
-        s = buf[4]
         eu, log_d = buf[0], buf[1] if self._prev_log_depth is not buf[1] else buf[2]
         np.exp(uncertainty[::s, ::s], out=eu)  # exp(u): the expected |log error|
         # the model's depth is >= its min_depth by construction; a non-positive or NaN value makes the
         # sums below non-finite, and score() treats the frame as unscorable
         np.log(depth[::s, ::s], out=log_d)
         thumb = self._thumbs[0] if self._prev_thumb is not self._thumbs[0] else self._thumbs[1]
-        cv2.resize(rgb, (16, 12), dst=thumb, interpolation=cv2.INTER_LINEAR)
-        n = eu.size
-        # temporal inconsistency with the previous prediction, and how much the image itself changed:
-        # mean |log D_t - log D_t-1| / 2 (= mean |D_t - D_t-1| / (D_t + D_t-1) to first order)
-        prev, prev_thumb = self._prev_log_depth, self._prev_thumb
-        if prev is not None and prev_thumb is not None and prev.shape == log_d.shape \
-                and prev_thumb.dtype == thumb.dtype:  # (not a graph_features() frame's)
-            temporal = 0.5 * cv2.norm(log_d, prev, cv2.NORM_L1) / n
-            # mean absolute change of the 16x12 colour thumbnail's values, as a fraction of 255
-            image_change = cv2.norm(thumb, prev_thumb, cv2.NORM_L1) * (1.0 / (255.0 * thumb.size))
-        else:  # nothing to compare with; 0 * the map's sum is still NaN for a map with NaN or -inf
-            temporal, image_change = 0.0 * cv2.sumElems(log_d)[0], 0.0
-        self._prev_log_depth, self._prev_thumb, self._eu, self._prev_vector = log_d, thumb, eu, None
-        return {
-            "uncertainty": cv2.sumElems(eu)[0] / n,
-            "temporal": temporal,
-            "image_change": image_change,
-            # depth that changes while the picture does not: the network is unstable on this input
-            "flicker": temporal / (image_change + self.cfg.image_change_floor),
-        }
+        cv2.resize(rgb, (SELECTION_THUMB[1], SELECTION_THUMB[0]), dst=thumb, interpolation=cv2.INTER_LINEAR)
+        self._eu, self._prev_vector = eu, None
+        return self._signals(cv2.sumElems(eu)[0] / eu.size, log_d, thumb)
 
     def graph_features(self, vector: np.ndarray, map_shape: Tuple[int, ...]) -> Optional[Dict[str, float]]:
         """The same signals from the model's 'selection' output (export/selection_graph.py), where the
         engine did the per-pixel work: two small comparisons with the previous frame's vector remain.
         None when the vector was made for another sampling grid (then `features()` is used)."""
         s = self.cfg.stride
-        m = (-(-map_shape[-2] // s)) * (-(-map_shape[-1] // s))
         vector = vector.reshape(-1)
         if vector.size != selection_length(map_shape[-2:], s):
             return None
+        gh, gw = selection_grid(map_shape[-2:], s)
         pair = self._vectors
         if pair is None or pair[0].size != vector.size:
             pair = self._vectors = (np.empty(vector.size, np.float32), np.empty(vector.size, np.float32))
         own = pair[0] if self._prev_vector is not pair[0] else pair[1]
         np.copyto(own, vector)  # the backend reuses its output slots; the next frame compares with this
-        log_d, thumb = own[1:1 + m], own[1 + m:]
+        self._eu, self._prev_vector = None, own  # exp(u) on the grid: from the map if a candidate needs it
+        return self._signals(float(own[0]), own[1:1 + gh * gw], own[1 + gh * gw:])
+
+    def _signals(self, uncertainty: float, log_d: np.ndarray, thumb: np.ndarray) -> Dict[str, float]:
+        """Temporal inconsistency with the previous prediction, and how much the image itself changed:
+        mean |log D_t - log D_t-1| / 2 (= mean |D_t - D_t-1| / (D_t + D_t-1) to first order) and the
+        thumbnail's mean absolute change as a fraction of 255. `log_d` and `thumb` become the previous."""
         prev, prev_thumb = self._prev_log_depth, self._prev_thumb
         if prev is not None and prev_thumb is not None and prev.shape == log_d.shape \
-                and prev_thumb.dtype == thumb.dtype:
-            temporal = 0.5 * cv2.norm(log_d, prev, cv2.NORM_L1) / m
+                and prev_thumb.dtype == thumb.dtype:  # (both from features(), or both from the graph)
+            temporal = 0.5 * cv2.norm(log_d, prev, cv2.NORM_L1) / log_d.size
             image_change = cv2.norm(thumb, prev_thumb, cv2.NORM_L1) * (1.0 / (255.0 * thumb.size))
-        else:
+        else:  # nothing to compare with; 0 * the map's sum is still NaN for a map with NaN or -inf
             temporal, image_change = 0.0 * cv2.sumElems(log_d)[0], 0.0
-        self._prev_log_depth, self._prev_thumb, self._prev_vector = log_d, thumb, own
-        self._eu = None  # exp(u) on the grid, computed from the map only if a candidate needs it
+        self._prev_log_depth, self._prev_thumb = log_d, thumb
         return {
-            "uncertainty": float(own[0]),
+            "uncertainty": uncertainty,
             "temporal": temporal,
             "image_change": image_change,
+            # depth that changes while the picture does not: the network is unstable on this input
             "flicker": temporal / (image_change + self.cfg.image_change_floor),
         }
 
@@ -261,7 +249,7 @@ class FrameSelector:
         if prev.dtype == np.uint8:  # features(): 12x16x3 RGB
             grey = cv2.cvtColor(prev, cv2.COLOR_RGB2GRAY).astype(np.float32)
         else:  # the graph's: planar RGB, 3x12x16 values 0..255
-            grey = np.tensordot(GREY_WEIGHTS, prev.reshape(3, 12, 16), 1).astype(np.float32)
+            grey = np.tensordot(GREY_WEIGHTS, prev.reshape(3, *SELECTION_THUMB), 1).astype(np.float32)
         thumb = cv2.resize(grey, (8, 6), interpolation=cv2.INTER_AREA).ravel()
         log_d = self._prev_log_depth
         bins = ((log_d - self._log_lo) * self._bin_scale).astype(np.int32).ravel()

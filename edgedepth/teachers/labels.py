@@ -227,6 +227,9 @@ def label_folder(labeler: TeacherLabeler, src, out, batch: int = 16) -> FolderLa
     frames_meta = meta.get("frames") or {}
     K_default = meta.get("intrinsics")
     names = [p.stem for p in files]
+    first_index: Dict[str, int] = {}  # what names.index(stem) gives, without a scan per frame
+    for k, name in enumerate(names):
+        first_index.setdefault(name, k)
     report = FolderLabelReport(str(root), str(dst), len(files))
     out_frames: Dict[str, dict] = {}
     hits0, misses0 = (labeler.cache.hits, labeler.cache.misses) if labeler.cache else (0, 0)
@@ -249,7 +252,7 @@ def label_folder(labeler: TeacherLabeler, src, out, batch: int = 16) -> FolderLa
             K = fm.get("intrinsics", K_default)
             f = FrameInput(rgb, pts, None if K is None else np.asarray(K, np.float64))
             if policy.two_view and fm.get("pose") is not None:
-                i = names.index(p.stem)
+                i = first_index[p.stem]
                 gap = max(1, policy.two_view_gap)
                 j = i + gap if i + gap < len(names) else i - gap
                 nm = frames_meta.get(names[j]) or {}

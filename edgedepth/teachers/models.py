@@ -274,15 +274,14 @@ def open_teacher(spec: str, options: Optional[TeacherOptions] = None) -> Teacher
         raise ConfigError(f"teacher {spec} does not exist: pass a .pt checkpoint, an .onnx file, "
                           "hf:ORG/NAME or a save_pretrained folder")
     if p.suffix.lower() == ".onnx":
-        import onnxruntime as ort
-
         from edgedepth.modelmeta import KEY_PREPROCESSING
+        from edgedepth.onnxproto import onnx_header
 
-        try:
-            meta = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).get_modelmeta()
-        except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+        try:  # the metadata props from the file's bytes: no session just to read them
+            props = onnx_header(p)["metadata"]
+        except (ModelError, OSError) as exc:
             raise ModelError(f"cannot load ONNX model {p}: {exc}") from exc
-        if KEY_PREPROCESSING in meta.custom_metadata_map:
+        if KEY_PREPROCESSING in props:
             return EdgeDepthTeacher(spec, opts)
         return OnnxTeacher(spec, opts)
     return EdgeDepthTeacher(spec, opts)

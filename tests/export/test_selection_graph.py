@@ -104,3 +104,23 @@ def test_calibration_keeps_the_selection_nodes_in_float(tmp_path, tiny_ckpt, fra
     names = {n.name for n in mp.graph.node if n.name.startswith("selection/")}
     assert names and names <= set(float_tail_nodes(str(model)))
     assert [o.name for o in mp.graph.output][-1] == OUTPUT_SELECTION
+
+
+def test_the_int8_model_feeds_the_selection_branch_float_tensors(tmp_path, tiny_ckpt, frames_dir):
+    """The input image feeds both the first convolution (quantized) and the thumbnail: after
+    quantization the branch must still read the float image, not its INT8 round trip."""
+    import onnx
+    from edgedepth.calibrate import quantize as q
+
+    from edgedepth.preprocess import SELECTION_NODE_PREFIX
+
+    model = _export(tmp_path, tiny_ckpt, frames_dir)
+    pre = tmp_path / "pre.onnx"
+    q.pre_process(str(model), str(pre))
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    ranges = q.calibrate_ranges(str(pre), x, "minmax", tmp_path / "r.json")
+    mp = onnx.load(q.quantize_trt(str(pre), str(tmp_path / "int8.onnx"), ranges, "minmax"))
+    producer = {o: n.op_type for n in mp.graph.node for o in n.output}
+    branch = [n for n in mp.graph.node if n.name.startswith(SELECTION_NODE_PREFIX)]
+    assert branch and "DequantizeLinear" in producer.values()
+    assert not [i for n in branch for i in n.input if producer.get(i) == "DequantizeLinear"]

@@ -37,11 +37,12 @@ def write_tiny_onnx(path: Path, selection: bool = False) -> Path:
     model.ir_version = 8
     info = ModelInfo(preprocessing=Preprocessing(height=H, width=W), name="tiny-fake", version="3")
     if selection:
-        from edgedepth.export.selection_graph import add_selection_output, selection_metadata
+        from edgedepth.export.selection_graph import add_selection_output
 
         from edgedepth.modelmeta import KEY_SELECTION
+        from edgedepth.preprocess import SELECTION_STRIDE
 
-        info.extra[KEY_SELECTION] = selection_metadata(add_selection_output(model, info.preprocessing, 8))
+        info.extra[KEY_SELECTION] = add_selection_output(model, info.preprocessing, SELECTION_STRIDE)
     for k, v in info.to_metadata_props().items():
         model.metadata_props.add(key=k, value=v)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -625,7 +625,7 @@ def test_head_answers_only_for_the_callers_own_items(srv):
     good_client_is_served(srv)
 
 
-# -- today's cases, kept ------------------------------------------------------------------------
+# -- the cases of test_server.BAD plus missing/wrong tokens, with the store snapshot and good-client checks
 def _kept_cases():
     cases = {}
     for name, (item_id, body, status, reason, *rest) in kit.BAD.items():
@@ -685,7 +685,7 @@ import edgedepth.fleet.index as index
 import edgedepth.fleet.store.local as local
 where = os.environ["CRASH_AT"]
 if where == "index":  # killed after the item is renamed into place, before its index row is written
-    index.FrameIndex.add = lambda self, meta: os._exit(137)
+    index.FrameIndex.add_row = lambda self, row: os._exit(137)
 else:  # killed while the item's files are still in the temp folder
     local.os.rename = lambda a, b: os._exit(137)
 from edgedepth.cli.main import main

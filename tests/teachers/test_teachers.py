@@ -172,8 +172,6 @@ def test_train_from_a_relative_teacher_cli(tmp_path, onnx_disparity):
     ok = _cli(*common, "--out", str(tmp_path / "rel"), "--target", "relative")
     assert ok.returncode == 0, ok.stderr
     assert "teacher-relative 8" in ok.stdout
-    import torch
-
     from edgedepth.checkpoint import checkpoint_info, load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "rel" / "last.pt")
@@ -182,7 +180,6 @@ def test_train_from_a_relative_teacher_cli(tmp_path, onnx_disparity):
     from edgedepth.modelmeta import ModelInfo
 
     assert ModelInfo.from_metadata_props(info.to_metadata_props()).depth_units == "relative"
-    assert torch is not None
     # the exported model says so, and the live loop refuses point clouds in metres from it
     bundle = tmp_path / "bundle"
     exp = _cli("export", str(tmp_path / "rel" / "last.pt"), "--out", str(bundle), "--frames", "2")

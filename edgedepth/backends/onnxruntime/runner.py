@@ -20,7 +20,13 @@ from edgedepth.errors import ModelError
 from edgedepth.fsutil import file_sha256
 from edgedepth.machine import usable_cores
 from edgedepth.modelmeta import read_onnx_info
-from edgedepth.preprocess import INPUT_NAME, OUTPUT_DEPTH, OUTPUT_SELECTION, OUTPUT_UNCERTAINTY
+from edgedepth.preprocess import (
+    INPUT_NAME,
+    OUTPUT_DEPTH,
+    OUTPUT_SELECTION,
+    OUTPUT_UNCERTAINTY,
+    selection_length,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +36,10 @@ def pipeline_threads(cores: Optional[int] = None) -> int:
 
     The loop runs capture, preprocessing, postprocessing and selection in threads beside inference; with
     every core given to onnxruntime they preempt its workers and each frame waits for the straggler.
-    Measured on 2 cores (96x128 `small`, scripts/bench_loop.py): 1 thread, loop 751 fps = 0.97x bare
-    inference at 1 thread; 2 threads, loop 876 fps = 0.82x bare at 2 threads (1066 fps). A live loop is
-    paced by its camera, so headroom and steady latency matter more than a saturated CPU's peak; for
-    offline throughput pass `edgedepth run --threads N`."""
+    scripts/bench_loop.py on 2 cores (96x128 `small`; commit 3862958, 2026-11-29): 1 thread, loop 751 fps
+    = 0.97x bare inference at 1 thread; 2 threads, loop 876 fps = 0.82x bare at 2 threads (1066 fps). A
+    live loop is paced by its camera, so headroom and steady latency matter more than a saturated CPU's
+    peak; for offline throughput pass `edgedepth run --threads N`."""
     return max(1, int(usable_cores() if cores is None else cores) - 1)
 
 
@@ -73,9 +79,11 @@ class OrtRunner(Backend):
         self.ring = max(2, int(ring))
         pre = self.info.preprocessing
         out_shape = (self._in_shape[0], 1, pre.height, pre.width)
-        # the frame selector's features, when the graph computes them (export/selection_graph.py)
-        self.selection_shape = next(((self._in_shape[0], int(o.shape[1])) for o in self.session.get_outputs()
-                                     if o.name == OUTPUT_SELECTION and isinstance(o.shape[1], int)), None)
+        # the frame selector's features, when the graph computes them (export/selection_graph.py); the
+        # length follows from the metadata's stride, also where a rewritten graph left it symbolic
+        stride = self.info.selection_stride
+        self.selection_shape = ((self._in_shape[0], selection_length((pre.height, pre.width), stride))
+                                if stride and OUTPUT_SELECTION in names else None)
         self._outputs: List[Outputs] = [
             Outputs(np.empty(out_shape, np.float32), np.empty(out_shape, np.float32),
                     np.empty(self.selection_shape, np.float32) if self.selection_shape else None)

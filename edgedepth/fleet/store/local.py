@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple, Union
 
 from edgedepth.errors import DataError
-from edgedepth.faults import pause_point
+from edgedepth.faults import write_pausable
 from edgedepth.fleet.index import FrameIndex
 from edgedepth.fleet.store.base import (
     META_NAME,
@@ -54,12 +54,7 @@ STALE_TMP_S = 3600.0
 
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "xb") as f:
-        half = len(data) // 2
-        f.write(data[:half])
-        if half:
-            f.flush()
-            pause_point("store-write", str(path))  # tests: a kill -9 with this file half written
-        f.write(data[half:])
+        write_pausable(f, data, "store-write", str(path))  # tests: a kill -9 with it half written
         f.flush()
         os.fsync(f.fileno())
 
@@ -142,11 +137,9 @@ class LocalStore(Store):
     # -- writing -------------------------------------------------------------------------------
     def put_item(self, item_id: str, files: Dict[str, bytes], meta: dict) -> bool:
         record = prepare_meta(item_id, files, meta)
-        FrameIndex.row(record)  # an item the index would refuse is never written
-        try:
-            raw_meta = json.dumps(record, sort_keys=True, indent=1, allow_nan=False).encode()
-        except ValueError as exc:
-            raise DataError(f"item {item_id[:12]}: metadata holds a non-finite number: {exc}") from exc
+        row = FrameIndex.row(record)  # an item the index would refuse is never written
+        # row() already dumped `record` with allow_nan=False, so this dump cannot fail
+        raw_meta = json.dumps(record, sort_keys=True, indent=1, allow_nan=False).encode()
         final = self.item_dir(item_id)
         if (final / META_NAME).exists():
             self._heal_index(item_id)
@@ -181,7 +174,7 @@ class LocalStore(Store):
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        self.index.add(record)
+        self.index.add_row(row)
         _unlink_quietly(marker)
         return True
 
